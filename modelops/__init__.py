@@ -1,0 +1,1 @@
+"""modelops: a model registry and deployment control plane."""

@@ -1,0 +1,303 @@
+"""The contract schema: what a model is (ModelSpec) and what one version of it is (ModelVersion).
+
+A version is a contract, not a weights file: every field here is something the registry
+enforces at deploy time or at request time, so none of it is free-form.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Tier",
+    "RollbackClass",
+    "ModelClass",
+    "Framework",
+    "State",
+    "ShadowMode",
+    "Guardrail",
+    "DecisionPolicy",
+    "ModelSpec",
+    "CodeRef",
+    "LLMRuntime",
+    "RuntimeRequirements",
+    "StateChange",
+    "ModelVersion",
+    "VersionMeta",
+    "DatasetRef",
+    "load_spec_file",
+    "load_version_meta_file",
+    "parse_name_version",
+    "DEFAULT_SLICE",
+]
+
+DEFAULT_SLICE = "global"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+class Tier(StrEnum):
+    L0 = "L0"
+    L1 = "L1"
+    L2 = "L2"
+    L3 = "L3"
+
+
+class RollbackClass(StrEnum):
+    STATELESS = "STATELESS"
+    STATE_SNAPSHOT = "STATE_SNAPSHOT"
+    IRREVERSIBLE = "IRREVERSIBLE"
+
+
+class ModelClass(StrEnum):
+    dnn = "dnn"
+    llm = "llm"
+    batch = "batch"
+    escape_hatch = "escape_hatch"
+
+
+class Framework(StrEnum):
+    pytorch = "pytorch"
+    tensorflow = "tensorflow"
+    onnx = "onnx"
+    vllm_engine = "vllm_engine"
+
+
+class State(StrEnum):
+    REGISTERED = "REGISTERED"
+    OFFLINE_PASSED = "OFFLINE_PASSED"
+    FAILED = "FAILED"
+    APPROVED_SHADOW = "APPROVED_SHADOW"
+    SHADOW = "SHADOW"
+    APPROVED_CANARY = "APPROVED_CANARY"
+    CANARY = "CANARY"
+    AB_TEST = "AB_TEST"
+    PROMOTED = "PROMOTED"
+    ROLLED_BACK = "ROLLED_BACK"
+    DEPRECATED = "DEPRECATED"
+    ARCHIVED = "ARCHIVED"
+
+
+class ShadowMode(StrEnum):
+    live = "live"  # mirror live requests out of band
+    replay = "replay"  # replay logged requests with their point-in-time features
+
+
+def _check_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not allowed; use 1-128 chars of a-z, 0-9, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def parse_name_version(text: str, what: str = "reference") -> tuple[str, int]:
+    """Parse NAME@VERSION, the one spelling used for datasets, eval sets and contracts."""
+    from modelops.errors import SpecError
+
+    name, sep, ver = text.rpartition("@")
+    if not sep or not name or not ver.isdigit() or int(ver) < 1:
+        raise SpecError(f"{what} {text!r} is malformed; allowed form is NAME@VERSION, e.g. ctr@3")
+    return name, int(ver)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+
+
+class Guardrail(_Strict):
+    """A metric that must not cross its threshold; `higher_is_worse` says which way is bad."""
+
+    metric: str
+    threshold: float
+    higher_is_worse: bool = True
+
+
+class DecisionPolicy(_Strict):
+    primary_metric: str
+    higher_is_better: bool = True
+    min_samples: int = Field(default=1000, ge=1)
+    guardrails: list[Guardrail] = Field(default_factory=list)
+    protected_slices: list[str] = Field(default_factory=list)
+    fallback_on_breaking_contract: bool = Field(
+        default=False,
+        description="on a breaking feature contract: fall back to the last good version "
+        "(True) or fail closed (False)",
+    )
+    log_inputs: bool = False
+
+
+class ModelSpec(_Strict):
+    """The logical model, stable across versions."""
+
+    model_id: str
+    owner_team: str
+    tier: Tier
+    rollback_class: RollbackClass
+    model_class: ModelClass
+    framework: Framework
+    description: str = ""
+    slices: list[str] = Field(default_factory=lambda: [DEFAULT_SLICE], min_length=1)
+    policy: DecisionPolicy
+    downstream_dependents: list[str] = Field(default_factory=list)
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_id(cls, v: str) -> str:
+        return _check_id(v, "model_id")
+
+    @field_validator("owner_team")
+    @classmethod
+    def _team(cls, v: str) -> str:
+        return _check_id(v, "owner_team")
+
+    @field_validator("slices")
+    @classmethod
+    def _slices(cls, v: list[str]) -> list[str]:
+        for s in v:
+            _check_id(s, "slice")
+        if len(set(v)) != len(v):
+            raise ValueError("slices must be unique")
+        return v
+
+    @field_validator("downstream_dependents")
+    @classmethod
+    def _deps(cls, v: list[str]) -> list[str]:
+        for d in v:
+            _check_id(d, "downstream dependent model_id")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSpec:
+        llm = self.model_class is ModelClass.llm
+        if llm != (self.framework is Framework.vllm_engine):
+            raise ValueError(
+                "model_class 'llm' goes with framework 'vllm_engine' and only with it; "
+                f"got model_class {self.model_class.value!r} with framework "
+                f"{self.framework.value!r}"
+            )
+        if self.model_id in self.downstream_dependents:
+            raise ValueError("a model cannot list itself as a downstream dependent")
+        return self
+
+
+class CodeRef(_Strict):
+    repo: str
+    commit_sha: str
+    path: str | None = None
+
+    @field_validator("commit_sha")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        if not _COMMIT.match(v):
+            raise ValueError("commit_sha must be 7-40 lowercase hex characters")
+        return v
+
+
+class LLMRuntime(_Strict):
+    max_context_length: int = Field(ge=1)
+    kv_cache_gb_per_sequence: float = Field(gt=0)
+    tokenizer_version: str
+    draft_model: str | None = None
+
+
+class RuntimeRequirements(_Strict):
+    gpu_class: str | None = None
+    mem_gb: float = Field(default=1.0, gt=0)
+    compute_capability: str | None = None
+    max_batch_size: int = Field(default=0, ge=0)
+    llm: LLMRuntime | None = None
+
+
+class StateChange(_Strict):
+    slice: str
+    state: State
+    ts: datetime
+    actor: str
+    percent: int | None = None
+    gate_results: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class DatasetRef(_Strict):
+    name: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class VersionMeta(_Strict):
+    """The optional parts of a version that a training run reports beside its weights."""
+
+    runtime_requirements: RuntimeRequirements = Field(default_factory=RuntimeRequirements)
+    preprocess: CodeRef | None = None
+    postprocess: CodeRef | None = None
+    training_code_version: CodeRef | None = None
+    eval_metrics: dict[str, float] = Field(default_factory=dict)
+    eval_slice_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    rollback_snapshot_uri: str | None = None
+    downstream_dependents: list[str] = Field(default_factory=list)
+    signature: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelVersion(_Strict):
+    """One registered version: the full record the registry enforces."""
+
+    model_id: str
+    version: int = Field(ge=1)
+    weights_uri: str
+    weights_hash: str
+    framework: Framework
+    runtime_requirements: RuntimeRequirements = Field(default_factory=RuntimeRequirements)
+    feature_contract_ref: str | None = None
+    preprocess: CodeRef | None = None
+    postprocess: CodeRef | None = None
+    training_run_id: str
+    training_data_version: DatasetRef
+    training_code_version: CodeRef | None = None
+    parent_model_version: int | None = None
+    eval_set_version: DatasetRef
+    eval_metrics: dict[str, float] = Field(default_factory=dict)
+    eval_slice_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    rollback_class: RollbackClass
+    rollback_snapshot_uri: str | None = None
+    tier: Tier
+    state: dict[str, State] = Field(default_factory=dict)
+    canary_percent: dict[str, int] = Field(default_factory=dict)
+    state_history: list[StateChange] = Field(default_factory=list)
+    downstream_dependents: list[str] = Field(default_factory=list)
+    signature: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+    @field_validator("weights_hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        if not _SHA.match(v):
+            raise ValueError("weights_hash must be 64 lowercase hex characters (sha256)")
+        return v
+
+    @property
+    def archived(self) -> bool:
+        return bool(self.state) and all(s is State.ARCHIVED for s in self.state.values())
+
+
+def load_spec_file(path: str | Path) -> ModelSpec:
+    """Load a model spec YAML; errors name the file, the field and what is allowed."""
+    from modelops.yamlio import load_yaml_model
+
+    return load_yaml_model(Path(path), ModelSpec)
+
+
+def load_version_meta_file(path: str | Path) -> VersionMeta:
+    from modelops.yamlio import load_yaml_model
+
+    return load_yaml_model(Path(path), VersionMeta)

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables, engines, and the migration runner."""

@@ -1,0 +1,147 @@
+"""Engines and migrations for the two registry backends.
+
+SQLite is the embedded default; PostgreSQL is chosen by URL. Writers take the database's
+write lock at BEGIN (SQLite) or row locks (PostgreSQL), so every mutation is serialized
+where it has to be and readers never wait on WAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.pool import NullPool
+
+from modelops.errors import SchemaOutOfDate, SpecError
+
+__all__ = [
+    "HEAD_REVISION",
+    "default_home",
+    "default_registry_url",
+    "resolve_url",
+    "make_engine",
+    "upgrade",
+    "current_revision",
+    "ensure_schema",
+    "write_tx",
+    "read_tx",
+]
+
+HEAD_REVISION = "0001_initial"
+_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MODELOPS_HOME", ".modelops")).resolve()
+
+
+def default_registry_url() -> str:
+    return f"sqlite:///{default_home() / 'registry.db'}"
+
+
+def resolve_url(url: str | None) -> str:
+    """--registry beats MODELOPS_REGISTRY_URL beats the embedded SQLite file."""
+    url = url or os.environ.get("MODELOPS_REGISTRY_URL") or default_registry_url()
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if not (url.startswith("sqlite:///") or url.startswith("postgresql+psycopg://")):
+        raise SpecError(
+            f"registry URL {url!r} is not supported; allowed: sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = resolve_url(url)
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # NullPool: a connection per use keeps forked worker processes from sharing handles.
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+        _sqlite_events(engine)
+        return engine
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("modelops_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextlib.contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """One atomic mutation. On SQLite it holds the write lock from the first statement."""
+    with engine.connect().execution_options(modelops_write=True) as conn, conn.begin():
+        yield conn
+
+
+@contextlib.contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations: the only way the registry schema is created or changed."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with _upgrade_lock(engine), engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+@contextlib.contextmanager
+def _upgrade_lock(engine: Engine) -> Iterator[None]:
+    """Several processes may open a fresh embedded registry at once; one migrates."""
+    if engine.dialect.name != "sqlite" or engine.url.database is None:
+        yield
+        return
+    lock_path = Path(engine.url.database).with_suffix(".migrate.lock")
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
+    """Check the schema is at head; the embedded default migrates itself on first use."""
+    rev = current_revision(engine)
+    if rev == HEAD_REVISION:
+        return
+    if auto_upgrade:
+        upgrade(engine)
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    raise SchemaOutOfDate(
+        f"registry {where} is at schema {rev or 'none'}, code needs {HEAD_REVISION}; "
+        "run `modelops db upgrade`"
+    )
