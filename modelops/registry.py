@@ -1013,7 +1013,8 @@ class Registry:
             raise ApprovalRequired(
                 f"{model_id}@{version} -> {target.value} on slice {slice_!r} at tier "
                 f"{spec.tier.value} needs {rule}; have: {have}{note}; "
-                f"run `modelops approve {model_id} {version} --slice {slice_} --actor NAME`"
+                f"run `modelops approve {model_id} {version} --slice {slice_} --to {target.value} "
+                "--actor NAME`"
             )
         return [{"approver": r.approver, "team": r.team} for r in valid]
 
