@@ -102,6 +102,34 @@ def cmd_contract_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_contract_check(args: argparse.Namespace) -> int:
+    from modelops.contracts import FileSchemaSource
+
+    model_id, version = _split_model_ref(args.target)
+    if version is None:
+        raise SpecError(f"{args.target!r} needs a version; allowed: MODEL@VERSION")
+    schema = FileSchemaSource(Path(args.schemas)).current()
+    with _registry(args) as reg:
+        check = reg.contract_check(model_id, version, schema)
+    if args.json:
+        _print_json(check.model_dump(mode="json"))
+    else:
+        print(
+            f"{check.contract_ref} against feature schema v{check.schema_version}: "
+            f"{check.status.value}"
+        )
+        for r in check.reasons:
+            print(f"  {'BREAKING' if r.breaking else 'ok'}  {r.kind.value:<17} {r.detail}")
+    if check.status.value == "BREAKING_CHANGE":
+        print(
+            f"error: {args.target} cannot be served on feature schema v{check.schema_version}: "
+            f"{len([r for r in check.reasons if r.breaking])} breaking change(s)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_model_create(args: argparse.Namespace) -> int:
     from modelops.spec import load_spec_file
 
@@ -434,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="CONTRACT.yaml")
     actor_opt(c)
     c.set_defaults(fn=cmd_contract_register)
+
+    c = cp.add_parser("check", help="can the current feature schema serve this version?")
+    c.add_argument("target", metavar="MODEL@VERSION")
+    c.add_argument(
+        "--schemas", required=True, metavar="DIR", help="versioned schema files v{N}.yaml"
+    )
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(fn=cmd_contract_check)
 
     mp = sub.add_parser("model", help="logical models").add_subparsers(dest="sub", required=True)
     m = mp.add_parser("create")

@@ -181,6 +181,26 @@ def run(home: Path) -> None:
     d.run("dependents --feature user_age")
     d.run("dependents --model ctr@1")
 
+    d.say("feature contracts are checked against the feature store's current schema")
+    schemas = home / "feature-schemas"
+    schemas.mkdir()
+    (schemas / "v1.yaml").write_text(
+        "features:\n"
+        "  - {name: user_age, dtype: int16, definition_ref: 'feast://user/age'}\n"
+        "  - {name: country, dtype: string}\n"
+        "  - {name: hour_of_day, dtype: int8}\n"
+        "  - {name: ad_ctr_7d, dtype: float32, nullable: true}\n"
+        "  - {name: device, dtype: string}\n"
+    )
+    d.run(f"contract check ctr@2 --schemas {schemas}")
+    (schemas / "v2.yaml").write_text(
+        "features:\n"
+        "  - {name: age_years, dtype: int64, definition_ref: 'feast://user/age'}\n"
+        "  - {name: country, dtype: string, nullable: true}\n"
+        "  - {name: ad_ctr_7d, dtype: float32, nullable: true}\n"
+    )
+    d.run(f"contract check ctr@2 --schemas {schemas}", expect=1)
+
     d.say("L3 credit model (IRREVERSIBLE): two approvers, one outside team risk, and an override")
     d.run(f"model create {f}/credit.yaml")
     d.run(

@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, update
 
 from modelops import audit as audit_mod
-from modelops.contracts import FeatureContract, parse_contract_ref
+from modelops.contracts import (
+    ContractCheck,
+    FeatureContract,
+    FeatureSchema,
+    parse_contract_ref,
+    validate_contract,
+)
 from modelops.desired import DesiredState, SliceRow, derive
 from modelops.errors import (
     ApprovalRequired,
@@ -1667,6 +1673,13 @@ class Registry:
                 )
             ).scalars()
             return [DesiredState.model_validate_json(r) for r in rows]
+
+    def contract_check(self, model_id: str, version: int, schema: FeatureSchema) -> ContractCheck:
+        """Invariant 1's question: can the store's current schema satisfy this version?"""
+        v = self.get_version(model_id, version)
+        if v.feature_contract_ref is None:
+            raise NotFoundError(f"{model_id}@{version} declares no feature contract")
+        return validate_contract(self.get_contract(v.feature_contract_ref), schema)
 
     # ------------------------------------------------------------------ lineage
 

@@ -201,3 +201,33 @@ def test_real_process_has_no_traceback(tmp_path: Path) -> None:
     )
     assert p.returncode == 1 and p.stderr.startswith("error: cannot use the registry database")
     assert "Traceback" not in p.stderr
+
+
+def test_contract_check(env: dict[str, Path]) -> None:
+    d = env["dir"]
+    (d / "c.yaml").write_text(
+        "name: f\nversion: 1\nfeatures:\n"
+        "  - {name: a, dtype: int32}\n  - {name: b, dtype: string}\n"
+    )
+    assert run(f"contract register {d}/c.yaml")[0] == 0
+    assert (
+        run(
+            f"version register ctr --weights {d}/w1.onnx --training-data clicks@1 "
+            "--eval-set ev@1 --contract f@1"
+        )[0]
+        == 0
+    )
+    schemas = d / "schemas"
+    schemas.mkdir()
+    (schemas / "v1.yaml").write_text(
+        "features:\n  - {name: a, dtype: int32}\n  - {name: b, dtype: string}\n"
+    )
+    code, out, _ = run(f"contract check ctr@1 --schemas {schemas} --json")
+    assert code == 0 and json.loads(out)["status"] == "OK"
+    (schemas / "v2.yaml").write_text("features:\n  - {name: a, dtype: float32}\n")
+    code, out, err = run(f"contract check ctr@1 --schemas {schemas}")
+    assert code == 1
+    assert "DROPPED" in out and "DTYPE_INCOMPATIBLE" in out
+    assert err.strip().splitlines() == [
+        "error: ctr@1 cannot be served on feature schema v2: 2 breaking change(s)"
+    ]

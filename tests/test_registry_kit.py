@@ -1,0 +1,123 @@
+"""Builders and assertions shared by the registry test modules (this module holds no tests).
+
+Everything here goes through the public Registry API, so the builders themselves are
+exercised on both backends by every test that uses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from modelops.contracts import Feature, FeatureContract
+from modelops.registry import Registry
+from modelops.spec import (
+    DecisionPolicy,
+    Framework,
+    ModelClass,
+    ModelSpec,
+    ModelVersion,
+    RollbackClass,
+    State,
+    Tier,
+)
+
+OWNER_TEAM = "ranking"
+
+
+def spec(
+    model_id: str = "ranker",
+    *,
+    tier: Tier | str = Tier.L1,
+    rollback_class: RollbackClass | str = RollbackClass.STATELESS,
+    slices: list[str] | None = None,
+    downstream: list[str] | None = None,
+    owner_team: str = OWNER_TEAM,
+) -> ModelSpec:
+    return ModelSpec(
+        model_id=model_id,
+        owner_team=owner_team,
+        tier=Tier(tier),
+        rollback_class=RollbackClass(rollback_class),
+        model_class=ModelClass.dnn,
+        framework=Framework.pytorch,
+        slices=slices or ["global"],
+        policy=DecisionPolicy(primary_metric="auc"),
+        downstream_dependents=downstream or [],
+    )
+
+
+def weights_hash(label: str) -> str:
+    return hashlib.sha256(label.encode()).hexdigest()
+
+
+def contract(name: str = "ranker.features", version: int = 1, *features: str) -> FeatureContract:
+    names = features or ("clicks_7d", "country")
+    return FeatureContract(
+        name=name, version=version, features=[Feature(name=f, dtype="int64") for f in names]
+    )
+
+
+def datasets(reg: Registry, train: str = "clicks", evals: str = "clicks-eval") -> None:
+    reg.register_dataset(train, 1, f"s3://data/{train}/1")
+    reg.register_dataset(evals, 1, f"s3://data/{evals}/1", kind="eval_set")
+
+
+def new_model(reg: Registry, model_id: str = "ranker", **kw: Any) -> ModelSpec:
+    """Create the model (and the datasets its versions pin, if missing)."""
+    datasets(reg)
+    return reg.create_model(spec(model_id, **kw))
+
+
+def version(
+    reg: Registry,
+    model_id: str = "ranker",
+    label: str | None = None,
+    *,
+    passed: bool | None = True,
+    contract_ref: str | None = None,
+    train: str = "clicks@1",
+    evals: str = "clicks-eval@1",
+    parent: int | None = None,
+) -> ModelVersion:
+    """Register a version; by default also record a passing gate (-> OFFLINE_PASSED)."""
+    label = label or f"{model_id}-{len(reg.list_versions(model_id)) + 1}"
+    v = reg.register_version(
+        model_id,
+        weights_hash=weights_hash(label),
+        weights_uri=f"file:///weights/{label}.pt",
+        training_run_id=f"run-{label}",
+        training_data=train,
+        eval_set=evals,
+        feature_contract_ref=contract_ref,
+        parent=parent,
+    )
+    if passed is not None:
+        reg.record_gate_result(model_id, v.version, passed=passed, results={"auc": 0.9})
+    return v
+
+
+def bootstrap_prod(reg: Registry, model_id: str = "ranker", **kw: Any) -> int:
+    """A first version promoted straight from OFFLINE_PASSED (tiers L0/L1 need no approval)."""
+    v = version(reg, model_id, **kw).version
+    reg.transition(model_id, v, State.PROMOTED, actor="ops", expected=State.OFFLINE_PASSED)
+    return v
+
+
+def refused(
+    reg: Registry, error: type[BaseException], call: Callable[[], Any], match: str | None = None
+) -> pytest.ExceptionInfo[Any]:
+    """Run a call that must be refused with `error`, and prove it left no row behind."""
+    before = reg.row_counts()
+    with pytest.raises(error, match=match) as info:
+        call()
+    after = reg.row_counts()
+    assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    return info
+
+
+def audit_actions(reg: Registry, model_id: str | None) -> list[str]:
+    return [e.action for e in reg.audit_entries(model_id)]
