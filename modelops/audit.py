@@ -146,7 +146,7 @@ def verify_chain(conn: Connection, chain: str) -> tuple[int, list[AuditProblem]]
     problems: list[AuditProblem] = []
     prev = GENESIS
     expect_seq = 1
-    for r in rows:
+    for i, r in enumerate(rows):
         label = f"entry id {r.id} (seq {r.seq}, {r.action} {r.model_id or ''}"
         label += f"@{r.version})" if r.version is not None else ")"
         recomputed = entry_hash(
@@ -173,6 +173,9 @@ def verify_chain(conn: Connection, chain: str) -> tuple[int, list[AuditProblem]]
         elif r.seq != expect_seq or r.prev_hash != prev:
             if r.seq < expect_seq:
                 kind, what = "REORDERED", f"appears after seq {expect_seq - 1}"
+            elif r.seq > expect_seq and any(x.seq == expect_seq for x in rows[i + 1 :]):
+                # The missing entry is still there, only stored later: moved, not removed.
+                kind, what = "REORDERED", f"appears before seq {expect_seq}"
             elif r.seq > expect_seq:
                 kind, what = "DELETED", f"follows a gap: seq {expect_seq}..{r.seq - 1} missing"
             else:

@@ -418,7 +418,9 @@ class Registry:
                 old = ModelSpec.model_validate_json(existing)
                 if old == spec:
                     return old
-                diff = sorted(k for k in spec.model_fields if getattr(old, k) != getattr(spec, k))
+                diff = sorted(
+                    k for k in ModelSpec.model_fields if getattr(old, k) != getattr(spec, k)
+                )
                 raise ConflictError(
                     f"model {spec.model_id!r} already exists with a different spec "
                     f"(fields differ: {', '.join(diff)}); specs are changed by a migration "
@@ -1039,8 +1041,13 @@ class Registry:
         mode: ShadowMode | str | None = None,
         layer: str | None = None,
         gate_results: dict[str, Any] | None = None,
+        expected_percent: int | None = None,
     ) -> TransitionResult:
-        """Move one version on one slice, as a compare-and-set against `expected`."""
+        """Move one version on one slice, as a compare-and-set against `expected`.
+
+        `expected_percent` extends the compare to the canary percent, so a step decided on
+        a stale read of CANARY at one percent cannot move the canary backwards.
+        """
         actor = self._require_actor(actor)
         target = _state(target)
         expected_s = _state(expected) if expected is not None else None
@@ -1050,11 +1057,16 @@ class Registry:
             spec = self._spec(conn, model_id)
             row = self._state_row(conn, model_id, version, slice_)
             current = State(row.state)
-            if expected_s is not None and current is not expected_s:
+            if (expected_s is not None and current is not expected_s) or (
+                expected_percent is not None and row.percent != expected_percent
+            ):
                 pct = f" ({row.percent}%)" if row.percent is not None else ""
+                want = (expected_s or current).value
+                if expected_percent is not None:
+                    want += f" ({expected_percent}%)"
                 raise ConflictError(
                     f"conflict: {model_id}@{version} on slice {slice_!r} is {current.value}{pct}, "
-                    f"not {expected_s.value} as expected; re-read and retry"
+                    f"not {want} as expected; re-read and retry"
                 )
             rows = self._slice_rows(conn, model_id, slice_)
             ctx = self._context(conn, spec, version, rows)
@@ -1170,7 +1182,14 @@ class Registry:
                 self._maybe_archive(conn, model_id, version) if (target is State.ARCHIVED) else []
             )
             generation = int(lock_row.generation)
-            if target in TRAFFIC_STATES or current in TRAFFIC_STATES or deprecated:
+            # A DEPRECATED version is the rollback target and kept warm, so archiving it
+            # changes the desired state too.
+            if (
+                target in TRAFFIC_STATES
+                or current in TRAFFIC_STATES
+                or current is State.DEPRECATED
+                or deprecated
+            ):
                 generation = self._write_desired(conn, model_id, slice_, lock_row, ts)
             action = "rollback" if target is State.ROLLED_BACK else "transition"
             payload: dict[str, Any] = {

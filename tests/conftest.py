@@ -69,6 +69,23 @@ def pg_url(pg_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with no schema: created without the migrated template.
+
+    It depends on `pg_template` only for its reachability check (skip, or fail under
+    MODELOPS_REQUIRE_PG).
+    """
+    name = f"modelops_e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        with _pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'registry.db'}"
 

@@ -23,6 +23,7 @@ from modelops.spec import (
     RollbackClass,
     State,
     Tier,
+    VersionMeta,
 )
 
 OWNER_TEAM = "ranking"
@@ -82,6 +83,7 @@ def version(
     train: str = "clicks@1",
     evals: str = "clicks-eval@1",
     parent: int | None = None,
+    meta: VersionMeta | None = None,
 ) -> ModelVersion:
     """Register a version; by default also record a passing gate (-> OFFLINE_PASSED)."""
     label = label or f"{model_id}-{len(reg.list_versions(model_id)) + 1}"
@@ -94,6 +96,7 @@ def version(
         eval_set=evals,
         feature_contract_ref=contract_ref,
         parent=parent,
+        meta=meta,
     )
     if passed is not None:
         reg.record_gate_result(model_id, v.version, passed=passed, results={"auc": 0.9})
@@ -121,3 +124,26 @@ def refused(
 
 def audit_actions(reg: Registry, model_id: str | None) -> list[str]:
     return [e.action for e in reg.audit_entries(model_id)]
+
+
+# Two people in the owning team, two outside it, and an operator who makes the moves.
+PEOPLE = {
+    "alice": OWNER_TEAM,
+    "bob": OWNER_TEAM,
+    "ops": OWNER_TEAM,
+    "carol": "safety",
+    "dave": "safety",
+}
+
+
+def add_people(reg: Registry) -> None:
+    for name, team in PEOPLE.items():
+        reg.add_actor(name, team)
+
+
+def approve_l3(
+    reg: Registry, model_id: str, v: int, target: State | None = None, **kw: Any
+) -> None:
+    """The two approvals an L3 move needs: one inside the owning team, one outside it."""
+    reg.approve(model_id, v, actor="alice", target=target, **kw)
+    reg.approve(model_id, v, actor="carol", target=target, **kw)

@@ -1,0 +1,343 @@
+"""The audit log: one entry per mutation, append-only in the database, tamper-evident.
+
+The tamper tests play an attacker who can bypass the append-only triggers: they drop the
+triggers in the test's own database and then rewrite history with raw SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import exc, text
+from test_registry_kit import (
+    add_people,
+    contract,
+    datasets,
+    refused,
+    spec,
+    version,
+    weights_hash,
+)
+
+from modelops.audit import GENESIS, REGISTRY_CHAIN, entry_hash
+from modelops.errors import IllegalTransition, NotFoundError
+from modelops.registry import Registry
+from modelops.spec import RollbackClass, State, Tier
+
+M = "ranker"
+S = State
+
+
+def one_entry(
+    reg: Registry, model: str | None, action: str, call: Callable[[], Any]
+) -> dict[str, Any]:
+    """Run a mutation and prove it appended exactly one entry, to the right chain."""
+    total = reg.row_counts()["audit_log"]
+    try:
+        chain = reg.audit_entries(model)
+    except NotFoundError:  # the call creates the model and its chain
+        chain = []
+    out = call()
+    assert reg.row_counts()["audit_log"] == total + 1
+    after = reg.audit_entries(model)
+    assert len(after) == len(chain) + 1
+    entry = after[-1]
+    assert (entry.action, entry.seq) == (action, len(chain) + 1)
+    assert entry.chain == (f"model:{model}" if model else REGISTRY_CHAIN)
+    return {"result": out, "entry": entry}
+
+
+def no_entry(reg: Registry, call: Callable[[], Any]) -> Any:
+    """Run a redelivered (idempotent) call and prove it changed nothing at all."""
+    before = reg.row_counts()
+    out = call()
+    assert reg.row_counts() == before
+    return out
+
+
+# ---------------------------------------------------------------------------- one per mutation
+
+
+def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
+    r = registry
+    one_entry(r, None, "add_actor", lambda: r.add_actor("alice", "ranking"))
+    for name, team in (("bob", "ranking"), ("carol", "safety"), ("ops", "ranking")):
+        r.add_actor(name, team)
+    no_entry(r, lambda: r.add_actor("alice", "ranking"))
+    e = one_entry(r, None, "register_dataset", lambda: r.register_dataset("clicks", 1, "s3://c"))
+    assert e["entry"].payload["uri"] == "s3://c"
+    no_entry(r, lambda: r.register_dataset("clicks", 1, "s3://c"))
+    one_entry(
+        r,
+        None,
+        "register_dataset",
+        lambda: r.register_dataset("clicks-eval", 1, "s3://e", kind="eval_set"),
+    )
+    one_entry(r, None, "register_dataset", lambda: r.register_dataset("extra", 1, "s3://x"))
+    one_entry(r, None, "register_contract", lambda: r.register_contract(contract()))
+    no_entry(r, lambda: r.register_contract(contract()))
+
+    s = spec(M, tier=Tier.L2, rollback_class=RollbackClass.IRREVERSIBLE, slices=["eu", "us"])
+    one_entry(r, M, "register_model", lambda: r.create_model(s))
+    no_entry(r, lambda: r.create_model(s))
+    one_entry(r, M, "add_dependent", lambda: r.add_dependent(M, "feed", actor="ops"))
+    no_entry(r, lambda: r.add_dependent(M, "feed", actor="ops"))
+
+    def register(label: str) -> int:
+        return r.register_version(
+            M,
+            weights_hash=weights_hash(label),
+            weights_uri=f"file:///{label}",
+            training_run_id=label,
+            training_data="clicks@1",
+            eval_set="clicks-eval@1",
+        ).version
+
+    v1 = one_entry(r, M, "register_version", lambda: register("w1"))["result"]
+    no_entry(r, lambda: register("w1"))
+    # One gate result moves both slices and is one entry.
+    one_entry(
+        r, M, "gate_result", lambda: r.record_gate_result(M, v1, passed=True, results={"a": 1})
+    )
+    no_entry(r, lambda: r.record_gate_result(M, v1, passed=True, results={"a": 1}))
+
+    for sl in ("eu", "us"):
+        e = one_entry(r, M, "approval", lambda sl=sl: r.approve(M, v1, actor="alice", slice=sl))
+        assert e["entry"].payload == {
+            "slice": sl,
+            "from": "OFFLINE_PASSED",
+            "to": "PROMOTED",
+            "team": "ranking",
+        }
+        one_entry(
+            r, M, "override", lambda sl=sl: r.override(M, v1, actor="carol", reason="ok", slice=sl)
+        )
+        e = one_entry(
+            r, M, "transition", lambda sl=sl: r.transition(M, v1, S.PROMOTED, actor="ops", slice=sl)
+        )
+        assert (e["entry"].actor, e["entry"].version) == ("ops", v1)
+
+    one_entry(r, M, "pin", lambda: r.pin(M, v1, "extra@1", role="extra", actor="ops"))
+    no_entry(r, lambda: r.pin(M, v1, "extra@1", role="extra", actor="ops"))
+    one_entry(r, M, "unpin", lambda: r.unpin(M, v1, "extra@1", role="extra", actor="ops"))
+
+    # Promotion that deprecates the old prod: one entry for both rows.
+    v2 = register("w2")
+    r.record_gate_result(M, v2, passed=True, results={})
+    r.transition(M, v2, S.APPROVED_SHADOW, actor="ops", slice="eu")
+    r.transition(M, v2, S.SHADOW, actor="ops", slice="eu")
+    r.approve(M, v2, actor="bob", slice="eu")
+    r.transition(M, v2, S.APPROVED_CANARY, actor="ops", slice="eu")
+    r.transition(M, v2, S.CANARY, actor="ops", slice="eu")
+    r.approve(M, v2, actor="bob", slice="eu")
+    r.override(M, v2, actor="carol", reason="ok", slice="eu")
+    e = one_entry(
+        r, M, "transition", lambda: r.transition(M, v2, S.PROMOTED, actor="ops", slice="eu")
+    )
+    assert e["entry"].payload["deprecated"] == v1
+    # A rollback that restores the old prod: one entry for both rows.
+    e = one_entry(r, M, "rollback", lambda: r.rollback(M, actor="ops", slice="eu"))
+    assert e["entry"].payload["restored"] == v1
+    # A candidate's rollback.
+    v3 = register("w3")
+    r.record_gate_result(M, v3, passed=True, results={})
+    r.transition(M, v3, S.APPROVED_SHADOW, actor="ops", slice="us")
+    one_entry(r, M, "rollback", lambda: r.transition(M, v3, S.ROLLED_BACK, actor="o", slice="us"))
+    # Archiving the last slice releases the pins in the same entry.
+    r.transition(M, v3, S.ARCHIVED, actor="ops", slice="us")
+    e = one_entry(
+        r, M, "transition", lambda: r.transition(M, v3, S.ARCHIVED, actor="o", slice="eu")
+    )
+    assert sorted(e["entry"].payload["unpinned"]) == [
+        "clicks-eval@1 (eval_set)",
+        "clicks@1 (training_data)",
+    ]
+    one_entry(r, None, "delete_dataset", lambda: r.delete_dataset("extra", 1, actor="ops"))
+
+    # Refusals append nothing (refused() compares every table, audit_log included).
+    refused(r, IllegalTransition, lambda: r.transition(M, v3, S.SHADOW, actor="o", slice="eu"))
+
+    # The chains are contiguous and verify.
+    for chain in (M, None):
+        entries = r.audit_entries(chain)
+        assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    report = r.verify_audit()
+    assert report.ok, report.problems
+    assert report.chains == 2
+    assert report.entries == r.row_counts()["audit_log"]
+
+
+def test_entries_are_hash_chained(registry: Registry) -> None:
+    datasets(registry)
+    registry.create_model(spec())
+    version(registry)
+    prev = GENESIS
+    with registry.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT * FROM audit_log WHERE chain = :c ORDER BY seq"), {"c": f"model:{M}"}
+        ).all()
+    assert [r.action for r in rows] == ["register_model", "register_version", "gate_result"]
+    for r in rows:
+        assert r.prev_hash == prev
+        assert r.hash == entry_hash(
+            r.chain, r.seq, r.model_id, r.version, r.action, r.ts, r.actor, r.payload, prev
+        )
+        prev = r.hash
+
+
+# ---------------------------------------------------------------------------- append-only
+
+
+@pytest.fixture
+def audited(registry: Registry) -> Registry:
+    add_people(registry)
+    datasets(registry)
+    registry.create_model(spec(tier=Tier.L0))
+    for _ in range(3):
+        v = version(registry).version
+        registry.transition(M, v, S.PROMOTED, actor="ops")
+    assert [e.seq for e in registry.audit_entries(M)] == list(range(1, 11))
+    return registry
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_log SET payload = '{}' WHERE seq = 2",
+        "UPDATE audit_log SET actor = 'nobody'",
+        "DELETE FROM audit_log WHERE seq = 10",
+        "DELETE FROM audit_log",
+    ],
+)
+def test_the_database_rejects_updates_and_deletes(audited: Registry, sql: str) -> None:
+    before = audited.audit_entries(M)
+    with pytest.raises(exc.DBAPIError, match="audit_log is append-only"):
+        with audited.engine.begin() as conn:
+            conn.execute(text(sql))
+    assert audited.audit_entries(M) == before
+    assert audited.verify_audit().ok
+
+
+def test_postgres_rejects_truncate(pg_url: str, clock: Any) -> None:
+    # TRUNCATE is PostgreSQL's own statement (SQLite has only DELETE), so this runs there.
+    with Registry(pg_url, clock=clock) as reg:
+        reg.add_actor("alice", "ranking")
+        with pytest.raises(exc.DBAPIError, match="audit_log is append-only"):
+            with reg.engine.begin() as conn:
+                conn.execute(text("TRUNCATE audit_log"))
+        assert [e.action for e in reg.audit_entries(None)] == ["add_actor"]
+        assert reg.verify_audit().ok
+
+
+# ---------------------------------------------------------------------------- tampering
+
+
+def drop_triggers(reg: Registry) -> None:
+    """What an attacker with DDL rights does first."""
+    with reg.engine.begin() as conn:
+        if reg.engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER audit_log_no_update"))
+            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_log_no_update_delete ON audit_log"))
+
+
+def sql(reg: Registry, *statements: str, **params: Any) -> None:
+    with reg.engine.begin() as conn:
+        for st in statements:
+            conn.execute(text(st), params)
+
+
+@pytest.fixture
+def tampered(audited: Registry) -> Registry:
+    report = audited.verify_audit()
+    assert report.ok and report.problems == []
+    assert (report.chains, report.entries) == (2, audited.row_counts()["audit_log"])
+    drop_triggers(audited)
+    return audited
+
+
+def _only_problem(reg: Registry, kind: str) -> Any:
+    for report in (reg.verify_audit(M), reg.verify_audit()):
+        assert not report.ok
+        assert len(report.problems) == 1, report.problems
+        p = report.problems[0]
+        assert (p.chain, p.kind) == (f"model:{M}", kind)
+    # The registry-wide chain is untouched and still verifies on its own.
+    assert reg.verify_audit(None).problems == reg.verify_audit(M).problems
+    return p
+
+
+def test_a_clean_registry_verifies(audited: Registry) -> None:
+    report = audited.verify_audit(M)
+    assert report.ok and (report.chains, report.entries) == (1, 10)
+
+
+def test_an_edited_payload_is_named(tampered: Registry) -> None:
+    target = tampered.audit_entries(M)[4]
+    sql(
+        tampered,
+        "UPDATE audit_log SET payload = :p WHERE id = :i",
+        p='{"forged":true}',
+        i=target.id,
+    )
+    p = _only_problem(tampered, "EDITED")
+    assert (p.entry_id, p.seq) == (target.id, 5)
+    assert f"entry id {target.id} (seq 5, {target.action} ranker@{target.version})" in p.detail
+    assert "content was edited" in p.detail
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_link(tampered: Registry) -> None:
+    target = tampered.audit_entries(M)[4]
+    with tampered.engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM audit_log WHERE id = :i"), {"i": target.id}).one()
+    forged = '{"forged":true}'
+    h = entry_hash(
+        row.chain, row.seq, row.model_id, row.version, row.action, row.ts, row.actor, forged,
+        row.prev_hash,
+    )  # fmt: skip
+    sql(
+        tampered,
+        "UPDATE audit_log SET payload = :p, hash = :h WHERE id = :i",
+        p=forged,
+        h=h,
+        i=row.id,
+    )
+    report = tampered.verify_audit(M)
+    assert not report.ok
+    assert report.problems[0].seq == 6  # the next entry no longer links to it
+    assert "does not link to the entry before it" in report.problems[0].detail
+
+
+def test_a_deleted_middle_entry_is_named(tampered: Registry) -> None:
+    entries = tampered.audit_entries(M)
+    sql(tampered, "DELETE FROM audit_log WHERE id = :i", i=entries[3].id)
+    p = _only_problem(tampered, "DELETED")
+    assert (p.entry_id, p.seq) == (entries[4].id, 5)
+    assert "follows a gap: seq 4..4 missing" in p.detail
+
+
+def test_reordered_entries_are_named(tampered: Registry) -> None:
+    entries = tampered.audit_entries(M)
+    a, b = entries[2].id, entries[3].id  # seq 3 and seq 4 trade places in storage order
+    sql(
+        tampered,
+        "UPDATE audit_log SET id = -1 WHERE id = :a",
+        "UPDATE audit_log SET id = :a WHERE id = :b",
+        "UPDATE audit_log SET id = :b WHERE id = -1",
+        a=a,
+        b=b,
+    )
+    p = _only_problem(tampered, "REORDERED")
+    assert (p.entry_id, p.seq) == (a, 4)
+    assert "appears before seq 3" in p.detail
+
+
+def test_a_removed_last_entry_is_truncation(tampered: Registry) -> None:
+    entries = tampered.audit_entries(M)
+    sql(tampered, "DELETE FROM audit_log WHERE id = :i", i=entries[-1].id)
+    p = _only_problem(tampered, "TRUNCATED")
+    assert p.seq == 10 and p.entry_id is None
+    assert "the head records seq 10 but the chain ends at seq 9" in p.detail

@@ -1,0 +1,241 @@
+"""Invariant 4 under real concurrency: OS processes, each with its own Registry, racing on
+one (model, slice), on SQLite and on PostgreSQL.
+
+Whatever the interleaving, every transition must be won by exactly one process, the losers
+must get ConflictError, and the audit log must record exactly the transitions that the
+processes saw succeed.
+
+Starting a process costs about a second of CPU here (interpreter, SQLAlchemy, pydantic),
+so one set of eight processes runs every phase, each phase on its own model and each
+started together at a barrier: (a) one compare-and-set tried by all, (b) the L1 ladder,
+(c) the L0 ladder with its skips.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections import Counter
+from typing import Any
+
+from test_registry_kit import bootstrap_prod, new_model, version
+
+from modelops.errors import ConflictError, ModelopsError
+from modelops.registry import Registry
+from modelops.spec import State, Tier
+
+S = State
+SLICE = "global"
+PROCS = 8
+MAX_ATTEMPTS = 60
+TIMEOUT = 120
+CAS_MODEL, L1_MODEL, L0_MODEL = "cas", "ladder-l1", "ladder-l0"
+
+# The ladder each racer walks a version along: (state, percent) -> (target, percent).
+NEXT: dict[tuple[State, int | None], tuple[State, int | None]] = {
+    (S.OFFLINE_PASSED, None): (S.APPROVED_SHADOW, None),
+    (S.APPROVED_SHADOW, None): (S.SHADOW, None),
+    (S.SHADOW, 100): (S.APPROVED_CANARY, None),
+    (S.APPROVED_CANARY, None): (S.CANARY, 1),
+    (S.CANARY, 1): (S.CANARY, 5),
+    (S.CANARY, 5): (S.CANARY, 10),
+    (S.CANARY, 10): (S.PROMOTED, None),
+}
+# At L0 the racers take these skips: version -> the state it is promoted straight from.
+L0_SKIPS: dict[int, State] = {3: S.OFFLINE_PASSED, 4: S.SHADOW}
+LADDER_VERSIONS = [2, 3, 4]  # version 1 is the bootstrapped prod
+
+Win = tuple[int, str, int | None, str, int | None, str]  # v, from, %, to, %, actor
+
+
+def next_step(v: int, st: State, pct: int | None, tier: str) -> tuple[State, int | None]:
+    if tier == "L0" and L0_SKIPS.get(v) is st:
+        return S.PROMOTED, None
+    return NEXT[(st, pct)]
+
+
+# ---------------------------------------------------------------------------- in the children
+
+
+def _cas_once(reg: Registry, actor: str) -> tuple[str, Any]:
+    try:
+        res = reg.transition(CAS_MODEL, 2, S.SHADOW, actor=actor, expected=S.APPROVED_SHADOW)
+    except ConflictError as e:
+        return ("conflict", str(e))
+    return ("won", res.audit_id)
+
+
+def _ladder(reg: Registry, actor: str, model: str, tier: str) -> dict[str, Any]:
+    """Read the first unfinished version, try its next step as a compare-and-set; repeat."""
+    wins: list[Win] = []
+    conflicts = 0
+    refusals: list[str] = []
+    for _ in range(MAX_ATTEMPTS):
+        current = None
+        for v in LADDER_VERSIONS:
+            mv = reg.get_version(model, v)
+            st = mv.state[SLICE]
+            if st not in (S.PROMOTED, S.DEPRECATED):
+                pct = {S.CANARY: mv.canary_percent.get(SLICE), S.SHADOW: 100}.get(st)
+                current = (v, st, pct)
+                break
+        if current is None:
+            break
+        v, st, pct = current
+        target, tpct = next_step(v, st, pct, tier)
+        try:
+            reg.transition(
+                model,
+                v,
+                target,
+                actor=actor,
+                expected=st,
+                expected_percent=pct if st is S.CANARY else None,
+                percent=tpct,
+                automated=True,
+            )
+        except ConflictError:
+            conflicts += 1
+            continue
+        except ModelopsError as e:
+            refusals.append(f"{v} {st.value} -> {target.value}: {e}")
+            continue
+        wins.append((v, st.value, pct, target.value, tpct, actor))
+    return {"wins": wins, "conflicts": conflicts, "refusals": refusals}
+
+
+def _racer(url: str, barrier: Any, queue: Any, idx: int) -> None:
+    """One OS process with its own Registry; reports every phase, or its traceback."""
+    try:
+        actor = f"racer-{idx}"
+        out: dict[str, Any] = {}
+        with Registry(url) as reg:
+            barrier.wait(TIMEOUT)
+            out["cas"] = _cas_once(reg, actor)
+            barrier.wait(TIMEOUT)
+            out["l1"] = _ladder(reg, actor, L1_MODEL, "L1")
+            barrier.wait(TIMEOUT)
+            out["l0"] = _ladder(reg, actor, L0_MODEL, "L0")
+        queue.put(("ok", out))
+    except BaseException:  # noqa: BLE001 - the parent fails the test with it
+        queue.put(("crash", traceback.format_exc()))
+
+
+def race(url: str) -> list[dict[str, Any]]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCS)
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_racer, args=(url, barrier, queue, i), daemon=True) for i in range(PROCS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = [queue.get(timeout=TIMEOUT) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=TIMEOUT)
+            if p.is_alive():
+                p.kill()
+    crashes = [r for kind, r in results if kind == "crash"]
+    assert not crashes, "\n".join(crashes)
+    assert [p.exitcode for p in procs] == [0] * PROCS
+    return [r for _, r in results]
+
+
+# ---------------------------------------------------------------------------- in the parent
+
+
+def expected_path(v: int, tier: str) -> list[tuple[str, str, int | None]]:
+    """(from, to, percent as audited) for every step of version v's walk."""
+    path = []
+    st, pct = S.OFFLINE_PASSED, None
+    while st is not S.PROMOTED:
+        target, tpct = next_step(v, st, pct, tier)
+        audited = 100 if target is S.SHADOW else tpct
+        path.append((st.value, target.value, audited))
+        st, pct = target, audited
+    return path
+
+
+def replay(entries: list[Any]) -> dict[int, State]:
+    """The state each version ends in, according to the audit log alone."""
+    state: dict[int, State] = {}
+    for e in entries:
+        if e.action == "register_version":
+            state[e.version] = S.REGISTERED
+        elif e.action in ("gate_result", "transition", "rollback"):
+            state[e.version] = S(e.payload["to"])
+            if e.payload.get("deprecated") is not None:
+                state[e.payload["deprecated"]] = S.DEPRECATED
+    return state
+
+
+def check_cas(reg: Registry, results: list[tuple[str, Any]], seq_before: int) -> None:
+    won = [r for kind, r in results if kind == "won"]
+    lost = [r for kind, r in results if kind == "conflict"]
+    assert (len(won), len(lost)) == (1, PROCS - 1), results
+    for msg in lost:
+        assert "cas@2 on slice 'global' is SHADOW (100%), not APPROVED_SHADOW as expected" in msg
+    new = reg.audit_entries(CAS_MODEL)[seq_before:]
+    assert [(e.id, e.action, e.payload["to"]) for e in new] == [(won[0], "transition", "SHADOW")]
+    assert reg.state_of(CAS_MODEL, 2) is S.SHADOW
+    shadow = reg.desired_state(CAS_MODEL).shadow
+    assert shadow is not None and shadow.version == 2
+
+
+def check_ladder(
+    reg: Registry, model: str, tier: str, results: list[dict[str, Any]], seq_before: int
+) -> None:
+    assert [r["refusals"] for r in results] == [[]] * PROCS
+    wins: list[Win] = [w for r in results for w in r["wins"]]
+    # No step was taken twice, and none was taken from a stale read.
+    steps = [(v, frm, pct, to, tpct) for v, frm, pct, to, tpct, _ in wins]
+    assert len(set(steps)) == len(steps), Counter(steps).most_common(3)
+    # The audit log holds exactly the winners' transitions, attributed to the winners.
+    race_entries = reg.audit_entries(model)[seq_before:]
+    assert {e.action for e in race_entries} == {"transition"}
+    logged = Counter(
+        (
+            e.version,
+            e.payload["from"],
+            e.payload["to"],
+            e.payload["percent"] if e.payload["to"] == "CANARY" else None,
+            e.actor,
+        )
+        for e in race_entries
+    )
+    assert logged == Counter((v, frm, to, tpct, actor) for v, frm, _, to, tpct, actor in wins)
+    # In commit order, each version walked its whole ladder, one step at a time.
+    for v in LADDER_VERSIONS:
+        path = [
+            (e.payload["from"], e.payload["to"], e.payload["percent"])
+            for e in race_entries
+            if e.version == v
+        ]
+        assert path == expected_path(v, tier), v
+    # The final states are what the audit log says, and exactly one version is prod.
+    final = {mv.version: mv.state[SLICE] for mv in reg.list_versions(model)}
+    assert final == replay(reg.audit_entries(model))
+    assert final == {1: S.DEPRECATED, 2: S.DEPRECATED, 3: S.DEPRECATED, 4: S.PROMOTED}
+    d = reg.desired_state(model)
+    assert (d.prod_version, d.rollback_target, d.canary, d.shadow) == (4, 3, None, None)
+
+
+def test_eight_processes_race_on_one_slice(registry: Registry) -> None:
+    new_model(registry, CAS_MODEL, tier=Tier.L0)
+    bootstrap_prod(registry, CAS_MODEL)
+    version(registry, CAS_MODEL)
+    registry.transition(CAS_MODEL, 2, S.APPROVED_SHADOW, actor="ops")
+    for model, tier in ((L1_MODEL, Tier.L1), (L0_MODEL, Tier.L0)):
+        new_model(registry, model, tier=tier)
+        assert bootstrap_prod(registry, model) == 1
+        assert [version(registry, model).version for _ in range(3)] == LADDER_VERSIONS
+    seqs = {m: len(registry.audit_entries(m)) for m in (CAS_MODEL, L1_MODEL, L0_MODEL)}
+
+    results = race(registry.url)
+
+    check_cas(registry, [r["cas"] for r in results], seqs[CAS_MODEL])
+    check_ladder(registry, L1_MODEL, "L1", [r["l1"] for r in results], seqs[L1_MODEL])
+    check_ladder(registry, L0_MODEL, "L0", [r["l0"] for r in results], seqs[L0_MODEL])
+    assert registry.verify_audit().ok
