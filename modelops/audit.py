@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from modelops.store.tables import audit_heads, audit_log
 
@@ -33,6 +33,19 @@ __all__ = [
 
 GENESIS = "0" * 64
 REGISTRY_CHAIN = "_registry"
+
+
+_Q_HEAD = (
+    select(audit_heads.c.seq, audit_heads.c.hash)
+    .where(audit_heads.c.chain == bindparam("c"))
+    .with_for_update()
+)
+_I_ENTRY = insert(audit_log)
+_U_HEAD = (
+    update(audit_heads)
+    .where(audit_heads.c.chain == bindparam("c"))
+    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+)
 
 
 def chain_for(model_id: str | None) -> str:
@@ -106,33 +119,28 @@ def append(
     so two writers to one chain cannot both claim the same seq.
     """
     chain = chain_for(model_id)
-    head = conn.execute(
-        select(audit_heads.c.seq, audit_heads.c.hash)
-        .where(audit_heads.c.chain == chain)
-        .with_for_update()
-    ).first()
+    head = conn.execute(_Q_HEAD, {"c": chain}).first()
     seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
     ts_s = ts.isoformat()
     body = canonical_json(payload)
     h = entry_hash(chain, seq, model_id, version, action, ts_s, actor, body, prev)
     new_id = conn.execute(
-        insert(audit_log).values(
-            chain=chain,
-            seq=seq,
-            model_id=model_id,
-            version=version,
-            action=action,
-            ts=ts_s,
-            actor=actor,
-            payload=body,
-            prev_hash=prev,
-            hash=h,
-        )
+        _I_ENTRY,
+        {
+            "chain": chain,
+            "seq": seq,
+            "model_id": model_id,
+            "version": version,
+            "action": action,
+            "ts": ts_s,
+            "actor": actor,
+            "payload": body,
+            "prev_hash": prev,
+            "hash": h,
+        },
     ).inserted_primary_key[0]
     if head:
-        conn.execute(
-            update(audit_heads).where(audit_heads.c.chain == chain).values(seq=seq, hash=h)
-        )
+        conn.execute(_U_HEAD, {"c": chain, "seq": seq, "hash": h})
     else:
         conn.execute(insert(audit_heads).values(chain=chain, seq=seq, hash=h))
     return int(new_id)

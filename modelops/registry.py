@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from modelops import audit as audit_mod
 from modelops.contracts import (
@@ -87,6 +98,57 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 IRREVERSIBLE_OVERRIDE = "promote_irreversible"
+
+# Hot-path statements, built once: constructing a statement costs more than running it.
+_b = bindparam
+_LIVE_STATES = [s.value for s in (*SINGLETON_STATES, State.DEPRECATED)]
+_Q_SPEC = select(models.c.spec_json).where(models.c.model_id == _b("m"))
+_Q_SPEC_LOCK = _Q_SPEC.with_for_update()
+_Q_SLICE_LOCK = (
+    select(model_slices)
+    .where(model_slices.c.model_id == _b("m"), model_slices.c.slice == _b("s"))
+    .with_for_update()
+)
+_Q_DESIRED = select(model_slices.c.desired_json).where(
+    model_slices.c.model_id == _b("m"), model_slices.c.slice == _b("s")
+)
+_Q_STATE_ROW = select(slice_states).where(
+    slice_states.c.model_id == _b("m"),
+    slice_states.c.version == _b("v"),
+    slice_states.c.slice == _b("s"),
+)
+_Q_SLICE_ROWS = select(
+    slice_states.c.version, slice_states.c.state, slice_states.c.percent, slice_states.c.params_json
+).where(
+    slice_states.c.model_id == _b("m"),
+    slice_states.c.slice == _b("s"),
+    slice_states.c.state.in_(_LIVE_STATES),
+)
+_Q_CONTRACT_REFS = select(model_versions.c.version, model_versions.c.feature_contract_ref).where(
+    model_versions.c.model_id == _b("m"), model_versions.c.version.in_(_b("vs", expanding=True))
+)
+_U_STATE = (
+    update(slice_states)
+    .where(
+        slice_states.c.model_id == _b("m"),
+        slice_states.c.version == _b("v"),
+        slice_states.c.slice == _b("s"),
+        slice_states.c.epoch == _b("old_epoch"),
+    )
+    .values(
+        state=_b("state"),
+        percent=_b("percent"),
+        params_json=_b("params_json"),
+        epoch=_b("epoch"),
+        updated_at=_b("updated_at"),
+    )
+)
+_I_STATE_CHANGE = insert(state_changes)
+_U_DESIRED = (
+    update(model_slices)
+    .where(model_slices.c.model_id == _b("m"), model_slices.c.slice == _b("s"))
+    .values(generation=_b("generation"), desired_json=_b("desired_json"), updated_at=_b("ts"))
+)
 
 
 def _utcnow() -> datetime:
@@ -185,10 +247,7 @@ class Registry:
         return audit_mod.append(conn, **kw)
 
     def _spec(self, conn: Connection, model_id: str, *, lock: bool = False) -> ModelSpec:
-        q = select(models.c.spec_json).where(models.c.model_id == model_id)
-        if lock:
-            q = q.with_for_update()
-        raw = conn.execute(q).scalar()
+        raw = conn.execute(_Q_SPEC_LOCK if lock else _Q_SPEC, {"m": model_id}).scalar()
         if raw is None:
             raise NotFoundError(
                 f"unknown model {model_id!r}; "
@@ -817,11 +876,7 @@ class Registry:
 
     def _lock_slice(self, conn: Connection, model_id: str, slice_: str) -> Any:
         spec = self._spec(conn, model_id)
-        row = conn.execute(
-            select(model_slices)
-            .where(model_slices.c.model_id == model_id, model_slices.c.slice == slice_)
-            .with_for_update()
-        ).first()
+        row = conn.execute(_Q_SLICE_LOCK, {"m": model_id, "s": slice_}).first()
         if row is None:
             raise NotFoundError(
                 f"unknown slice {slice_!r} for model {model_id!r}; allowed: "
@@ -830,13 +885,7 @@ class Registry:
         return row
 
     def _state_row(self, conn: Connection, model_id: str, version: int, slice_: str) -> Any:
-        row = conn.execute(
-            select(slice_states).where(
-                slice_states.c.model_id == model_id,
-                slice_states.c.version == version,
-                slice_states.c.slice == slice_,
-            )
-        ).first()
+        row = conn.execute(_Q_STATE_ROW, {"m": model_id, "v": version, "s": slice_}).first()
         if row is None:
             self._version_row(conn, model_id, version)
             spec = self._spec(conn, model_id)
@@ -847,19 +896,7 @@ class Registry:
         return row
 
     def _slice_rows(self, conn: Connection, model_id: str, slice_: str) -> list[SliceRow]:
-        live = [s.value for s in (*SINGLETON_STATES, State.DEPRECATED)]
-        rows = conn.execute(
-            select(
-                slice_states.c.version,
-                slice_states.c.state,
-                slice_states.c.percent,
-                slice_states.c.params_json,
-            ).where(
-                slice_states.c.model_id == model_id,
-                slice_states.c.slice == slice_,
-                slice_states.c.state.in_(live),
-            )
-        ).all()
+        rows = conn.execute(_Q_SLICE_ROWS, {"m": model_id, "s": slice_}).all()
         return [
             SliceRow(r.version, State(r.state), r.percent, json.loads(r.params_json)) for r in rows
         ]
@@ -872,12 +909,7 @@ class Registry:
         refresh = False
         if prod is not None and prod != version:
             refs = dict(
-                conn.execute(
-                    select(model_versions.c.version, model_versions.c.feature_contract_ref).where(
-                        model_versions.c.model_id == spec.model_id,
-                        model_versions.c.version.in_([prod, version]),
-                    )
-                ).all()
+                conn.execute(_Q_CONTRACT_REFS, {"m": spec.model_id, "vs": [prod, version]}).all()
             )
             refresh = refs.get(prod) == refs.get(version)
         return SliceContext(
@@ -905,36 +937,35 @@ class Registry:
         gate_results: dict[str, Any] | None = None,
     ) -> None:
         res = conn.execute(
-            update(slice_states)
-            .where(
-                slice_states.c.model_id == model_id,
-                slice_states.c.version == version,
-                slice_states.c.slice == slice_,
-                slice_states.c.epoch == row.epoch,
-            )
-            .values(
-                state=target.value,
-                percent=percent,
-                params_json=_j(params),
-                epoch=row.epoch + 1,
-                updated_at=ts.isoformat(),
-            )
+            _U_STATE,
+            {
+                "m": model_id,
+                "v": version,
+                "s": slice_,
+                "old_epoch": row.epoch,
+                "state": target.value,
+                "percent": percent,
+                "params_json": _j(params),
+                "epoch": row.epoch + 1,
+                "updated_at": ts.isoformat(),
+            },
         )
         if res.rowcount != 1:  # a lost compare-and-set: the lock makes this unreachable
             raise ConflictError(f"{model_id}@{version} on slice {slice_!r} changed underneath us")
         conn.execute(
-            insert(state_changes).values(
-                model_id=model_id,
-                version=version,
-                slice=slice_,
-                from_state=row.state,
-                state=target.value,
-                percent=percent,
-                ts=ts.isoformat(),
-                actor=actor,
-                reason=reason,
-                gate_results_json=_j(gate_results or {}),
-            )
+            _I_STATE_CHANGE,
+            {
+                "model_id": model_id,
+                "version": version,
+                "slice": slice_,
+                "from_state": row.state,
+                "state": target.value,
+                "percent": percent,
+                "ts": ts.isoformat(),
+                "actor": actor,
+                "reason": reason,
+                "gate_results_json": _j(gate_results or {}),
+            },
         )
 
     def _write_desired(
@@ -946,13 +977,14 @@ class Registry:
         if new.content() == old.content():
             return int(lock_row.generation)
         conn.execute(
-            update(model_slices)
-            .where(model_slices.c.model_id == model_id, model_slices.c.slice == slice_)
-            .values(
-                generation=new.generation,
-                desired_json=new.model_dump_json(),
-                updated_at=ts.isoformat(),
-            )
+            _U_DESIRED,
+            {
+                "m": model_id,
+                "s": slice_,
+                "generation": new.generation,
+                "desired_json": new.model_dump_json(),
+                "ts": ts.isoformat(),
+            },
         )
         return new.generation
 
@@ -1671,11 +1703,7 @@ class Registry:
 
     def desired_state(self, model_id: str, slice: str = DEFAULT_SLICE) -> DesiredState:  # noqa: A002
         with self.engine.connect() as conn:
-            raw = conn.execute(
-                select(model_slices.c.desired_json).where(
-                    model_slices.c.model_id == model_id, model_slices.c.slice == slice
-                )
-            ).scalar()
+            raw = conn.execute(_Q_DESIRED, {"m": model_id, "s": slice}).scalar()
             if raw is None:
                 spec = self._spec(conn, model_id)
                 raise NotFoundError(
