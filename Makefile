@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serving]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -586,7 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = dsp.add_parser("export", help="print every (model, slice) desired state as YAML")
     e.add_argument("--model", default=None)
     e.set_defaults(fn=cmd_desired_export)
+    _plugin_commands(sub)
     return p
+
+
+def _plugin_commands(sub: Any) -> None:
+    """Planes installed beside the core (serving, …) add commands through entry points, so
+    the core never imports them."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="modelops.cli"):
+        ep.load()(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,54 @@
+"""What the gateway records per request, and the sink it hands records to.
+
+The gateway never waits on the log: it submits to a PredictionSink, which batches
+asynchronously; a full sink drops and counts rather than slowing the user's request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PredictionRecord", "Outcome", "PredictionSink"]
+
+
+class PredictionRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    ts: float  # unix seconds
+    model_id: str
+    version: int
+    arm: str  # prod | canary | ab | shadow | fallback
+    slice: str
+    user_bucket: int | None = None
+    latency_ms: float
+    error: str | None = None  # None on success; a short code otherwise (timeout, backend_5xx…)
+    outputs: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="only when the model's policy asks (for replay)"
+    )
+    features: dict[str, Any] | None = None
+    prompt_tokens: int | None = None  # LLM requests: for the prompt-length canary check
+
+
+class Outcome(BaseModel):
+    """A label or click posted after the fact; joins to its prediction by request id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    ts: float
+    name: str = "label"
+    value: float
+
+
+class PredictionSink(Protocol):
+    def submit(self, record: PredictionRecord) -> bool:
+        """Queue a record without blocking; False if it was dropped (queue full)."""
+        ...
+
+    def submit_outcome(self, outcome: Outcome) -> bool: ...
+
+    def close(self) -> None: ...
