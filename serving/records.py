@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PredictionRecord", "Outcome", "PredictionSink"]
+__all__ = ["PredictionRecord", "Outcome", "GatewayEvent", "PredictionSink"]
 
 
 class PredictionRecord(BaseModel):
@@ -44,11 +44,27 @@ class Outcome(BaseModel):
     value: float
 
 
+class GatewayEvent(BaseModel):
+    """Something the data plane did on its own that the control plane must hear about,
+    e.g. a circuit breaker taking a candidate out of rotation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts: float
+    kind: str  # breaker_open | breaker_closed | contract_breaking | shadow_dropped
+    model_id: str
+    slice: str
+    version: int | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class PredictionSink(Protocol):
     def submit(self, record: PredictionRecord) -> bool:
         """Queue a record without blocking; False if it was dropped (queue full)."""
         ...
 
     def submit_outcome(self, outcome: Outcome) -> bool: ...
+
+    def submit_event(self, event: GatewayEvent) -> bool: ...
 
     def close(self) -> None: ...
