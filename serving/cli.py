@@ -4,6 +4,7 @@ entry point so the core CLI never imports the serving plane."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -19,6 +20,115 @@ def register(sub: Any) -> None:
     t.add_argument("--grpc-port", type=int, default=8001)
     t.add_argument("--metrics-port", type=int, default=8002)
     t.set_defaults(fn=cmd_serve_triton)
+
+    ctl = sub.add_parser("controller", help="reconcile desired state onto the serving plane")
+    csub = ctl.add_subparsers(dest="sub", required=True)
+    run = csub.add_parser("run", help="reconcile in a loop and serve /v1/routes, /v1/status")
+    _controller_args(run)
+    run.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    run.add_argument("--port", type=int, default=8090, help="port for /v1/routes and /v1/status")
+    run.set_defaults(fn=cmd_controller_run)
+    rec = csub.add_parser("reconcile", help="one reconcile pass")
+    _controller_args(rec)
+    rec.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="run a single pass and exit (the loop is `controller run`)",
+    )
+    rec.set_defaults(fn=cmd_controller_reconcile)
+
+
+def _controller_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--triton", required=True, metavar="HOST:PORT", help="Triton HTTP address")
+    p.add_argument(
+        "--repository",
+        required=True,
+        metavar="DIR",
+        help="Triton model repository the controller writes",
+    )
+    p.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a gateway to push routing tables to (repeatable)",
+    )
+    p.add_argument("--artifacts", default=None, metavar="URI")
+    p.add_argument("--rendering", choices=["portable", "native"], default="portable")
+    p.add_argument(
+        "--retention",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="keep the last good version loaded this long after it leaves traffic",
+    )
+
+
+def _controller(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from modelops.artifacts import LocalArtifactStore, open_store
+    from modelops.registry import Registry
+    from modelops.spec import ModelClass
+    from serving.controller import Controller, TritonAdapter
+
+    store = open_store(args.artifacts) if args.artifacts else LocalArtifactStore.default()
+    triton = TritonAdapter(args.triton, Path(args.repository), store, rendering=args.rendering)
+    return Controller(
+        Registry(args.registry),
+        {ModelClass.dnn: triton},
+        gateways=[g.rstrip("/") for g in args.gateway],
+        retention_s=args.retention,
+    )
+
+
+def cmd_controller_reconcile(args: argparse.Namespace) -> int:
+    ctl = _controller(args)
+    actions = ctl.reconcile_once()
+    for a in actions:
+        secs = f" ({a.seconds:.2f}s)" if a.seconds is not None else ""
+        print(f"{a.kind:<7} {a.target}{secs} {a.detail}".rstrip())
+    if not actions:
+        print("nothing to do: actual state matches desired state")
+    errors = [a for a in actions if a.kind == "error"]
+    if errors:
+        print(
+            f"error: {len(errors)} reconcile error(s); first: {errors[0].target}: "
+            f"{errors[0].detail}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_controller_run(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from serving.controller import ControllerServer
+
+    ctl = _controller(args)
+    server = ControllerServer(ctl, port=args.port).start()
+    print(f"controller serving {server.url}/v1/routes and /v1/status", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop:
+            for a in ctl.reconcile_once():
+                print(f"{a.kind:<7} {a.target} {a.detail}".rstrip(), flush=True)
+            deadline = time.monotonic() + args.interval
+            while not stop and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        server.stop()
+    return 0
 
 
 def cmd_serve_triton(args: argparse.Namespace) -> int:

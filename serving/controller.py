@@ -1,0 +1,439 @@
+"""The deployment controller: make the serving plane match the registry's desired state.
+
+It follows the operator pattern. Each pass reads every (model, slice) desired state, makes
+the backends hold exactly the versions those states need (plus the last good version for a
+retention window), builds one RouteTable per (model, slice) from what is actually loaded,
+and pushes the tables to every gateway that is behind. A pass that finds nothing to do does
+nothing, so running it twice is safe; drift (a model unloaded behind our back, a backend
+restarted empty, a gateway that lost its table) shows up as work for the next pass.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from modelops.desired import DesiredState
+from modelops.errors import ModelopsError
+from modelops.registry import Registry
+from modelops.spec import ModelClass, ModelSpec, ModelVersion
+from serving.routing import (
+    ABRoute,
+    BackendKind,
+    BreakerPolicy,
+    Endpoint,
+    RouteTable,
+    RoutingSnapshot,
+    ShadowRoute,
+    WeightedEndpoint,
+)
+
+__all__ = [
+    "ServingBackend",
+    "TritonAdapter",
+    "RayAdapter",
+    "Controller",
+    "ControllerStatus",
+    "SliceStatus",
+    "Action",
+    "ControllerServer",
+]
+
+
+class ServingBackend(Protocol):
+    """What the controller needs from a runtime; one adapter per runtime."""
+
+    kind: BackendKind
+
+    def name_for(self, model_id: str, version: int) -> str: ...
+
+    def present(self) -> set[str]:
+        """Names that are loaded and ready right now (asked of the backend, not remembered)."""
+        ...
+
+    def ensure(self, version: ModelVersion) -> float:
+        """Load the version if it is not ready; returns seconds spent loading (0 if none)."""
+        ...
+
+    def endpoint(self, version: ModelVersion) -> Endpoint: ...
+
+    def remove(self, name: str) -> None: ...
+
+
+class TritonAdapter:
+    """Triton: write a verified repository entry, then load it over the HTTP API."""
+
+    kind = BackendKind.triton
+
+    def __init__(self, url: str, repository: Path, store: Any, rendering: str = "portable"):
+        from serving.triton_backend import TritonBackend
+        from serving.triton_repo import RepositoryWriter
+
+        self.url = url if url.startswith("http") else f"http://{url}"
+        self.client = TritonBackend(self.url.removeprefix("http://"))
+        self.writer = RepositoryWriter(Path(repository), store)
+        self.rendering = rendering
+
+    def name_for(self, model_id: str, version: int) -> str:
+        from serving.triton_repo import triton_model_name
+
+        return triton_model_name(model_id, version)
+
+    def present(self) -> set[str]:
+        return self.client.loaded()
+
+    def ensure(self, version: ModelVersion) -> float:
+        name = self.name_for(version.model_id, version.version)
+        if self.client.is_ready(name):
+            return 0.0
+        self.writer.write(version, rendering=self.rendering)  # type: ignore[arg-type]
+        return float(self.client.load(name))
+
+    def endpoint(self, version: ModelVersion) -> Endpoint:
+        return Endpoint(
+            version=version.version,
+            backend=BackendKind.triton,
+            url=self.url,
+            backend_model=self.name_for(version.model_id, version.version),
+            feature_contract_ref=version.feature_contract_ref,
+        )
+
+    def remove(self, name: str) -> None:
+        self.client.unload(name)
+
+
+class RayAdapter:
+    """Ray Serve, the escape hatch: one Serve application per version."""
+
+    kind = BackendKind.ray
+
+    def __init__(self, backend: Any, store: Any, workdir: Path):
+        self.backend = backend
+        self.store = store
+        self.workdir = Path(workdir)
+        self._endpoints: dict[str, Endpoint] = {}
+
+    def name_for(self, model_id: str, version: int) -> str:
+        return f"{model_id}__v{version}"
+
+    def present(self) -> set[str]:
+        return set(self.backend.deployed())
+
+    def ensure(self, version: ModelVersion) -> float:
+        name = self.name_for(version.model_id, version.version)
+        if name in self.present() and name in self._endpoints:
+            return 0.0
+        t0 = time.perf_counter()
+        path = self.store.fetch(version.weights_hash, self.workdir / version.weights_hash)
+        self._endpoints[name] = self.backend.deploy(version, path)
+        return time.perf_counter() - t0
+
+    def endpoint(self, version: ModelVersion) -> Endpoint:
+        name = self.name_for(version.model_id, version.version)
+        ep = self._endpoints[name]
+        return ep.model_copy(update={"feature_contract_ref": version.feature_contract_ref})
+
+    def remove(self, name: str) -> None:
+        self.backend.undeploy(name)
+        self._endpoints.pop(name, None)
+
+
+class Action(BaseModel):
+    ts: float
+    kind: str  # load | unload | push | error
+    target: str
+    detail: str = ""
+    seconds: float | None = None
+
+
+class SliceStatus(BaseModel):
+    model_id: str
+    slice: str
+    desired_generation: int
+    routed_generation: int | None = None
+    versions: list[int] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
+class ControllerStatus(BaseModel):
+    passes: int = 0
+    last_pass_ts: float | None = None
+    last_actions: list[Action] = Field(default_factory=list)
+    slices: list[SliceStatus] = Field(default_factory=list)
+    gateways: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+@dataclass
+class _Retention:
+    """When each (model, version) stopped being live; kept warm until the window passes."""
+
+    window_s: float
+    since: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def keep(self, key: tuple[str, int], live: bool, now: float) -> bool:
+        if live:
+            self.since.pop(key, None)
+            return True
+        first = self.since.setdefault(key, now)
+        return now - first < self.window_s
+
+
+class Controller:
+    """Reconciles desired state (registry) against actual state (backends and gateways)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        backends: dict[ModelClass, ServingBackend],
+        *,
+        gateways: Iterable[str] = (),
+        retention_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        http_timeout_s: float = 5.0,
+    ) -> None:
+        self.registry = registry
+        self.backends = backends
+        self.gateways = list(gateways)
+        self.clock = clock
+        self.retention = _Retention(retention_s)
+        self.http_timeout_s = http_timeout_s
+        self.snapshot = RoutingSnapshot()
+        self.status = ControllerStatus()
+        self._lock = threading.Lock()
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self._specs: dict[str, ModelSpec] = {}
+
+    # ------------------------------------------------------------------ pass
+
+    def reconcile_once(self) -> list[Action]:
+        """One pass. Returns what it did; an empty list means actual already matched."""
+        with self._lock:
+            return self._reconcile()
+
+    def _spec(self, model_id: str) -> ModelSpec:
+        if model_id not in self._specs:
+            self._specs[model_id] = self.registry.get_model(model_id)
+        return self._specs[model_id]
+
+    def _version(self, model_id: str, version: int) -> ModelVersion:
+        key = (model_id, version)
+        if key not in self._versions:
+            self._versions[key] = self.registry.get_version(model_id, version)
+        return self._versions[key]
+
+    def _reconcile(self) -> list[Action]:
+        now = self.clock()
+        actions: list[Action] = []
+        desired = self.registry.all_desired_states()
+        present = {kind: b.present() for kind, b in self.backends.items()}
+        needed: dict[ModelClass, set[str]] = {kind: set() for kind in self.backends}
+        tables: list[RouteTable] = []
+        slices: list[SliceStatus] = []
+        for d in desired:
+            spec = self._spec(d.model_id)
+            backend = self.backends.get(spec.model_class)
+            st = SliceStatus(model_id=d.model_id, slice=d.slice, desired_generation=d.generation)
+            slices.append(st)
+            if backend is None:
+                if d.prod_version is not None:
+                    st.errors.append(f"no backend configured for model class {spec.model_class}")
+                continue
+            live = _live_versions(d)
+            warm = set(live)
+            if d.rollback_target is not None and self.retention.keep(
+                (d.model_id, d.rollback_target), False, now
+            ):
+                warm.add(d.rollback_target)
+            for v in live:
+                self.retention.keep((d.model_id, v), True, now)
+            ready: dict[int, Endpoint] = {}
+            for v in sorted(warm):
+                mv = self._version(d.model_id, v)
+                name = backend.name_for(d.model_id, v)
+                needed[spec.model_class].add(name)
+                try:
+                    if name not in present[spec.model_class]:
+                        secs = backend.ensure(mv)
+                        present[spec.model_class].add(name)
+                        actions.append(
+                            Action(ts=now, kind="load", target=name, seconds=round(secs, 3))
+                        )
+                    ready[v] = backend.endpoint(mv)
+                except ModelopsError as exc:
+                    st.errors.append(f"{name}: {exc}")
+                    actions.append(Action(ts=now, kind="error", target=name, detail=str(exc)))
+            st.versions = sorted(ready)
+            table = _table(d, spec, ready)
+            if table is not None:
+                tables.append(table)
+                st.routed_generation = table.generation
+        # Unload what no desired state needs any more, but only names we manage.
+        for kind, backend in self.backends.items():
+            for name in sorted(present[kind] - needed[kind]):
+                if not _managed(name):
+                    continue
+                try:
+                    backend.remove(name)
+                    actions.append(Action(ts=now, kind="unload", target=name))
+                except ModelopsError as exc:
+                    actions.append(Action(ts=now, kind="error", target=name, detail=str(exc)))
+        self.snapshot = RoutingSnapshot(tables=tables)
+        actions.extend(self._push_gateways(now))
+        self.status = ControllerStatus(
+            passes=self.status.passes + 1,
+            last_pass_ts=now,
+            last_actions=actions,
+            slices=slices,
+            gateways=self.status.gateways,
+        )
+        return actions
+
+    # ------------------------------------------------------------------ gateways
+
+    def _push_gateways(self, now: float) -> list[Action]:
+        import httpx
+
+        actions: list[Action] = []
+        want = {f"{t.model_id}/{t.slice}": t.generation for t in self.snapshot.tables}
+        body = self.snapshot.model_dump(mode="json")
+        for gw in self.gateways:
+            try:
+                with httpx.Client(timeout=self.http_timeout_s) as client:
+                    have = _gateway_generations(client.get(f"{gw}/admin/routes").json())
+                    self.status.gateways[gw] = have
+                    if have == want:
+                        continue
+                    r = client.put(f"{gw}/admin/routes", json=body)
+                    r.raise_for_status()
+                    self.status.gateways[gw] = want
+                    stale = sorted(k for k in want if have.get(k) != want[k])
+                    actions.append(
+                        Action(ts=now, kind="push", target=gw, detail=", ".join(stale) or "removed")
+                    )
+            except (httpx.HTTPError, ValueError) as exc:
+                actions.append(Action(ts=now, kind="error", target=gw, detail=f"push: {exc}"))
+        return actions
+
+    def routes_json(self) -> str:
+        return self.snapshot.model_dump_json()
+
+
+def _gateway_generations(payload: Any) -> dict[str, int]:
+    tables = payload.get("tables", []) if isinstance(payload, dict) else []
+    return {f"{t['model_id']}/{t['slice']}": int(t["generation"]) for t in tables}
+
+
+def _managed(name: str) -> bool:
+    return "__v" in name
+
+
+def _live_versions(d: DesiredState) -> set[int]:
+    live: set[int] = set()
+    if d.prod_version is not None:
+        live.add(d.prod_version)
+    if d.canary is not None:
+        live.add(d.canary.version)
+    if d.shadow is not None:
+        live.add(d.shadow.version)
+    if d.ab_test is not None:
+        live.update(a.version for a in d.ab_test.arms)
+    return live
+
+
+def _table(d: DesiredState, spec: ModelSpec, ready: dict[int, Endpoint]) -> RouteTable | None:
+    """A route table names only loaded versions; a candidate that failed to load gets none."""
+    if d.prod_version is not None and d.prod_version not in ready:
+        return None  # never publish a table whose prod cannot serve; gateways keep the last
+    prod = ready.get(d.prod_version) if d.prod_version is not None else None
+    canary = (
+        WeightedEndpoint(endpoint=ready[d.canary.version], percent=d.canary.percent)
+        if d.canary and d.canary.version in ready
+        else None
+    )
+    shadow = (
+        ShadowRoute(
+            endpoint=ready[d.shadow.version], percent=d.shadow.percent, mode=d.shadow.mode.value
+        )
+        if d.shadow and d.shadow.version in ready
+        else None
+    )
+    ab = None
+    if d.ab_test and all(a.version in ready for a in d.ab_test.arms):
+        ab = ABRoute(
+            layer=d.ab_test.layer,
+            arms=[
+                WeightedEndpoint(endpoint=ready[a.version], percent=a.percent)
+                for a in d.ab_test.arms
+            ],
+        )
+    fallback = ready.get(d.rollback_target) if d.rollback_target is not None else None
+    return RouteTable(
+        model_id=d.model_id,
+        slice=d.slice,
+        generation=d.generation,
+        model_class=spec.model_class.value,
+        prod=prod,
+        canary=canary,
+        ab_test=ab,
+        shadow=shadow,
+        fallback=fallback,
+        on_breaking_contract="fallback"
+        if spec.policy.fallback_on_breaking_contract
+        else "fail_closed",
+        log_inputs=spec.policy.log_inputs,
+        breaker=BreakerPolicy(),
+    )
+
+
+class ControllerServer:
+    """Serves `GET /v1/routes` (gateways pull by generation) and `GET /v1/status`."""
+
+    def __init__(self, controller: Controller, host: str = "127.0.0.1", port: int = 0):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        ctl = controller
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path.startswith("/v1/routes"):
+                    body = ctl.routes_json().encode()
+                elif self.path.startswith("/v1/status"):
+                    body = ctl.status.model_dump_json().encode()
+                else:
+                    self.send_error(404, "unknown path; allowed: /v1/routes, /v1/status")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ControllerServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def status_json(controller: Controller) -> str:
+    return json.dumps(controller.status.model_dump(mode="json"), indent=2)
