@@ -72,14 +72,22 @@ def _controller(args: argparse.Namespace) -> Any:
     from modelops.registry import Registry
     from modelops.spec import ModelClass
     from serving.controller import Controller, TritonAdapter
+    from serving.triton_backend import RetentionPolicy
 
     store = open_store(args.artifacts) if args.artifacts else LocalArtifactStore.default()
-    triton = TritonAdapter(args.triton, Path(args.repository), store, rendering=args.rendering)
+    registry = Registry(args.registry)
+    triton = TritonAdapter(
+        args.triton,
+        Path(args.repository),
+        store,
+        rendering=args.rendering,
+        contracts=registry.get_contract,
+    )
     return Controller(
-        Registry(args.registry),
+        registry,
         {ModelClass.dnn: triton},
         gateways=[g.rstrip("/") for g in args.gateway],
-        retention_s=args.retention,
+        retention=RetentionPolicy(window_s=args.retention),
     )
 
 

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from serving.routing import (
     ShadowRoute,
     WeightedEndpoint,
 )
+from serving.triton_backend import RetentionPolicy, promoted_at
 
 __all__ = [
     "ServingBackend",
@@ -72,7 +73,14 @@ class TritonAdapter:
 
     kind = BackendKind.triton
 
-    def __init__(self, url: str, repository: Path, store: Any, rendering: str = "portable"):
+    def __init__(
+        self,
+        url: str,
+        repository: Path,
+        store: Any,
+        rendering: str = "portable",
+        contracts: Callable[[str], Any] | None = None,
+    ):
         from serving.triton_backend import TritonBackend
         from serving.triton_repo import RepositoryWriter
 
@@ -80,6 +88,7 @@ class TritonAdapter:
         self.client = TritonBackend(self.url.removeprefix("http://"))
         self.writer = RepositoryWriter(Path(repository), store)
         self.rendering = rendering
+        self.contracts = contracts or (lambda ref: None)
 
     def name_for(self, model_id: str, version: int) -> str:
         from serving.triton_repo import triton_model_name
@@ -93,7 +102,10 @@ class TritonAdapter:
         name = self.name_for(version.model_id, version.version)
         if self.client.is_ready(name):
             return 0.0
-        self.writer.write(version, rendering=self.rendering)  # type: ignore[arg-type]
+        contract = (
+            self.contracts(version.feature_contract_ref) if version.feature_contract_ref else None
+        )
+        self.writer.write(version, rendering=self.rendering, contract=contract)  # type: ignore[arg-type]
         return float(self.client.load(name))
 
     def endpoint(self, version: ModelVersion) -> Endpoint:
@@ -107,6 +119,7 @@ class TritonAdapter:
 
     def remove(self, name: str) -> None:
         self.client.unload(name)
+        self.writer.remove(name)
 
 
 class RayAdapter:
@@ -170,21 +183,6 @@ class ControllerStatus(BaseModel):
     gateways: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
-@dataclass
-class _Retention:
-    """When each (model, version) stopped being live; kept warm until the window passes."""
-
-    window_s: float
-    since: dict[tuple[str, int], float] = field(default_factory=dict)
-
-    def keep(self, key: tuple[str, int], live: bool, now: float) -> bool:
-        if live:
-            self.since.pop(key, None)
-            return True
-        first = self.since.setdefault(key, now)
-        return now - first < self.window_s
-
-
 class Controller:
     """Reconciles desired state (registry) against actual state (backends and gateways)."""
 
@@ -194,7 +192,7 @@ class Controller:
         backends: dict[ModelClass, ServingBackend],
         *,
         gateways: Iterable[str] = (),
-        retention_s: float = 3600.0,
+        retention: RetentionPolicy | None = None,
         clock: Callable[[], float] = time.time,
         http_timeout_s: float = 5.0,
     ) -> None:
@@ -202,7 +200,8 @@ class Controller:
         self.backends = backends
         self.gateways = list(gateways)
         self.clock = clock
-        self.retention = _Retention(retention_s)
+        self.retention = retention or RetentionPolicy(window_s=3600.0)
+        self._promoted_at: dict[tuple[str, str, int], datetime | None] = {}
         self.http_timeout_s = http_timeout_s
         self.snapshot = RoutingSnapshot()
         self.status = ControllerStatus()
@@ -228,6 +227,16 @@ class Controller:
             self._versions[key] = self.registry.get_version(model_id, version)
         return self._versions[key]
 
+    def _prod_since(self, d: DesiredState) -> datetime | None:
+        """When the current prod was promoted: the start of its predecessor's retention."""
+        if d.prod_version is None:
+            return None
+        key = (d.model_id, d.slice, d.generation)
+        if key not in self._promoted_at:
+            fresh = self.registry.get_version(d.model_id, d.prod_version)
+            self._promoted_at[key] = promoted_at(fresh, d.slice)
+        return self._promoted_at[key]
+
     def _reconcile(self) -> list[Action]:
         now = self.clock()
         actions: list[Action] = []
@@ -245,16 +254,9 @@ class Controller:
                 if d.prod_version is not None:
                     st.errors.append(f"no backend configured for model class {spec.model_class}")
                 continue
-            live = _live_versions(d)
-            warm = set(live)
-            if d.rollback_target is not None and self.retention.keep(
-                (d.model_id, d.rollback_target), False, now
-            ):
-                warm.add(d.rollback_target)
-            for v in live:
-                self.retention.keep((d.model_id, v), True, now)
+            decision = self.retention.decide(d, promoted_at=self._prod_since(d))
             ready: dict[int, Endpoint] = {}
-            for v in sorted(warm):
+            for v in sorted(decision.keep):
                 mv = self._version(d.model_id, v)
                 name = backend.name_for(d.model_id, v)
                 needed[spec.model_class].add(name)
@@ -332,19 +334,6 @@ def _gateway_generations(payload: Any) -> dict[str, int]:
 
 def _managed(name: str) -> bool:
     return "__v" in name
-
-
-def _live_versions(d: DesiredState) -> set[int]:
-    live: set[int] = set()
-    if d.prod_version is not None:
-        live.add(d.prod_version)
-    if d.canary is not None:
-        live.add(d.canary.version)
-    if d.shadow is not None:
-        live.add(d.shadow.version)
-    if d.ab_test is not None:
-        live.update(a.version for a in d.ab_test.arms)
-    return live
 
 
 def _table(d: DesiredState, spec: ModelSpec, ready: dict[int, Endpoint]) -> RouteTable | None:
