@@ -51,3 +51,12 @@ def _free_port() -> int:
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
     return tmp_path / "repo"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Serving tests import the shared model builders as `demo_models`."""
+    import sys
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
