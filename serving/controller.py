@@ -40,6 +40,7 @@ __all__ = [
     "ServingBackend",
     "TritonAdapter",
     "RayAdapter",
+    "VLLMAdapter",
     "Controller",
     "ControllerStatus",
     "SliceStatus",
@@ -156,6 +157,48 @@ class RayAdapter:
     def remove(self, name: str) -> None:
         self.backend.undeploy(name)
         self._endpoints.pop(name, None)
+
+
+class VLLMAdapter:
+    """vLLM: one supervised `vllm serve` process per LLM version, on a port of its own."""
+
+    kind = BackendKind.vllm
+
+    def __init__(self, launcher: tuple[str, ...] = ("vllm", "serve"), **args: Any):
+        self.launcher = launcher
+        self.args = args  # forwarded to VLLMArgs.from_runtime (gpu_memory_gb, weights_gb…)
+        self._procs: dict[str, Any] = {}
+
+    def name_for(self, model_id: str, version: int) -> str:
+        return f"{model_id}__v{version}"
+
+    def present(self) -> set[str]:
+        return {name for name, p in self._procs.items() if p.healthy()}
+
+    def ensure(self, version: ModelVersion) -> float:
+        from serving.triton_server import free_port
+        from serving.vllm_backend import VLLMArgs, VLLMProcess
+
+        name = self.name_for(version.model_id, version.version)
+        if name in self.present():
+            return 0.0
+        old = self._procs.pop(name, None)
+        if old is not None:
+            old.stop()
+        t0 = time.perf_counter()
+        args = VLLMArgs.from_runtime(version, port=free_port(), host="127.0.0.1", **self.args)
+        self._procs[name] = VLLMProcess(args, launcher=self.launcher).start()
+        return time.perf_counter() - t0
+
+    def endpoint(self, version: ModelVersion) -> Endpoint:
+        proc = self._procs[self.name_for(version.model_id, version.version)]
+        ep = proc.endpoint(version.version)
+        return ep.model_copy(update={"feature_contract_ref": version.feature_contract_ref})
+
+    def remove(self, name: str) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            proc.stop()
 
 
 class Action(BaseModel):

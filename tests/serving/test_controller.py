@@ -167,3 +167,76 @@ def test_a_version_that_cannot_load_is_never_routed(setup) -> None:  # type: ign
     assert triton.loaded() == names(1)
     status = {(s.model_id, s.slice): s for s in ctl.status.slices}
     assert "sha256" in status[("ctr", "global")].errors[0]
+
+
+def test_llm_versions_run_on_the_vllm_plane(tmp_path: Path) -> None:
+    """The LLM plane, reconciled like the others. `vllm serve` needs a GPU, so the launcher
+    here is the OpenAI-compatible stand-in written for the tests (tests/standins), which
+    takes vLLM's real command line; the adapter and the HTTP protocol are the real ones."""
+    import sys
+
+    import httpx
+
+    from serving.controller import VLLMAdapter
+
+    standin = Path(__file__).resolve().parents[1] / "standins" / "openai_standin.py"
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    reg.register_dataset("prompts", 1, "s3://b/p", kind="dataset")
+    reg.register_dataset("prompts-eval", 1, "s3://b/pe", kind="eval_set")
+    reg.create_model(
+        ModelSpec(
+            model_id="chat",
+            owner_team="assist",
+            tier="L0",
+            rollback_class="STATELESS",
+            model_class="llm",
+            framework="vllm_engine",
+            policy={"primary_metric": "win_rate"},
+        )
+    )
+    meta = VersionMeta.model_validate(
+        {
+            "runtime_requirements": {
+                "gpu_class": "L4",
+                "mem_gb": 20,
+                "llm": {
+                    "max_context_length": 64,
+                    "kv_cache_gb_per_sequence": 0.5,
+                    "tokenizer_version": "tok@r1",
+                },
+            }
+        }
+    )
+    reg.register_version(
+        "chat",
+        weights_hash="c" * 64,
+        weights_uri="s3://b/chat",
+        training_run_id="r1",
+        training_data="prompts@1",
+        eval_set="prompts-eval@1",
+        meta=meta,
+    )
+    reg.record_gate_result("chat", 1, passed=True, results={})
+    reg.transition("chat", 1, "PROMOTED", actor="a")
+    adapter = VLLMAdapter(launcher=(sys.executable, str(standin)), gpu_memory_gb=24)
+    ctl = Controller(reg, {ModelClass.llm: adapter})
+    try:
+        acts = ctl.reconcile_once()
+        assert [(a.kind, a.target) for a in acts] == [("load", "chat__v1")]
+        assert ctl.reconcile_once() == []
+        (table,) = ctl.snapshot.tables
+        assert table.model_class == "llm" and table.prod.backend == "vllm"
+        r = httpx.post(
+            f"{table.prod.url}/v1/completions",
+            json={"model": table.prod.backend_model, "prompt": "hello there", "max_tokens": 4},
+            timeout=10,
+        )
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 2
+        reg.rollback("chat", actor="oncall")  # no earlier version: the slice has no prod
+        acts = ctl.reconcile_once()
+        assert ("unload", "chat__v1") in [(a.kind, a.target) for a in acts]
+        assert adapter.present() == set()
+    finally:
+        for name in list(adapter._procs):
+            adapter.remove(name)
+        reg.close()
