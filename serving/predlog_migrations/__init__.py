@@ -1,0 +1,2 @@
+"""Alembic scripts for the prediction log: its own history and its own version table, so it
+can share a PostgreSQL database with the registry without either migration seeing the other."""
