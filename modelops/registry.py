@@ -144,6 +144,9 @@ _U_STATE = (
     )
 )
 _I_STATE_CHANGE = insert(state_changes)
+_Q_MODEL_EDGES = select(dependencies.c.downstream_model).where(
+    dependencies.c.upstream_model == _b("m"), dependencies.c.upstream_version == 0
+)
 _U_DESIRED = (
     update(model_slices)
     .where(model_slices.c.model_id == _b("m"), model_slices.c.slice == _b("s"))
@@ -744,7 +747,39 @@ class Registry:
                     "downstream_dependents": edges,
                 },
             )
-            return self._load_version(conn, model_id, version)
+            # Built from what was just written, not read back: registration is a hot path.
+            downs = conn.execute(_Q_MODEL_EDGES, {"m": model_id}).scalars().all()
+            return ModelVersion(
+                model_id=model_id,
+                version=version,
+                weights_uri=weights_uri,
+                weights_hash=weights_hash,
+                framework=spec.framework,
+                runtime_requirements=meta.runtime_requirements,
+                feature_contract_ref=feature_contract_ref,
+                preprocess=meta.preprocess,
+                postprocess=meta.postprocess,
+                training_run_id=training_run_id,
+                training_data_version=td,
+                training_code_version=meta.training_code_version,
+                parent_model_version=parent,
+                eval_set_version=es,
+                eval_metrics=meta.eval_metrics,
+                eval_slice_metrics=meta.eval_slice_metrics,
+                rollback_class=spec.rollback_class,
+                rollback_snapshot_uri=meta.rollback_snapshot_uri,
+                tier=spec.tier,
+                state={sl: State.REGISTERED for sl in spec.slices},
+                state_history=[
+                    StateChange(
+                        slice=sl, state=State.REGISTERED, ts=ts, actor=actor, reason="registered"
+                    )
+                    for sl in spec.slices
+                ],
+                downstream_dependents=sorted(set(downs) | set(meta.downstream_dependents)),
+                signature=meta.signature,
+                created_at=ts,
+            )
 
     def register_weights(
         self,
