@@ -20,6 +20,12 @@ def register(sub: Any) -> None:
     t.add_argument("--grpc-port", type=int, default=8001)
     t.add_argument("--metrics-port", type=int, default=8002)
     t.set_defaults(fn=cmd_serve_triton)
+    if "gateway" in sys.argv[1:]:
+        from serving.gateway import register_gateway  # imports the web stack: only when used
+
+        register_gateway(serve)
+    else:
+        serve.add_parser("gateway", help="run the gateway (KServe v2 + OpenAI traffic manager)")
 
     ctl = sub.add_parser("controller", help="reconcile desired state onto the serving plane")
     csub = ctl.add_subparsers(dest="sub", required=True)
