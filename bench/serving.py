@@ -269,7 +269,14 @@ def bench_route_flip(
             meta=VersionMeta(signature=signature),
         )
         reg.record_gate_result("flip", i, passed=True, results={})
-    gws = [Gateway(work / f"flip-gw{i}", RoutingSnapshot()) for i in range(2)]
+    gws: list[Gateway] = []
+    try:
+        for i in range(2):
+            gws.append(Gateway(work / f"flip-gw{i}", RoutingSnapshot()))
+    except BaseException:
+        for g in gws:
+            g.stop()
+        raise
     adapter = TritonAdapter(server.url, server.repository, store, contracts=reg.get_contract)
     ctl = Controller(
         reg,
