@@ -178,6 +178,7 @@ def summarize(prefix: str, samples_ns: list[int]) -> dict[str, Any]:
     return {
         f"{prefix}_p50_ms": round(pct(samples_ns, 50), 3),
         f"{prefix}_p99_ms": round(pct(samples_ns, 99), 3),
+        f"{prefix}_mean_ms": round(sum(samples_ns) / len(samples_ns) / 1e6, 3),
         f"{prefix}_samples": len(samples_ns),
     }
 
@@ -465,45 +466,60 @@ def measure_reads(reg: Registry, fleet: Fleet) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rng = random.Random(7)
 
-    def run(prefix: str, fn: Callable[[Any], Any], args: list[Any], warm: int = 50) -> list:
+    def run(
+        prefix: str, fn: Callable[[Any], Any], args: list[Any], keep: Callable[[Any], Any], warm=50
+    ) -> list[Any]:
+        """Time fn(a) for each a; keep only a small digest of each result, so the benchmark's
+        own heap does not grow (a growing heap makes the collector's pauses part of the p99)."""
         for a in args[:warm]:
             fn(a)
         gc.collect()
-        ns, results = [], []
+        ns, kept = [], []
         for a in args:
             dt, r = timed(lambda a=a: fn(a))
             ns.append(dt)
-            results.append(r)
+            kept.append(keep(r))
+            del r
         out.update(summarize(prefix, ns))
-        return results
+        return kept
+
+    def median(xs: list[int]) -> int:
+        return sorted(xs)[len(xs) // 2]
 
     pairs = [(m, s) for m in fleet.model_ids for s in SLICES]
-    res = run(
-        "resolve", lambda p: reg.desired_state(p[0], p[1]), [rng.choice(pairs) for _ in range(2000)]
+    prods = run(
+        "resolve",
+        lambda p: reg.desired_state(p[0], p[1]),
+        [rng.choice(pairs) for _ in range(2000)],
+        keep=lambda r: r.prod_version,
     )
-    assert all(r.prod_version is not None for r in res)
+    assert all(p is not None for p in prods)
 
     feats = [rng.choice(fleet.features) for _ in range(500)]
-    res = run("dependents_of_feature", reg.dependents_of_feature, feats)
-    sizes = sorted(len(r) for r in res)
-    out["dependents_of_feature_rows_median"] = sizes[len(sizes) // 2]
-    out["dependents_of_feature_rows_max"] = sizes[-1]
+    sizes = run("dependents_of_feature", reg.dependents_of_feature, feats, keep=len)
+    out["dependents_of_feature_rows_median"] = median(sizes)
+    out["dependents_of_feature_rows_max"] = max(sizes)
 
     roots = fleet.model_ids[: max(1, fleet.n_models // 10)]
     picks = [rng.choice(roots) for _ in range(500)]
-    res = run("transitive_dependents", reg.transitive_dependents, picks, warm=20)
-    sizes = sorted(len(r) for r in res)
-    out["transitive_dependents_size_median"] = sizes[len(sizes) // 2]
-    out["transitive_dependents_size_max"] = sizes[-1]
+    sizes = run("transitive_dependents", reg.transitive_dependents, picks, keep=len, warm=20)
+    out["transitive_dependents_size_median"] = median(sizes)
+    out["transitive_dependents_size_max"] = max(sizes)
     full = reg.transitive_dependents(fleet.model_ids[0])
     assert fleet.model_ids[0] not in full  # the cycle back to the root terminated
 
     picks = [rng.choice(fleet.model_ids) for _ in range(500)]
-    res = run("verify_audit", reg.verify_audit, picks, warm=20)
-    assert all(r.ok for r in res), [r.problems[:1] for r in res if not r.ok][:1]
-    entries = sorted(r.entries for r in res)
-    out["audit_entries_per_model_median"] = entries[len(entries) // 2]
-    out["audit_entries_per_model_max"] = entries[-1]
+    reports = run(
+        "verify_audit",
+        reg.verify_audit,
+        picks,
+        keep=lambda r: (r.ok, r.entries, r.problems[:1]),
+        warm=20,
+    )
+    assert all(ok for ok, _, _ in reports), next(p for ok, _, p in reports if not ok)
+    entries = [n for _, n, _ in reports]
+    out["audit_entries_per_model_median"] = median(entries)
+    out["audit_entries_per_model_max"] = max(entries)
 
     dt, rep = timed(reg.verify_audit)
     assert rep.ok, rep.problems[:3]
@@ -533,6 +549,7 @@ def bench_backend(name: str, url: str, fleet: Fleet) -> dict[str, Any]:
         out.update(measure_reads(reg, fleet))
         out["audit_entries_at_end"] = audit_count(reg)
         out["total_s"] = round(time.perf_counter() - t0, 1)
+        out["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
         log(f"{name}: done in {out['total_s']}s")
         return out
     finally:
@@ -557,6 +574,7 @@ def machine_info(backends: list[str]) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
     if "postgres" in backends:
         try:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
@@ -144,6 +144,14 @@ _U_STATE = (
     )
 )
 _I_STATE_CHANGE = insert(state_changes)
+_Q_IDEMPOTENT = select(model_versions.c.version).where(
+    model_versions.c.model_id == _b("m"),
+    model_versions.c.weights_hash == _b("h"),
+    model_versions.c.training_run_id == _b("r"),
+)
+_Q_NEXT_VERSION = select(models.c.next_version).where(models.c.model_id == _b("m"))
+_U_NEXT_VERSION = update(models).where(models.c.model_id == _b("m")).values(next_version=_b("n"))
+_Q_DATASET = select(datasets).where(datasets.c.name == _b("n"), datasets.c.version == _b("v"))
 _Q_MODEL_EDGES = select(dependencies.c.downstream_model).where(
     dependencies.c.upstream_model == _b("m"), dependencies.c.upstream_version == 0
 )
@@ -171,7 +179,9 @@ class DatasetRecord(BaseModel):
     created_at: str
 
 
-class VersionKey(BaseModel):
+class VersionKey(NamedTuple):
+    """A tuple, not a model: lookups return thousands, and each object is GC work."""
+
     model_id: str
     version: int
 
@@ -362,9 +372,7 @@ class Registry:
             return self._dataset(conn, name, version)
 
     def _dataset(self, conn: Connection, name: str, version: int) -> DatasetRecord:
-        row = conn.execute(
-            select(datasets).where(datasets.c.name == name, datasets.c.version == version)
-        ).first()
+        row = conn.execute(_Q_DATASET, {"n": name, "v": version}).first()
         if row is None:
             have = (
                 conn.execute(
@@ -615,11 +623,7 @@ class Registry:
         with db.write_tx(self.engine) as conn:
             spec = self._spec(conn, model_id, lock=True)
             found = conn.execute(
-                select(model_versions.c.version).where(
-                    model_versions.c.model_id == model_id,
-                    model_versions.c.weights_hash == weights_hash,
-                    model_versions.c.training_run_id == training_run_id,
-                )
+                _Q_IDEMPOTENT, {"m": model_id, "h": weights_hash, "r": training_run_id}
             ).scalar()
             if found is not None:
                 return self._load_version(conn, model_id, int(found))
@@ -644,11 +648,7 @@ class Registry:
                     )
             if parent is not None:
                 self._version_row(conn, model_id, parent)
-            version = int(
-                conn.execute(
-                    select(models.c.next_version).where(models.c.model_id == model_id)
-                ).scalar_one()
-            )
+            version = int(conn.execute(_Q_NEXT_VERSION, {"m": model_id}).scalar_one())
             ts = self._now()
             record = {
                 "runtime_requirements": meta.runtime_requirements.model_dump(mode="json"),
@@ -662,9 +662,7 @@ class Registry:
                 "rollback_snapshot_uri": meta.rollback_snapshot_uri,
                 "signature": meta.signature,
             }
-            conn.execute(
-                update(models).where(models.c.model_id == model_id).values(next_version=version + 1)
-            )
+            conn.execute(_U_NEXT_VERSION, {"m": model_id, "n": version + 1})
             conn.execute(
                 insert(model_versions).values(
                     model_id=model_id,

@@ -66,7 +66,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, pool_size=5, max_overflow=10, connect_args={"timeout": 60})
         _sqlite_events(engine)
     else:
-        engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+        # No pre-ping: it is a hidden round trip per checkout on the hot read path; stale
+        # connections are recycled instead, and a dropped one is invalidated on its error.
+        engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
     _fork_safe(engine)
     return engine
 
