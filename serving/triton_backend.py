@@ -81,6 +81,14 @@ class ModelStatistics(_M):
     last_inference_ms: int
 
 
+def _transport_error(exc: BaseException) -> bool:
+    """Connection-level failures of the HTTP client (socket errors, closed or garbled
+    responses), as opposed to Triton answering with an error."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    return type(exc).__module__.startswith(("geventhttpclient", "gevent"))
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
@@ -134,7 +142,9 @@ class TritonBackend:
             yield
         except InferenceServerException:
             raise
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the transport's many error types
+            if not _transport_error(exc):
+                raise
             # A broken connection leaves the gevent pool unusable: start afresh next call.
             self._client = None
             raise BackendUnavailable(
@@ -150,8 +160,16 @@ class TritonBackend:
             return False
 
     def repository_index(self) -> list[dict[str, Any]]:
-        with self._calls("repository index"):
-            return list(self.client.get_model_repository_index())
+        """Retried once on a fresh connection: a keep-alive socket to a restarted server is
+        closed under us, which says nothing about the server now."""
+        for attempt in (1, 2):
+            try:
+                with self._calls("repository index"):
+                    return list(self.client.get_model_repository_index())
+            except BackendUnavailable:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def loaded(self) -> set[str]:
         """Names of models with a READY version, as the repository index reports them."""
