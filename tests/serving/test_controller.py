@@ -4,6 +4,7 @@ second pass does nothing."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,3 +241,106 @@ def test_llm_versions_run_on_the_vllm_plane(tmp_path: Path) -> None:
         for name in list(adapter._procs):
             adapter.remove(name)
         reg.close()
+
+
+class GatewayProcess:
+    """`modelops serve gateway` as a real process on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from serving.triton_server import free_port
+
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelops.cli", "serve", "gateway", "--port", str(self.port),
+             "--state-file", str(workdir / "routes.json"), "--no-predlog"],
+            stdout=open(workdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            env={**os.environ, "MODELOPS_HOME": str(workdir)}, start_new_session=True,
+        )  # fmt: skip
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (workdir / "gateway.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("gateway did not start")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(15)
+
+
+def served_version(gw: GatewayProcess, sample) -> int:  # type: ignore[no-untyped-def]
+    import httpx
+
+    body = {
+        "inputs": [
+            {
+                "name": "features",
+                "shape": list(sample.shape),
+                "datatype": "FP32",
+                "data": sample.ravel().tolist(),
+            }
+        ]
+    }
+    r = httpx.post(f"{gw.url}/v2/models/ctr/infer", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    return int(r.headers["x-modelops-version"])
+
+
+def test_controller_pushes_tables_to_gateways_and_heals_a_restarted_one(
+    setup,
+    onnx_models,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    import tritonclient.http as th
+
+    reg, ctl, _, _ = setup
+    sample = onnx_models[0].sample[:2]
+    gws = [GatewayProcess(tmp_path / f"gw{i}") for i in range(2)]
+    try:
+        ctl.gateways = [g.url for g in gws]
+        reg.transition("ctr", 1, "PROMOTED", actor="a")
+        acts = ctl.reconcile_once()
+        assert sorted(a.kind for a in acts) == ["load", "push", "push"]
+        assert [served_version(g, sample) for g in gws] == [1, 1]
+        # an unmodified tritonclient, pointed at the gateway
+        client = th.InferenceServerClient(gws[0].url.removeprefix("http://"))
+        inp = th.InferInput("features", list(sample.shape), "FP32")
+        inp.set_data_from_numpy(sample)
+        got = client.infer("ctr", [inp]).as_numpy("probability")
+        assert abs(got - onnx_models[0].predict(sample)).max() < 1e-5
+        client.close()
+        assert ctl.reconcile_once() == []  # gateways are current: nothing to push
+
+        # promote v2 straight through the ladder; every gateway flips to it
+        for st in ("APPROVED_SHADOW", "SHADOW", "APPROVED_CANARY", "CANARY", "PROMOTED"):
+            reg.transition("ctr", 2, st, actor="a")
+        ctl.reconcile_once()
+        assert [served_version(g, sample) for g in gws] == [2, 2]
+
+        # a gateway restarted with no state: the next pass sees it behind and pushes
+        gws[1].stop()
+        (tmp_path / "gw1" / "routes.json").unlink()
+        gws[1] = GatewayProcess(tmp_path / "gw1")
+        ctl.gateways = [g.url for g in gws]
+        acts = ctl.reconcile_once()
+        assert [(a.kind, a.target) for a in acts] == [("push", gws[1].url)]
+        assert served_version(gws[1], sample) == 2
+        assert ctl.reconcile_once() == []
+    finally:
+        for g in gws:
+            g.stop()

@@ -1,0 +1,318 @@
+"""KServe v2 (Open Inference Protocol) bodies: cheap validation, and decoding for the log.
+
+The gateway forwards request bytes untouched. It parses only the JSON header (with the
+binary tensor extension, the first `Inference-Header-Content-Length` bytes; otherwise the
+whole body) to reject malformed requests with a 400 itself: Triton answers some malformed
+bodies with a 500, and a client mistake must never look like a server fault. Decoding
+tensors into JSON-able lists happens off the request path, only for models whose policy
+logs inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "DATATYPES",
+    "parse_infer_header",
+    "decode_infer_request",
+    "response_outputs",
+]
+
+# KServe v2 tensor datatypes and their element sizes (BYTES is length-prefixed).
+DATATYPES: dict[str, int | None] = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "UINT16": 2,
+    "UINT32": 4,
+    "UINT64": 8,
+    "INT8": 1,
+    "INT16": 2,
+    "INT32": 4,
+    "INT64": 8,
+    "FP16": 2,
+    "FP32": 4,
+    "FP64": 8,
+    "BF16": 2,
+    "BYTES": None,
+}
+
+_NUMPY = {
+    "BOOL": "bool",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+_MAX_RANK = 32
+
+
+class BadRequest(ValueError):
+    """The client sent something the protocol does not allow; answered with 400."""
+
+
+def _header_length(value: str | None, body_len: int) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest(f"Inference-Header-Content-Length {value!r} is not a non-negative integer")
+    n = int(value)
+    if n == 0 or n > body_len:
+        raise BadRequest(
+            f"Inference-Header-Content-Length {n} does not fit a body of {body_len} bytes"
+        )
+    return n
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_infer_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any], int]:
+    """Validate an inference request's JSON part; return it and its length in bytes.
+
+    Checks the structure the protocol requires (inputs with name, datatype, shape and data
+    or a binary size; binary sizes adding up to the bytes that follow the header), so that
+    whatever reaches a backend is well-formed.
+    """
+    n = _header_length(header_length, len(body))
+    head = body if n is None else body[:n]
+    try:
+        obj = json.loads(head, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("request body must be a JSON object with an 'inputs' list")
+    inputs = obj.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("request body must have a non-empty 'inputs' list")
+    binary_total = 0
+    binary_bytes: list[tuple[str, list[int], int]] = []
+    names: set[str] = set()
+    for i, inp in enumerate(inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(inp, dict):
+            raise BadRequest(f"{where} must be an object")
+        name = inp.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"{where}.name must be a non-empty string")
+        if name in names:
+            raise BadRequest(f"input {name!r} appears twice")
+        names.add(name)
+        dtype = inp.get("datatype")
+        if dtype not in DATATYPES:
+            raise BadRequest(
+                f"{where}.datatype {dtype!r} is not a tensor type; allowed: " + ", ".join(DATATYPES)
+            )
+        shape = inp.get("shape")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > _MAX_RANK
+            or not all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise BadRequest(f"{where}.shape must be a list of at most 32 non-negative integers")
+        params = inp.get("parameters")
+        _check_parameters(params, f"{where}.parameters", {"binary_data_size": (int,)})
+        size = (params or {}).get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise BadRequest(f"{where}.parameters.binary_data_size must be an integer >= 0")
+            if "data" in inp:
+                raise BadRequest(f"{where} has both 'data' and a binary_data_size")
+            item = DATATYPES[dtype]
+            if item is not None and size != math.prod(shape) * item:
+                raise BadRequest(
+                    f"{where}: binary_data_size {size} does not match shape {shape} of {dtype}"
+                )
+            binary_total += size
+            if dtype == "BYTES":
+                binary_bytes.append((where, shape, size))
+        elif "data" not in inp:
+            raise BadRequest(f"{where} has neither 'data' nor parameters.binary_data_size")
+        else:
+            count = _count_elements(inp["data"], dtype, where)
+            if count != math.prod(shape):
+                raise BadRequest(
+                    f"{where}: shape {shape} needs {math.prod(shape)} elements, data has {count}"
+                )
+    outputs = obj.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise BadRequest("'outputs' must be a list")
+        for i, o in enumerate(outputs):
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise BadRequest(f"outputs[{i}] must be an object with a 'name' string")
+            _check_parameters(o.get("parameters"), f"outputs[{i}].parameters", _OUTPUT_PARAMS)
+    _check_parameters(obj.get("parameters"), "parameters", _REQUEST_PARAMS)
+    if "id" in obj and not isinstance(obj["id"], str):
+        raise BadRequest("'id' must be a string")
+    tail = len(body) - (n if n is not None else len(body))
+    if binary_total != tail:
+        raise BadRequest(
+            f"binary tensor sizes add up to {binary_total} bytes but {tail} bytes follow "
+            "the JSON header"
+        )
+    if binary_bytes:
+        _check_binary_bytes(obj["inputs"], body, n or 0)
+    return obj, (n if n is not None else len(body))
+
+
+# Parameters whose type the backend insists on; others must be a string, int or bool.
+_REQUEST_PARAMS: dict[str, tuple[type, ...]] = {
+    "binary_data_output": (bool,),
+    "sequence_id": (int, str),
+    "sequence_start": (bool,),
+    "sequence_end": (bool,),
+    "priority": (int,),
+    "timeout": (int,),
+}
+_OUTPUT_PARAMS: dict[str, tuple[type, ...]] = {"binary_data": (bool,), "classification": (int,)}
+
+
+def _check_parameters(params: Any, where: str, known: dict[str, tuple[type, ...]]) -> None:
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where} must be an object")
+    for k, v in params.items():
+        want = known.get(k, (str, int, bool))
+        ok = isinstance(v, want) and not (isinstance(v, bool) and bool not in want)
+        if not ok:
+            names = " or ".join(t.__name__ for t in want)
+            raise BadRequest(f"{where}.{k} must be {names}")
+
+
+def _element_ok(dtype: str) -> Any:
+    if dtype == "BOOL":
+        return lambda v: type(v) is bool
+    if dtype == "BYTES":
+        return lambda v: type(v) is str
+    if dtype.startswith(("FP", "BF")):
+        return lambda v: type(v) is float or (type(v) is int and -(2**63) <= v < 2**64)
+    if dtype.startswith("UINT"):
+        return lambda v: type(v) is int and 0 <= v < 2**64
+    return lambda v: type(v) is int and -(2**63) <= v < 2**63
+
+
+def _count_elements(data: Any, dtype: str, where: str) -> int:
+    """Count the scalars of (possibly nested) JSON tensor data, checking each one's type."""
+    if not isinstance(data, list):
+        raise BadRequest(f"{where}.data must be a list")
+    ok = _element_ok(dtype)
+    count = 0
+    stack = [data]
+    while stack:
+        items = stack.pop()
+        for v in items:
+            if type(v) is list:
+                stack.append(v)
+            elif ok(v):
+                count += 1
+            else:
+                raise BadRequest(f"{where}.data holds {v!r}, which is not a {dtype} value")
+    return count
+
+
+def _check_binary_bytes(inputs: list[dict[str, Any]], body: bytes, start: int) -> None:
+    """BYTES tensors in binary form: length-prefixed elements that must fill their size."""
+    pos = start
+    for i, inp in enumerate(inputs):
+        size = (inp.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if inp["datatype"] == "BYTES":
+            end, count = pos + size, 0
+            p = pos
+            while p < end:
+                if p + 4 > end:
+                    raise BadRequest(f"inputs[{i}]: truncated BYTES element")
+                (ln,) = struct.unpack_from("<I", body, p)
+                p += 4 + ln
+                count += 1
+            if p != end or count != math.prod(inp["shape"]):
+                raise BadRequest(
+                    f"inputs[{i}]: BYTES data does not hold {math.prod(inp['shape'])} elements"
+                )
+        pos += size
+
+
+def _decode_bytes(raw: bytes) -> list[str]:
+    out: list[str] = []
+    pos = 0
+    while pos + 4 <= len(raw):
+        (ln,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        out.append(raw[pos : pos + ln].decode("utf-8", errors="replace"))
+        pos += ln
+    return out
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list) and data and isinstance(data[0], list):
+        return [x for row in data for x in _flatten(row)]
+    return list(data) if isinstance(data, list) else [data]
+
+
+def decode_infer_request(header: dict[str, Any], body: bytes, header_len: int) -> dict[str, Any]:
+    """The request as a plain JSON KServe v2 request (every tensor inline, flat data).
+
+    This is the form the log keeps and replay sends: any v2 server accepts it, whatever
+    encoding the original client chose. BF16 tensors (no numpy type) keep data None.
+    """
+    import numpy as np
+
+    pos = header_len
+    inputs: list[dict[str, Any]] = []
+    for inp in header["inputs"]:
+        dtype = inp["datatype"]
+        entry: dict[str, Any] = {"name": inp["name"], "datatype": dtype, "shape": inp["shape"]}
+        size = (inp.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            entry["data"] = _flatten(inp.get("data", []))
+        else:
+            raw = body[pos : pos + size]
+            pos += size
+            if dtype == "BYTES":
+                entry["data"] = _decode_bytes(raw)
+            elif dtype in _NUMPY:
+                entry["data"] = np.frombuffer(raw, dtype=_NUMPY[dtype]).tolist()
+            else:
+                entry["data"] = None
+        inputs.append(entry)
+    out: dict[str, Any] = {"inputs": inputs}
+    if header.get("parameters"):
+        params = {k: v for k, v in header["parameters"].items() if k != "binary_data_output"}
+        if params:
+            out["parameters"] = params
+    if header.get("outputs"):
+        out["outputs"] = [{"name": o["name"]} for o in header["outputs"]]
+    return out
+
+
+def response_outputs(body: bytes, header_length: str | None) -> dict[str, Any] | None:
+    """What the log keeps of a response: the decoded JSON, or for binary responses the
+    JSON header only (tensor metadata and sizes, not the tensor bytes)."""
+    try:
+        if header_length is not None:
+            obj = json.loads(body[: int(header_length)])
+        else:
+            obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if "outputs" in obj:
+        return {"outputs": obj["outputs"]}
+    return obj

@@ -1,0 +1,389 @@
+"""The bad-input table: client mistakes get 4xx with a message, backend trouble 5xx with a
+reason, and nothing a client sends is answered with a 500.
+
+Hand-written cases cover each row; schemathesis then generates requests from the gateway's
+own OpenAPI document against a gateway served over a real socket, in front of the real
+Triton, and asserts that no generated request gets a server error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
+    HungServer,
+    ServerThread,
+    gw_models,
+    infer_body,
+    make_app,
+    running,
+    table,
+)
+from hypothesis import HealthCheck, given, settings
+
+from serving.routing import BackendKind, Endpoint
+from serving.triton_server import free_port
+
+MAX = 4096
+
+
+def _llm(url: str = "http://127.0.0.1:1") -> Endpoint:
+    return Endpoint(version=1, backend=BackendKind.vllm, url=url, backend_model="llm")
+
+
+@pytest.fixture
+def tables(gw_models) -> list:  # noqa: F811
+    dead = Endpoint(
+        version=4,
+        backend=BackendKind.triton,
+        url=f"http://127.0.0.1:{free_port()}",
+        backend_model="x",
+    )
+    unloaded = Endpoint(
+        version=5, backend=BackendKind.triton, url=gw_models.url, backend_model="never_loaded"
+    )
+    return [
+        table("good", gw_models.endpoint(1)),
+        table("raises", gw_models.endpoint(9)),
+        table("down", dead),
+        table("unloaded", unloaded),
+        table("chat", _llm(), model_class="llm"),
+        table("empty", None),
+    ]
+
+
+def _binary(header: dict[str, Any], blob: bytes) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(header).encode()
+    return head + blob, {
+        "inference-header-content-length": str(len(head)),
+        "content-type": "application/octet-stream",
+    }
+
+
+BAD_BODIES: list[tuple[str, bytes, dict[str, str]]] = [
+    ("not json", b"{nope", {}),
+    (
+        "NaN literal",
+        b'{"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [NaN]}]}',
+        {},
+    ),
+    ("not an object", b"[1, 2]", {}),
+    ("no inputs", b"{}", {}),
+    ("empty inputs", b'{"inputs": []}', {}),
+    (
+        "bad datatype",
+        json.dumps(
+            {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP99", "data": [1]}]}
+        ).encode(),
+        {},
+    ),
+    (
+        "negative dim",
+        json.dumps(
+            {"inputs": [{"name": "INPUT0", "shape": [-1], "datatype": "FP32", "data": [1]}]}
+        ).encode(),
+        {},
+    ),
+    (
+        "count mismatch",
+        json.dumps(
+            infer_body([1.0])
+            | {"inputs": [{"name": "INPUT0", "shape": [3], "datatype": "FP32", "data": [1.0]}]}
+        ).encode(),
+        {},
+    ),
+    (
+        "huge shape",
+        json.dumps(
+            {"inputs": [{"name": "INPUT0", "shape": [10**10], "datatype": "FP32", "data": [1.0]}]}
+        ).encode(),
+        {},
+    ),
+    (
+        "string in FP32",
+        json.dumps(
+            {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": ["x"]}]}
+        ).encode(),
+        {},
+    ),
+    (
+        "bool in FP32",
+        json.dumps(
+            {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [True]}]}
+        ).encode(),
+        {},
+    ),
+    ("id not a string", json.dumps(infer_body([1.0]) | {"id": 5}).encode(), {}),
+    (
+        "binary_data_output not bool",
+        json.dumps(infer_body([1.0]) | {"parameters": {"binary_data_output": "yes"}}).encode(),
+        {},
+    ),
+    (
+        "header length not a number",
+        json.dumps(infer_body([1.0])).encode(),
+        {"inference-header-content-length": "abc"},
+    ),
+    (
+        "header length past the body",
+        json.dumps(infer_body([1.0])).encode(),
+        {"inference-header-content-length": "100000"},
+    ),
+    (
+        "binary size mismatch",
+        *_binary(
+            {
+                "inputs": [
+                    {
+                        "name": "INPUT0",
+                        "shape": [2],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 4},
+                    }
+                ]
+            },
+            b"\0" * 4,
+        ),
+    ),
+    (
+        "trailing bytes",
+        *_binary(
+            {
+                "inputs": [
+                    {
+                        "name": "INPUT0",
+                        "shape": [1],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 4},
+                    }
+                ]
+            },
+            b"\0" * 9,
+        ),
+    ),
+]
+
+
+@pytest.mark.timeout(60)
+def test_malformed_bodies_are_400_with_a_message(tables) -> None:
+    async def scenario() -> None:
+        async with running(make_app(tables=tables)) as c:
+            for what, body, headers in BAD_BODIES:
+                r = await c.post("/v2/models/good/infer", content=body, headers=headers)
+                assert r.status_code == 400, (what, r.status_code, r.text)
+                assert r.json()["error"], what
+                assert r.headers["x-request-id"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_the_bad_input_table(tables, gw_models) -> None:  # noqa: F811
+    async def scenario() -> None:
+        app = make_app(tables=tables, max_body_bytes=MAX, backend_timeout_s=0.3)
+        async with running(app) as c:
+            ok = infer_body([1.0])
+
+            async def status(path: str, **kw: Any) -> httpx.Response:
+                return await c.post(path, **kw)
+
+            # unknown model: 404 on every route that names one
+            for r in [
+                await status("/v2/models/nope/infer", json=ok),
+                await c.get("/v2/models/nope"),
+                await c.get("/v2/models/nope/ready"),
+                await status("/v1/completions", json={"model": "nope", "prompt": "hi"}),
+            ]:
+                assert r.status_code == 404, r.text
+                assert "nope" in r.json()["error"]
+            # backend down, version not loaded, nothing serving: 503 with Retry-After
+            for model in ("down", "unloaded", "empty"):
+                r = await status(f"/v2/models/{model}/infer", json=ok)
+                assert r.status_code == 503, (model, r.text)
+                assert r.headers["retry-after"] == "1" and r.json()["error"]
+            # the backend failed on its own: 502, with the backend's message
+            r = await status("/v2/models/raises/infer", json=ok)
+            assert r.status_code == 502 and "fails on purpose" in r.json()["error"]
+            # the backend rejected the request: its 4xx passes through
+            r = await status("/v2/models/good/infer", json=infer_body([1.0], name="NOPE"))
+            assert r.status_code == 400 and "NOPE" in r.json()["error"]
+            # oversized: by Content-Length, and by counting a chunked body
+            r = await status("/v2/models/good/infer", content=b"x" * (MAX + 1))
+            assert r.status_code == 413
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                for _ in range(10):
+                    yield b"x" * 1024
+
+            r = await status("/v2/models/good/infer", content=chunks())
+            assert r.status_code == 413
+            r = await c.put("/admin/routes", content=chunks())
+            assert r.status_code == 413
+            # wrong protocol for the model
+            r = await status("/v2/models/chat/infer", json=ok)
+            assert r.status_code == 400 and "LLM" in r.json()["error"]
+            r = await status("/v1/completions", json={"model": "good", "prompt": "hi"})
+            assert r.status_code == 400 and "not an LLM" in r.json()["error"]
+            # bad identity headers
+            r = await status("/v2/models/good/infer", json=ok, headers={"x-user-id": "u" * 300})
+            assert r.status_code == 400
+            r = await status("/v2/models/good/infer", json=ok, headers={"x-request-id": "r" * 300})
+            assert r.status_code == 400
+            # admin and outcome bodies
+            for path, body in [
+                ("/admin/routes", {"tables": "no"}),
+                ("/v1/outcomes", {"value": 1}),
+                ("/v1/outcomes", {"request_id": "r", "value": "NaN"}),
+            ]:
+                r = await (c.put if path == "/admin/routes" else c.post)(path, json=body)
+                assert r.status_code == 400, (path, r.text)
+                assert r.json()["error"].startswith("invalid request")
+            r = await c.post("/v1/completions", content=b"{")
+            assert r.status_code == 400
+            r = await c.post("/v1/chat/completions", json={"model": "chat"})
+            assert r.status_code == 400 and "messages" in r.json()["error"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_backend_timeout_is_504_with_retry_after() -> None:
+    async def scenario(url: str) -> None:
+        ep = Endpoint(version=3, backend=BackendKind.triton, url=url, backend_model="slow")
+        app = make_app(tables=[table("slow", ep)], backend_timeout_s=0.3)
+        async with running(app) as c:
+            r = await c.post("/v2/models/slow/infer", json=infer_body([1.0]))
+            assert r.status_code == 504 and r.headers["retry-after"] == "1"
+            assert r.headers["x-modelops-version"] == "3" and "0.3 s" in r.json()["error"]
+
+    with HungServer() as hung:
+        asyncio.run(scenario(hung.url))
+
+
+@pytest.mark.timeout(60)
+def test_oversized_bodies_over_a_real_socket(tables) -> None:
+    """uvicorn itself frames the body; the gateway still refuses it before buffering it all."""
+    with ServerThread(make_app(tables=tables, max_body_bytes=MAX)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(
+                b"POST /v2/models/good/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            s.sendall(b"".join(b"400\r\n" + b"x" * 1024 + b"\r\n" for _ in range(8)))
+            s.sendall(b"0\r\n\r\n")
+            reply = b""
+            while b"\r\n" not in reply:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413"), reply
+        with httpx.Client(base_url=server.http_url) as client:
+            for _ in range(3):  # a small remainder is drained: the connection stays usable
+                r = client.post("/v2/models/good/infer", content=b"y" * (MAX + 10))
+                assert r.status_code == 413 and "connection" not in r.headers
+            r = client.post("/v2/models/good/infer", json=infer_body([1.0]))
+            assert r.status_code == 200
+
+
+# ---------------------------------------------------------------------- schemathesis
+
+
+@pytest.fixture(scope="module")
+def served_gateway(gw_models) -> Iterator[str]:  # noqa: F811
+    good = table(
+        "good", gw_models.endpoint(1), log_inputs=True, shadow=(gw_models.endpoint(2), 50.0)
+    )
+    app = make_app(tables=[good], max_body_bytes=1 << 16)
+    with ServerThread(app) as server:
+        yield server.http_url
+
+
+@pytest.fixture(scope="module")
+def admin_gateway() -> Iterator[str]:
+    with ServerThread(make_app()) as server:
+        yield server.http_url
+
+
+def _no_server_error(case: Any, base_url: str) -> None:
+    response = case.call(base_url=base_url, timeout=20)
+    assert response.status_code < 500, (
+        case.method,
+        case.path,
+        response.status_code,
+        response.text[:300],
+    )
+
+
+_SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+
+# The schema is the gateway's own OpenAPI document; requests go to real servers (fixtures).
+# Operations are parametrized by hand (one test id per operation) so that pytest-xdist
+# schedules each of them; examples mix valid and schema-violating requests.
+_SCHEMA = schemathesis.openapi.from_dict(make_app().openapi())
+_OPS = [result.ok() for result in _SCHEMA.get_all_operations()]
+# Route pushes run against a gateway of their own, so random tables never point the main
+# gateway's models at made-up backends.
+_PUSH = [op for op in _OPS if (op.method.upper(), op.path) == ("PUT", "/admin/routes")]
+_OTHER = [op for op in _OPS if op not in _PUSH]
+
+
+def _strategy(op: Any) -> Any:
+    from hypothesis import strategies as st
+
+    modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+    strategies = [op.as_strategy(generation_mode=m) for m in modes]
+    if "{model}" in op.path:  # also aim at a real model, so bodies reach validation and Triton
+        strategies += [
+            op.as_strategy(generation_mode=m, path_parameters={"model": "good"}) for m in modes
+        ]
+    return st.one_of(strategies)
+
+
+def _fuzz(op: Any, base_url: str) -> None:
+    @given(case=_strategy(op))
+    @_SETTINGS
+    def run(case: Any) -> None:
+        _no_server_error(case, base_url)
+
+    run()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("op", _OTHER, ids=lambda op: op.label)
+def test_generated_requests_never_get_a_server_error(op: Any, served_gateway: str) -> None:
+    _fuzz(op, served_gateway)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("op", _PUSH, ids=lambda op: op.label)
+def test_generated_route_pushes_never_get_a_server_error(op: Any, admin_gateway: str) -> None:
+    _fuzz(op, admin_gateway)
+
+
+def test_openapi_documents_the_proxy_routes(served_gateway: str) -> None:
+    doc = httpx.get(f"{served_gateway}/openapi.json").json()
+    infer = doc["paths"]["/v2/models/{model}/infer"]["post"]
+    assert "inputs" in infer["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"400", "404", "409", "413", "503", "504"} <= set(infer["responses"])
+    assert {
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/outcomes",
+        "/admin/routes",
+        "/admin/breakers",
+        "/metrics",
+        "/v2/health/ready",
+    } <= set(doc["paths"])
