@@ -431,7 +431,7 @@ def _onnx_model(name: str, mv: _VersionInfo, path: Path) -> V2Model:
 
 
 def _torchscript_model(name: str, mv: _VersionInfo, path: Path) -> V2Model:
-    import torch  # noqa: TID251 - lazy on purpose
+    import torch
 
     torch.set_num_threads(1)
     module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -524,7 +524,7 @@ def _build_app(
     """A one-replica Serve application speaking KServe v2 under its route prefix."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
-    from ray import serve  # noqa: TID251 - lazy on purpose
+    from ray import serve
     from starlette.concurrency import run_in_threadpool
 
     api = FastAPI(title=name)
@@ -624,8 +624,8 @@ class RayServeBackend:
         """Join (or start) Ray and Serve; returns the HTTP base URL of Serve's proxy."""
         if self._base_url is not None:
             return self._base_url
-        import ray  # noqa: TID251 - lazy on purpose
-        from ray import serve  # noqa: TID251 - lazy on purpose
+        import ray
+        from ray import serve
 
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False)
@@ -668,7 +668,7 @@ class RayServeBackend:
         Without `artifact_path` the weights come from the backend's store (verified on read).
         With `wait=False` it returns at once; poll `is_ready` (or call `wait_ready`).
         """
-        from ray import serve  # noqa: TID251 - lazy on purpose
+        from ray import serve
 
         name = app_name(version.model_id, version.version)
         endpoint = self.endpoint(version)
@@ -706,7 +706,7 @@ class RayServeBackend:
 
     def undeploy(self, name: str, *, wait: bool = True) -> None:
         """Delete an application; unknown names are a no-op, so reconciling is idempotent."""
-        from ray import serve  # noqa: TID251 - lazy on purpose
+        from ray import serve
 
         self.connect()
         if name in self.deployed():
@@ -722,7 +722,7 @@ class RayServeBackend:
     # -- internals
 
     def _statuses(self) -> dict[str, tuple[str, str]]:
-        from ray import serve  # noqa: TID251 - lazy on purpose
+        from ray import serve
 
         self.connect()
         apps = serve.status().applications
@@ -784,7 +784,7 @@ def _check_loadable(info: _VersionInfo) -> None:
 
 def _serve_http_port() -> int:
     """The port Serve's proxy really listens on (a running Serve keeps its own)."""
-    from ray.serve.context import _get_global_client  # noqa: TID251 - lazy on purpose
+    from ray.serve.context import _get_global_client
 
     client = _get_global_client()
     return int(client.http_config.port)

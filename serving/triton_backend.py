@@ -112,7 +112,7 @@ class TritonBackend:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import tritonclient.http as httpclient  # noqa: TID251 - lazy on purpose
+            import tritonclient.http as httpclient
 
             self._client = httpclient.InferenceServerClient(
                 self.url,
@@ -136,7 +136,7 @@ class TritonBackend:
     @contextmanager
     def _calls(self, what: str) -> Iterator[None]:
         """Map transport failures to BackendUnavailable; Triton's own errors pass through."""
-        from tritonclient.utils import InferenceServerException  # noqa: TID251 - lazy on purpose
+        from tritonclient.utils import InferenceServerException
 
         try:
             yield
@@ -180,7 +180,7 @@ class TritonBackend:
 
     def load(self, name: str) -> float:
         """Load, or reload if already loaded, a repository entry; returns the seconds it took."""
-        from tritonclient.utils import InferenceServerException  # noqa: TID251 - lazy on purpose
+        from tritonclient.utils import InferenceServerException
 
         if self._index_entry(name) is None:
             raise NotFoundError(
@@ -205,7 +205,7 @@ class TritonBackend:
 
     def _load_reason(self, name: str, exc: Exception) -> str:
         """Triton's index holds the backend's own reason; the HTTP error only says 'failed'."""
-        from tritonclient.utils import InferenceServerException  # noqa: TID251 - lazy on purpose
+        from tritonclient.utils import InferenceServerException
 
         try:
             entry = self._index_entry(name) or {}
@@ -221,7 +221,7 @@ class TritonBackend:
 
         With `wait`, return only once Triton no longer routes requests to it.
         """
-        from tritonclient.utils import InferenceServerException  # noqa: TID251 - lazy on purpose
+        from tritonclient.utils import InferenceServerException
 
         try:
             with self._calls(f"unload of {name!r}"):
@@ -251,7 +251,7 @@ class TritonBackend:
             return bool(self.client.is_model_ready(name))
 
     def _model_call(self, name: str, what: str, fn: Callable[[], Any]) -> Any:
-        from tritonclient.utils import InferenceServerException  # noqa: TID251 - lazy on purpose
+        from tritonclient.utils import InferenceServerException
 
         try:
             with self._calls(f"{what} of {name!r}"):
@@ -314,8 +314,8 @@ class TritonBackend:
         outputs: list[str] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one request; tensors travel as binary, outputs default to all of the model's."""
-        import tritonclient.http as httpclient  # noqa: TID251 - lazy on purpose
-        from tritonclient.utils import np_to_triton_dtype  # noqa: TID251 - lazy on purpose
+        import tritonclient.http as httpclient
+        from tritonclient.utils import np_to_triton_dtype
 
         if not inputs:
             raise SpecError(f"inference on {name!r} needs at least one input tensor")

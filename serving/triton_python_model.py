@@ -64,7 +64,7 @@ def _onnx_runner(
 def _torch_runner(
     artifact: Path, inputs: list[str], outputs: list[str], threads: int
 ) -> tuple[Runner, Any]:
-    import torch  # noqa: TID251 - lazy on purpose
+    import torch
 
     torch.set_num_threads(threads)
     try:
@@ -98,7 +98,7 @@ def _tf_runner(
     artifact: Path, inputs: list[str], outputs: list[str], threads: int, signature_key: str
 ) -> tuple[Runner, Any, Path | None]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: TID251 - lazy on purpose
+    import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -193,8 +193,8 @@ def build_onnx_ctr(workdir: Path, *, seed: int = 0) -> DemoModel:
 
 def build_torch_mlp(workdir: Path, *, seed: int = 0) -> DemoModel:
     """A two-layer MLP trained with Adam, saved as TorchScript (torch.jit.script)."""
-    import torch  # noqa: TID251 - lazy on purpose
-    from torch import nn  # noqa: TID251 - lazy on purpose
+    import torch
+    from torch import nn
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -252,7 +252,7 @@ def build_tf_savedmodel(workdir: Path, *, seed: int = 0) -> DemoModel:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf  # noqa: TID251 - lazy on purpose
+    import tensorflow as tf
 
     t0 = time.perf_counter()
     keras.utils.set_random_seed(seed)

@@ -83,7 +83,7 @@ def _build_onnx(tmp: Path) -> tuple[Path, Any]:
 
 
 def _build_torchscript(tmp: Path) -> tuple[Path, Any]:
-    import torch  # noqa: TID251 - lazy on purpose
+    import torch
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -146,7 +146,7 @@ def test_v2_model_in_process_answers_like_sklearn_and_rejects_bad_input(tmp_path
         assert err.value.status == 400, case
 
     # Triton's binary tensor extension, serialized and parsed by tritonclient itself.
-    import tritonclient.http as triton_http  # noqa: TID251 - lazy on purpose
+    import tritonclient.http as triton_http
 
     inp = triton_http.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=True)
@@ -199,7 +199,7 @@ def test_ray_serves_onnx_torchscript_and_python_over_http(
     ray_session: None, tmp_path: Path
 ) -> None:
     """Three versions as three Serve applications, queried over real HTTP with v2 JSON."""
-    import torch  # noqa: TID251 - lazy on purpose
+    import torch
 
     store = LocalArtifactStore(tmp_path / "store")
     onnx_path, clf = _build_onnx(tmp_path)
@@ -276,7 +276,7 @@ def test_ray_serves_onnx_torchscript_and_python_over_http(
         )
 
         # An unmodified tritonclient, as against Triton, only with the route prefix in its URL.
-        import tritonclient.http as triton_http  # noqa: TID251 - lazy on purpose
+        import tritonclient.http as triton_http
 
         triton = triton_http.InferenceServerClient(url=ep.url.removeprefix("http://"))
         assert triton.is_model_ready(ep.backend_model)

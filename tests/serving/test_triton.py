@@ -159,7 +159,7 @@ def test_dynamic_batching_returns_each_request_its_own_rows(
     fw: Framework, served: dict[Framework, Served], triton: TritonServer
 ) -> None:
     """Concurrent requests of different sizes are merged into batches and split back exactly."""
-    import tritonclient.http as httpclient  # noqa: TID251 - lazy on purpose
+    import tritonclient.http as httpclient
 
     s = served[fw]
     rng = np.random.default_rng(7)
@@ -375,7 +375,7 @@ def test_load_failures_carry_tritons_reason(
 
 def _parse_config(path: Path):  # type: ignore[no-untyped-def]
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2  # noqa: TID251 - lazy on purpose
+    from tritonclient.grpc import model_config_pb2
 
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
@@ -383,7 +383,7 @@ def _parse_config(path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fw", FRAMEWORKS, ids=lambda f: f.value)
 def test_native_rendering(fw: Framework, demos: dict[Framework, DemoModel], tmp_path: Path) -> None:
-    from tritonclient.grpc import model_config_pb2 as pb  # noqa: TID251 - lazy on purpose
+    from tritonclient.grpc import model_config_pb2 as pb
 
     store = LocalArtifactStore(tmp_path / "artifacts")
     version = demo_version(demos[fw], store, model_id="ctr", version=7, max_batch_size=32)
@@ -426,7 +426,7 @@ def test_native_rendering(fw: Framework, demos: dict[Framework, DemoModel], tmp_
         assert [i.name for i in graph.input] == ["features"]
         assert [o.name for o in graph.output] == ["probability"]
     elif fw is Framework.pytorch:
-        import torch  # noqa: TID251 - lazy on purpose
+        import torch
 
         assert (entry / "1" / "model.pt").read_bytes() == demos[fw].data
         with warnings.catch_warnings():
@@ -435,7 +435,7 @@ def test_native_rendering(fw: Framework, demos: dict[Framework, DemoModel], tmp_
         args = [a.name for a in module.forward.schema.arguments]
         assert args == ["self", "features"]
     else:
-        import tensorflow as tf  # noqa: TID251 - lazy on purpose
+        import tensorflow as tf
 
         saved = entry / "1" / "model.savedmodel"
         assert (saved / "saved_model.pb").is_file() and (saved / "variables").is_dir()
