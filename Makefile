@@ -21,6 +21,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/registry.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/predlog.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
