@@ -41,8 +41,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.predlog import PredictionLog, PredictionLogReader, upgrade
-from serving.records import PredictionRecord
+# bench/serving.py sits beside this file: keep this folder off the path so `serving` is the
+# package, not that script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from serving.predlog import PredictionLog, PredictionLogReader, upgrade  # noqa: E402
+from serving.records import PredictionRecord  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "MODELOPS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -344,3 +344,79 @@ def test_controller_pushes_tables_to_gateways_and_heals_a_restarted_one(
     finally:
         for g in gws:
             g.stop()
+
+
+@pytest.mark.xdist_group("ray")
+@pytest.mark.timeout(300)
+def test_escape_hatch_versions_run_on_ray_serve(
+    ray_session: None, tmp_path: Path, onnx_models: list[DemoModel]
+) -> None:
+    """An escape_hatch model is reconciled onto Ray Serve, one application per version."""
+    import httpx
+
+    from serving.controller import RayAdapter
+    from serving.ray_backend import RayServeBackend
+
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    reg.register_dataset("clicks", 1, "s3://b/c", kind="dataset")
+    reg.register_dataset("clicks-eval", 1, "s3://b/e", kind="eval_set")
+    reg.create_model(
+        ModelSpec(
+            model_id="odd",
+            owner_team="ads",
+            tier="L0",
+            rollback_class="STATELESS",
+            model_class="escape_hatch",
+            framework="onnx",
+            policy={"primary_metric": "ctr"},
+        )
+    )
+    demo = onnx_models[0]
+    ref = store.put_file(demo.artifact)
+    reg.register_version(
+        "odd",
+        weights_hash=ref.sha256,
+        weights_uri=ref.uri,
+        training_run_id="r1",
+        training_data="clicks@1",
+        eval_set="clicks-eval@1",
+        meta=VersionMeta(signature=demo.signature),
+    )
+    reg.record_gate_result("odd", 1, passed=True, results={})
+    reg.transition("odd", 1, "PROMOTED", actor="a")
+    adapter = RayAdapter(RayServeBackend(store=store), store, tmp_path / "ray-cache")
+    ctl = Controller(reg, {ModelClass.escape_hatch: adapter})
+    try:
+        acts = ctl.reconcile_once()
+        assert [(a.kind, a.target) for a in acts] == [("load", "odd__v1")]
+        assert ctl.reconcile_once() == []
+        (table,) = ctl.snapshot.tables
+        ep = table.prod
+        assert ep.backend == "ray"
+        sample = demo.sample[:4]
+        body = {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": list(sample.shape),
+                    "datatype": "FP32",
+                    "data": sample.ravel().tolist(),
+                }
+            ]
+        }
+        r = httpx.post(f"{ep.url}/v2/models/{ep.backend_model}/infer", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        out = {o["name"]: o for o in r.json()["outputs"]}["probability"]
+        got = [float(x) for x in out["data"]]
+        assert (
+            max(abs(a - b) for a, b in zip(got, demo.predict(sample).ravel(), strict=True)) < 1e-5
+        )
+        reg.rollback("odd", actor="oncall")
+        acts = ctl.reconcile_once()
+        assert ("unload", "odd__v1") in [(a.kind, a.target) for a in acts]
+        assert adapter.present() == set()
+    finally:
+        for name in adapter.present():
+            adapter.remove(name)
+        reg.close()
