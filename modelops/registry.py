@@ -911,21 +911,14 @@ class Registry:
         spec = self._spec(conn, model_id)
         row = conn.execute(_Q_SLICE_LOCK, {"m": model_id, "s": slice_}).first()
         if row is None:
-            raise NotFoundError(
-                f"unknown slice {slice_!r} for model {model_id!r}; allowed: "
-                f"{', '.join(spec.slices)}"
-            )
+            raise _unknown_slice(spec, slice_)
         return row
 
     def _state_row(self, conn: Connection, model_id: str, version: int, slice_: str) -> Any:
         row = conn.execute(_Q_STATE_ROW, {"m": model_id, "v": version, "s": slice_}).first()
         if row is None:
             self._version_row(conn, model_id, version)
-            spec = self._spec(conn, model_id)
-            raise NotFoundError(
-                f"unknown slice {slice_!r} for model {model_id!r}; allowed: "
-                f"{', '.join(spec.slices)}"
-            )
+            raise _unknown_slice(self._spec(conn, model_id), slice_)
         return row
 
     def _slice_rows(self, conn: Connection, model_id: str, slice_: str) -> list[SliceRow]:
@@ -1738,11 +1731,7 @@ class Registry:
         with self.engine.connect() as conn:
             raw = conn.execute(_Q_DESIRED, {"m": model_id, "s": slice}).scalar()
             if raw is None:
-                spec = self._spec(conn, model_id)
-                raise NotFoundError(
-                    f"unknown slice {slice!r} for model {model_id!r}; allowed: "
-                    f"{', '.join(spec.slices)}"
-                )
+                raise _unknown_slice(self._spec(conn, model_id), slice)
         return DesiredState.model_validate_json(raw)
 
     def all_desired_states(self) -> list[DesiredState]:
@@ -1941,6 +1930,12 @@ class Registry:
                 t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
                 for t in metadata.sorted_tables
             }
+
+
+def _unknown_slice(spec: ModelSpec, slice_: str) -> NotFoundError:
+    return NotFoundError(
+        f"unknown slice {slice_!r} for model {spec.model_id!r}; allowed: {', '.join(spec.slices)}"
+    )
 
 
 def _state(value: State | str) -> State:
