@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,11 +33,11 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchlib import machine_info, postgres_backend, sqlite_backend
 
 # bench/serving.py sits beside this file: keep this folder off the path so `serving` is the
 # package, not that script.
@@ -48,9 +46,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from serving.predlog import PredictionLog, PredictionLogReader, upgrade  # noqa: E402
 from serving.records import PredictionRecord  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get(
-    "MODELOPS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 RESULTS = Path(__file__).resolve().parent / "results" / "predlog.json"
 TARGET_ROWS_PER_S = 10_000.0
 T0 = 1_800_000_000.0
@@ -99,29 +94,6 @@ def make_records(n: int, start: int, seed: int) -> list[PredictionRecord]:
             )
         )
     return out
-
-
-@contextmanager
-def sqlite_backend() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="modelops-predlog-bench-") as d:
-        yield f"sqlite:///{Path(d) / 'predictions.db'}"
-
-
-@contextmanager
-def postgres_backend() -> Iterator[str]:
-    import psycopg
-
-    name = f"modelops_predlog_bench_{os.getpid()}"
-    admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    try:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-        upgrade(url)
-        yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def write_run(pl: PredictionLog, records: list[PredictionRecord]) -> dict[str, Any]:
@@ -347,34 +319,6 @@ def markdown(res: dict[str, Any], backends: list[str]) -> str:
     return "\n".join(lines)
 
 
-def machine_info(backends: list[str]) -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "sqlite": sqlite3.sqlite_version,
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-    if "postgres" in backends:
-        try:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN_URL, connect_timeout=5) as c:
-                info["postgres"] = c.execute("SHOW server_version").fetchone()[0]
-        except Exception as exc:  # noqa: BLE001 - informational only
-            info["postgres"] = f"unknown ({exc.__class__.__name__})"
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="sqlite,postgres", help="comma list: sqlite,postgres")
@@ -394,8 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"sqlite.write.rows_per_s": f">= {TARGET_ROWS_PER_S:.0f}"},
     }
     for b in backends:
-        backend = sqlite_backend if b == "sqlite" else postgres_backend
-        with backend() as url:
+        backend = (
+            sqlite_backend("modelops-predlog-bench-", "predictions.db")
+            if b == "sqlite"
+            else postgres_backend("modelops_predlog_bench", upgrade)
+        )
+        with backend as url:
             out = bench_backend(b, url, args.rows)
         res.update({f"{b}.{k}": v for k, v in out.items()})
     met = {}

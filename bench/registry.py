@@ -22,18 +22,15 @@ import gc
 import hashlib
 import json
 import os
-import platform
 import random
-import sqlite3
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import machine_info, postgres_backend, sqlite_backend
 from sqlalchemy import bindparam, func, insert, select, update
 
 from modelops import audit as audit_mod
@@ -51,9 +48,6 @@ from modelops.spec import (
 from modelops.store import db
 from modelops.store.tables import audit_heads, audit_log
 
-PG_ADMIN_URL = os.environ.get(
-    "MODELOPS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 RESULTS = Path(__file__).resolve().parent / "results" / "registry.json"
 SLICES = ["global", "eu"]
 ACTOR = "bench-deployer"
@@ -192,29 +186,16 @@ def timed(fn: Callable[[], Any]) -> tuple[int, Any]:
 # ---------------------------------------------------------------------------- backends
 
 
-@contextmanager
-def sqlite_backend() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="modelops-bench-") as d:
-        yield f"sqlite:///{Path(d) / 'registry.db'}"
+def _migrate(url: str) -> None:
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
 
 
-@contextmanager
-def postgres_backend() -> Iterator[str]:
-    import psycopg
-
-    name = f"modelops_bench_{os.getpid()}"
-    admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    try:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-        engine = db.make_engine(url)
-        db.upgrade(engine)
-        engine.dispose()
-        yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def _backend(name: str) -> Any:
+    if name == "sqlite":
+        return sqlite_backend("modelops-bench-", "registry.db")
+    return postgres_backend("modelops_bench", _migrate)
 
 
 # ---------------------------------------------------------------------------- build
@@ -565,34 +546,6 @@ def bench_backend(name: str, url: str, fleet: Fleet) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- report
 
 
-def machine_info(backends: list[str]) -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "sqlite": sqlite3.sqlite_version,
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-    if "postgres" in backends:
-        try:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN_URL, connect_timeout=5) as c:
-                info["postgres"] = c.execute("SHOW server_version").fetchone()[0]
-        except Exception as exc:  # noqa: BLE001 - informational only
-            info["postgres"] = f"unknown ({exc.__class__.__name__})"
-    return info
-
-
 def evaluate_targets(res: dict[str, Any], backends: list[str]) -> dict[str, bool]:
     met: dict[str, bool] = {}
     for b in backends:
@@ -689,8 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     topups: dict[str, int] = {}
     for b in backends:
-        backend = sqlite_backend if b == "sqlite" else postgres_backend
-        with backend() as url:
+        with _backend(b) as url:
             out = bench_backend(b, url, fleet)
         topups[b] = out["audit_topup_bulk_inserted"]
         res.update({f"{b}.{k}": v for k, v in out.items()})
