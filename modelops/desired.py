@@ -14,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelops.spec import ShadowMode, State
 
-__all__ = ["Arm", "CanaryTarget", "ShadowTarget", "ABTest", "DesiredState", "SliceRow", "derive"]
+__all__ = [
+    "Arm",
+    "CanaryTarget",
+    "ShadowTarget",
+    "ABTest",
+    "DesiredState",
+    "SliceRow",
+    "derive",
+    "last_good",
+]
 
 
 class _M(BaseModel):
@@ -68,16 +77,20 @@ class SliceRow:
     params: dict[str, Any]
 
 
+def last_good(rows: list[SliceRow]) -> int | None:
+    """The most recently deprecated version: what a rollback of prod restores."""
+    deprecated = [r for r in rows if r.state is State.DEPRECATED]
+    if not deprecated:
+        return None
+    return max(deprecated, key=lambda r: (r.params.get("deprecated_at_gen", 0), r.version)).version
+
+
 def derive(model_id: str, slice_: str, generation: int, rows: list[SliceRow]) -> DesiredState:
     prod = next((r for r in rows if r.state is State.PROMOTED), None)
     canary = next((r for r in rows if r.state is State.CANARY), None)
     shadow = next((r for r in rows if r.state is State.SHADOW), None)
     ab = next((r for r in rows if r.state is State.AB_TEST), None)
-    deprecated = sorted(
-        (r for r in rows if r.state is State.DEPRECATED),
-        key=lambda r: (r.params.get("deprecated_at_gen", 0), r.version),
-    )
-    rollback_target = deprecated[-1].version if deprecated else None
+    rollback_target = last_good(rows)
     ab_test = None
     if ab is not None and prod is not None:
         cand = ab.percent or 50

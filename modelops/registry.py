@@ -35,7 +35,7 @@ from modelops.contracts import (
     parse_contract_ref,
     validate_contract,
 )
-from modelops.desired import DesiredState, SliceRow, derive
+from modelops.desired import DesiredState, SliceRow, derive, last_good
 from modelops.errors import (
     ApprovalRequired,
     ConflictError,
@@ -1310,10 +1310,7 @@ class Registry:
     ) -> TransitionResult:
         """PROMOTED -> ROLLED_BACK restores the last good version, and says what it cannot."""
         model_id = spec.model_id
-        deprecated = sorted(
-            (r for r in rows if r.state is State.DEPRECATED),
-            key=lambda r: (r.params.get("deprecated_at_gen", 0), r.version),
-        )
+        restored = last_good(rows)
         caveats: list[str] = []
         self._set_state(
             conn,
@@ -1328,9 +1325,7 @@ class Registry:
             actor=actor,
             reason=reason,
         )
-        restored = None
-        if deprecated:
-            restored = deprecated[-1].version
+        if restored is not None:
             rrow = self._state_row(conn, model_id, restored, slice_)
             self._set_state(
                 conn,

@@ -10,7 +10,6 @@ restarted empty, a gateway that lost its table) shows up as work for the next pa
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ from serving.routing import (
     RoutingSnapshot,
     ShadowRoute,
     WeightedEndpoint,
+    route_key,
 )
 from serving.triton_backend import RetentionPolicy, promoted_at
 
@@ -346,7 +346,7 @@ class Controller:
         import httpx
 
         actions: list[Action] = []
-        want = {f"{t.model_id}/{t.slice}": t.generation for t in self.snapshot.tables}
+        want = {route_key(*t.key): t.generation for t in self.snapshot.tables}
         body = self.snapshot.model_dump(mode="json")
         for gw in self.gateways:
             try:
@@ -372,7 +372,7 @@ class Controller:
 
 def _gateway_generations(payload: Any) -> dict[str, int]:
     tables = payload.get("tables", []) if isinstance(payload, dict) else []
-    return {f"{t['model_id']}/{t['slice']}": int(t["generation"]) for t in tables}
+    return {route_key(t["model_id"], t["slice"]): int(t["generation"]) for t in tables}
 
 
 def _managed(name: str) -> bool:
@@ -465,7 +465,3 @@ class ControllerServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def status_json(controller: Controller) -> str:
-    return json.dumps(controller.status.model_dump(mode="json"), indent=2)

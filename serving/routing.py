@@ -15,8 +15,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelops.desired import DesiredState
-
 __all__ = [
     "BackendKind",
     "Endpoint",
@@ -102,43 +100,11 @@ class RouteTable(_M):
     def key(self) -> tuple[str, str]:
         return (self.model_id, self.slice)
 
-    def matches(self, desired: DesiredState) -> bool:
-        """Does this table realize that desired state (same versions, same split)?"""
-        if self.generation != desired.generation:
-            return False
-        return self.realized() == _desired_signature(desired)
-
-    def realized(self) -> tuple[object, ...]:
-        return (
-            self.prod.version if self.prod else None,
-            (self.canary.endpoint.version, self.canary.percent) if self.canary else None,
-            (self.shadow.endpoint.version, self.shadow.percent, self.shadow.mode)
-            if self.shadow
-            else None,
-            (self.ab_test.layer, tuple((a.endpoint.version, a.percent) for a in self.ab_test.arms))
-            if self.ab_test
-            else None,
-        )
-
-
-def _desired_signature(d: DesiredState) -> tuple[object, ...]:
-    return (
-        d.prod_version,
-        (d.canary.version, float(d.canary.percent)) if d.canary else None,
-        (d.shadow.version, float(d.shadow.percent), d.shadow.mode.value) if d.shadow else None,
-        (d.ab_test.layer, tuple((a.version, float(a.percent)) for a in d.ab_test.arms))
-        if d.ab_test
-        else None,
-    )
-
 
 class RoutingSnapshot(_M):
     """Everything a gateway routes by; pushed by the controller and pulled by generation."""
 
     tables: list[RouteTable] = Field(default_factory=list)
-
-    def by_key(self) -> dict[tuple[str, str], RouteTable]:
-        return {t.key: t for t in self.tables}
 
 
 class Assignment(_M):

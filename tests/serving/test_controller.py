@@ -47,24 +47,31 @@ def server(tmp_path: Path) -> Iterator[TritonServer]:
         s.stop()
 
 
-@pytest.fixture
-def setup(tmp_path: Path, server: TritonServer, onnx_models: list[DemoModel]):  # type: ignore[no-untyped-def]
-    clock = Clock()
+def new_registry(tmp_path: Path, clock: Clock | None = None, **spec: str) -> Registry:
+    """A registry with one model (spec fields as given), a dataset and an eval set."""
     reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}", clock=clock)
-    store = LocalArtifactStore(tmp_path / "artifacts")
     reg.register_dataset("clicks", 1, "s3://b/clicks", kind="dataset")
     reg.register_dataset("clicks-eval", 1, "s3://b/eval", kind="eval_set")
     reg.create_model(
-        ModelSpec(
-            model_id="ctr",
-            owner_team="ads",
-            tier="L1",
-            rollback_class="STATELESS",
-            model_class="dnn",
-            framework="onnx",
-            policy={"primary_metric": "ctr"},
+        ModelSpec.model_validate(
+            {
+                "owner_team": "ads",
+                "rollback_class": "STATELESS",
+                **spec,
+                "policy": {"primary_metric": "ctr"},
+            }
         )
     )
+    return reg
+
+
+@pytest.fixture
+def setup(tmp_path: Path, server: TritonServer, onnx_models: list[DemoModel]):  # type: ignore[no-untyped-def]
+    clock = Clock()
+    reg = new_registry(
+        tmp_path, clock, model_id="ctr", tier="L1", model_class="dnn", framework="onnx"
+    )
+    store = LocalArtifactStore(tmp_path / "artifacts")
     for i, m in enumerate(onnx_models, start=1):
         ref = store.put_file(m.artifact)
         reg.register_version(
@@ -181,19 +188,8 @@ def test_llm_versions_run_on_the_vllm_plane(tmp_path: Path) -> None:
     from serving.controller import VLLMAdapter
 
     standin = Path(__file__).resolve().parents[1] / "standins" / "openai_standin.py"
-    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
-    reg.register_dataset("prompts", 1, "s3://b/p", kind="dataset")
-    reg.register_dataset("prompts-eval", 1, "s3://b/pe", kind="eval_set")
-    reg.create_model(
-        ModelSpec(
-            model_id="chat",
-            owner_team="assist",
-            tier="L0",
-            rollback_class="STATELESS",
-            model_class="llm",
-            framework="vllm_engine",
-            policy={"primary_metric": "win_rate"},
-        )
+    reg = new_registry(
+        tmp_path, model_id="chat", tier="L0", model_class="llm", framework="vllm_engine"
     )
     meta = VersionMeta.model_validate(
         {
@@ -213,8 +209,8 @@ def test_llm_versions_run_on_the_vllm_plane(tmp_path: Path) -> None:
         weights_hash="c" * 64,
         weights_uri="s3://b/chat",
         training_run_id="r1",
-        training_data="prompts@1",
-        eval_set="prompts-eval@1",
+        training_data="clicks@1",
+        eval_set="clicks-eval@1",
         meta=meta,
     )
     reg.record_gate_result("chat", 1, passed=True, results={})
@@ -357,21 +353,10 @@ def test_escape_hatch_versions_run_on_ray_serve(
     from serving.controller import RayAdapter
     from serving.ray_backend import RayServeBackend
 
-    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    reg.register_dataset("clicks", 1, "s3://b/c", kind="dataset")
-    reg.register_dataset("clicks-eval", 1, "s3://b/e", kind="eval_set")
-    reg.create_model(
-        ModelSpec(
-            model_id="odd",
-            owner_team="ads",
-            tier="L0",
-            rollback_class="STATELESS",
-            model_class="escape_hatch",
-            framework="onnx",
-            policy={"primary_metric": "ctr"},
-        )
+    reg = new_registry(
+        tmp_path, model_id="odd", tier="L0", model_class="escape_hatch", framework="onnx"
     )
+    store = LocalArtifactStore(tmp_path / "artifacts")
     demo = onnx_models[0]
     ref = store.put_file(demo.artifact)
     reg.register_version(
