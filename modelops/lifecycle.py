@@ -79,6 +79,7 @@ class SliceContext:
     has_prod: bool = False
     ever_had_prod: bool = False
     is_weight_refresh: bool = False
+    irreversible: bool = False  # the model's rollback class is IRREVERSIBLE
     occupied: dict[State, int] = field(default_factory=dict)  # singleton state -> version
 
 
@@ -120,7 +121,9 @@ def approvals_needed(current: State, target: State, ctx: SliceContext) -> tuple[
     if ctx.tier is Tier.L3:
         return 2, True
     if ctx.tier is Tier.L2 and target in (S.APPROVED_CANARY, S.PROMOTED):
-        return 1, False
+        # A weight refresh on an unchanged contract is the boring, automated deploy; the
+        # human gate is for contract changes and for models that cannot be rolled back.
+        return (0, False) if ctx.is_weight_refresh and not ctx.irreversible else (1, False)
     return 0, False
 
 

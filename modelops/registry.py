@@ -89,6 +89,7 @@ from modelops.store.tables import (
 
 __all__ = [
     "Registry",
+    "LiveState",
     "DatasetRecord",
     "TransitionResult",
     "ApprovalRecord",
@@ -177,6 +178,22 @@ class DatasetRecord(BaseModel):
     uri: str
     content_hash: str | None
     created_at: str
+
+
+def _parse_ts(text: str) -> datetime:
+    ts = datetime.fromisoformat(text)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+class LiveState(NamedTuple):
+    """One version's state on one slice, as a fleet-wide scan returns it (sensors read these)."""
+
+    model_id: str
+    version: int
+    slice: str
+    state: State
+    percent: int | None
+    since: datetime
 
 
 class VersionKey(NamedTuple):
@@ -943,6 +960,7 @@ class Registry:
             has_prod=prod is not None,
             ever_had_prod=prod is not None,
             is_weight_refresh=refresh,
+            irreversible=spec.rollback_class is RollbackClass.IRREVERSIBLE,
             occupied=occupied,
         )
 
@@ -1721,6 +1739,64 @@ class Registry:
             )
 
     # ------------------------------------------------------------------ desired state
+
+    def live_states(self, states: Iterable[State | str] | None = None) -> list[LiveState]:
+        """Every (model, version, slice) in one of `states`, fleet-wide, in one query.
+
+        Sensors call this each tick over hundreds of models, so it is one indexed scan and
+        no per-model round trips. `since` is when the version entered its current state.
+        """
+        wanted = [_state(s).value for s in states] if states is not None else None
+        q = select(
+            slice_states.c.model_id,
+            slice_states.c.version,
+            slice_states.c.slice,
+            slice_states.c.state,
+            slice_states.c.percent,
+            slice_states.c.updated_at,
+        )
+        if wanted is not None:
+            q = q.where(slice_states.c.state.in_(wanted))
+        q = q.order_by(slice_states.c.model_id, slice_states.c.slice, slice_states.c.version)
+        with db.read_tx(self.engine) as conn:
+            rows = conn.execute(q).all()
+        return [
+            LiveState(
+                r.model_id,
+                int(r.version),
+                r.slice,
+                State(r.state),
+                r.percent,
+                _parse_ts(r.updated_at),
+            )
+            for r in rows
+        ]
+
+    def record_alert(
+        self,
+        model_id: str,
+        *,
+        kind: str,
+        detail: str,
+        payload: dict[str, Any] | None = None,
+        actor: str = "system:alerts",
+    ) -> int:
+        """An event the control plane must not lose (a failed rollback run, say), as an
+        audit entry on the model's chain, so it is tamper-evident like every action."""
+        actor = self._require_actor(actor)
+        if not kind or not kind.strip():
+            raise SpecError("an alert needs a kind, e.g. rollback_failed")
+        with db.write_tx(self.engine) as conn:
+            self._spec(conn, model_id)
+            return self._audit(
+                conn,
+                model_id=model_id,
+                version=None,
+                action="alert",
+                ts=self._now(),
+                actor=actor,
+                payload={"kind": kind, "detail": detail, **(payload or {})},
+            )
 
     def desired_state(self, model_id: str, slice: str = DEFAULT_SLICE) -> DesiredState:  # noqa: A002
         with self.engine.connect() as conn:

@@ -218,9 +218,10 @@ def test_percent_ranges_for_shadow_and_ab_and_none_elsewhere() -> None:
 # ---------------------------------------------------------------------------- approvals
 
 
+@pytest.mark.parametrize("refresh", [True, False])
 @pytest.mark.parametrize("tier", ALL_TIERS)
-def test_approvals_needed_per_tier(tier: Tier) -> None:
-    c = ctx(tier, refresh=True)
+def test_approvals_needed_per_tier(tier: Tier, refresh: bool) -> None:
+    c = ctx(tier, refresh=refresh)
     for current in State:
         for target in legal_next(current, c):
             n, cross = approvals_needed(current, target, c)
@@ -230,10 +231,11 @@ def test_approvals_needed_per_tier(tier: Tier) -> None:
             elif tier is Tier.L3:
                 expected = (2, True)
             elif tier is Tier.L2 and target in (S.APPROVED_CANARY, S.PROMOTED):
-                expected = (1, False)
+                # the human gate is for contract changes; a weight refresh is automated
+                expected = (0, False) if refresh else (1, False)
             else:
                 expected = (0, False)
-            assert (n, cross) == expected, (tier, current, target)
+            assert (n, cross) == expected, (tier, current, target, refresh)
 
 
 def test_l3_refuses_automation_except_rollback() -> None:

@@ -163,30 +163,23 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
     step(registry, v1, S.PROMOTED)
     assert last_audit(registry)["approvals"] == [{"approver": "alice", "team": "ranking"}]
 
-    # A weight refresh: same contract as prod.
+    # A weight refresh: same contract as prod. It is the automated path: no human gate.
     v2 = version(registry, contract_ref=c1).version
-    walk(registry, v2, LADDER[:2], automated=True)
-    refused(
-        registry,
-        ApprovalRequired,
-        lambda: registry.transition(M, v2, S.APPROVED_CANARY, actor="ops"),
-    )
-    assert registry.approve(M, v2, actor="bob").target is S.APPROVED_CANARY
-    walk(registry, v2, LADDER[2:4], automated=True)
-    refused(
-        registry,
-        ApprovalRequired,
-        lambda: registry.transition(M, v2, S.PROMOTED, actor="ops", automated=True),
-    )
-    assert registry.approve(M, v2, actor="carol").target is S.PROMOTED
+    walk(registry, v2, LADDER[:4], automated=True)
     step(registry, v2, S.PROMOTED, automated=True)
-    assert last_audit(registry)["skip"] == (
-        "L2 weight refresh on an unchanged contract skips AB_TEST"
-    )
+    audit = last_audit(registry)
+    assert audit["skip"] == "L2 weight refresh on an unchanged contract skips AB_TEST"
+    assert audit.get("approvals", []) == []
 
-    # A contract change: CANARY -> PROMOTED is refused, AB_TEST is the way.
+    # A contract change: the human gate is back, CANARY -> PROMOTED is refused, AB_TEST is
+    # the way.
     v3 = version(registry, contract_ref=c2).version
     walk(registry, v3, LADDER[:2])
+    refused(
+        registry,
+        ApprovalRequired,
+        lambda: registry.transition(M, v3, S.APPROVED_CANARY, actor="ops", automated=True),
+    )
     registry.approve(M, v3, actor="alice")
     walk(registry, v3, LADDER[2:4])
     refused(  # approvals are only for legal moves
@@ -881,3 +874,34 @@ def test_unknown_model_version_and_slice(registry: Registry) -> None:
         lambda: registry.transition(M, 1, S.ARCHIVED, actor=" ", slice="eu"),
         match="an actor is required",
     )
+
+
+def test_live_states_scan_the_fleet_with_percent_and_entry_time(registry: Registry) -> None:
+    add_people(registry)
+    new_model(registry, tier=Tier.L1)
+    v1 = version(registry).version
+    step(registry, v1, S.PROMOTED)
+    v2 = version(registry).version
+    walk(registry, v2, LADDER[:4], automated=True)
+    live = registry.live_states([S.CANARY, S.PROMOTED])
+    assert [(s.model_id, s.version, s.slice, s.state, s.percent) for s in live] == [
+        (M, v1, "global", S.PROMOTED, None),
+        (M, v2, "global", S.CANARY, 1),
+    ]
+    assert all(s.since.tzinfo is not None for s in live)
+    assert registry.live_states(["SHADOW"]) == []
+    assert {s.state for s in registry.live_states()} == {S.PROMOTED, S.CANARY}
+
+
+def test_record_alert_is_an_audit_entry_on_the_models_chain(registry: Registry) -> None:
+    add_people(registry)
+    new_model(registry, tier=Tier.L1)
+    registry.record_alert(
+        M, kind="rollback_failed", detail="run abc failed", payload={"run": "abc"}
+    )
+    entry = registry.audit_entries(M)[-1]
+    assert entry.action == "alert"
+    assert entry.payload == {"kind": "rollback_failed", "detail": "run abc failed", "run": "abc"}
+    assert registry.verify_audit(M).ok
+    refused(registry, SpecError, lambda: registry.record_alert(M, kind=" ", detail="x"))
+    refused(registry, NotFoundError, lambda: registry.record_alert("nope", kind="k", detail="x"))
