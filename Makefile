@@ -9,7 +9,9 @@ BIN := $(VENV)/bin
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,serving]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serving,dagster]'
+	# The asset-graph screenshot test needs a headless browser (Debian's chromium).
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	touch $(STAMP)
 
 demo: $(STAMP)

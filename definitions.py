@@ -1,0 +1,34 @@
+"""The code location `dagster dev`, `dg dev` and the daemon load (see workspace.yaml).
+
+It reads the fleet declaration named by $MODELOPS_FLEET (default: the demo fleet) and builds
+every definition from it. Loading does no network I/O and imports no heavy library: a code
+server restart, and each run's process start, stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets import build_fleet_defs
+from jobs import build_job_defs
+from modelops.fleet import load_fleet
+from resources import default_resources
+from sensors import build_sensor_defs
+
+FLEET_FILE = Path(os.environ.get("MODELOPS_FLEET") or Path(__file__).parent / "demo" / "fleet.yaml")
+
+
+def build_definitions(fleet_file: Path = FLEET_FILE) -> dg.Definitions:
+    fleet = load_fleet(fleet_file)
+    return dg.Definitions.merge(
+        build_fleet_defs(fleet),
+        build_job_defs(fleet),
+        build_sensor_defs(fleet),
+        dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),
+    )
+
+
+defs = build_definitions()

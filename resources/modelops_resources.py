@@ -1,0 +1,259 @@
+"""The resources themselves; see the package docstring for the rules they follow."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from modelops.artifacts import ArtifactStore
+    from modelops.contracts import FileSchemaSource
+    from modelops.registry import Registry
+    from serving.controller import Action, Controller
+    from serving.predlog import PredictionLogReader
+    from serving.triton_backend import TritonBackend
+    from serving.vllm_backend import VLLMClient
+
+
+def modelops_home() -> Path:
+    """`$MODELOPS_HOME`, or ./.modelops: the one directory the embedded defaults live in."""
+    return Path(os.environ.get("MODELOPS_HOME") or ".modelops").resolve()
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """The model registry: the only way Dagster code changes a model's state."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means the SQLite file $MODELOPS_HOME/registry.db. "
+        "Pass a PostgreSQL URL through dg.EnvVar so its password stays out of code.",
+    )
+    _registry: Any = PrivateAttr(default=None)
+
+    def get(self) -> Registry:
+        if self._registry is None:
+            from modelops.registry import Registry
+
+            self._registry = Registry(self.url)
+        return self._registry
+
+
+class ArtifactStoreResource(dg.ConfigurableResource):
+    """Content-addressed weights: a local directory, or S3 in production."""
+
+    uri: str | None = Field(
+        default=None,
+        description="file:///path, a plain path, or s3://bucket[/prefix]; unset means "
+        "$MODELOPS_HOME/artifacts. S3 credentials come from the usual AWS environment.",
+    )
+    _store: Any = PrivateAttr(default=None)
+
+    def get(self) -> ArtifactStore:
+        if self._store is None:
+            from modelops.artifacts import open_store
+
+            self._store = open_store(self.uri or str(modelops_home() / "artifacts"))
+        return self._store
+
+
+class FeatureSchemaResource(dg.ConfigurableResource):
+    """The feature store's current schema, as versioned files (Feast in production)."""
+
+    directory: str | None = Field(
+        default=None,
+        description="directory of v1.yaml, v2.yaml, ...; unset means $MODELOPS_HOME/schemas",
+    )
+
+    def source(self) -> FileSchemaSource:
+        from modelops.contracts import FileSchemaSource
+
+        return FileSchemaSource(self.directory or modelops_home() / "schemas")
+
+
+class PredictionLogResource(dg.ConfigurableResource):
+    """Read-only access to what the gateways logged: the evidence sensors decide on."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the prediction log; unset means "
+        "$MODELOPS_HOME/predictions.db (SQLite in WAL mode, written by the gateway)",
+    )
+    _reader: Any = PrivateAttr(default=None)
+
+    def reader(self) -> PredictionLogReader:
+        if self._reader is None:
+            from serving.predlog import PredictionLogReader
+
+            self._reader = PredictionLogReader(self.url or _predlog_default())
+        return self._reader
+
+
+def _predlog_default() -> str:
+    return f"sqlite:///{modelops_home() / 'predictions.db'}"
+
+
+class TritonResource(dg.ConfigurableResource):
+    """A Triton server's HTTP API, plus the repository directory our writer fills."""
+
+    url: str = Field(
+        default="127.0.0.1:8000", description="Triton HTTP address, HOST:PORT (no scheme)"
+    )
+    repository: str | None = Field(
+        default=None,
+        description="the model repository Triton was started on; unset means "
+        "$MODELOPS_HOME/triton-repo",
+    )
+    _backend: Any = PrivateAttr(default=None)
+
+    def repository_path(self) -> Path:
+        return Path(self.repository) if self.repository else modelops_home() / "triton-repo"
+
+    def backend(self) -> TritonBackend:
+        if self._backend is None:
+            from serving.triton_backend import TritonBackend
+
+            self._backend = TritonBackend(self.url)
+        return self._backend
+
+
+class RayServeResource(dg.ConfigurableResource):
+    """The Ray Serve escape hatch: models Triton cannot serve."""
+
+    address: str | None = Field(
+        default=None,
+        description="Ray cluster address (RAY_ADDRESS); unset starts or joins a local Ray",
+    )
+    http_port: int | None = Field(default=None, description="Serve's HTTP proxy port")
+    _backend: Any = PrivateAttr(default=None)
+
+    def backend(self, store: ArtifactStore | None = None) -> Any:
+        if self._backend is None:
+            from serving.ray_backend import RayServeBackend
+
+            self._backend = RayServeBackend(
+                address=self.address, http_port=self.http_port, store=store
+            )
+        return self._backend
+
+
+class VLLMResource(dg.ConfigurableResource):
+    """An OpenAI-compatible vLLM server (GPU hosts; tests use a stand-in)."""
+
+    base_url: str = Field(
+        default="http://127.0.0.1:8100", description="vLLM server base URL, e.g. http://host:8000"
+    )
+    api_key: str | None = Field(
+        default=None, description="bearer token; pass dg.EnvVar('VLLM_API_KEY'), never a literal"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="request timeout")
+
+    def client(self) -> VLLMClient:
+        from serving.vllm_backend import VLLMClient
+
+        return VLLMClient(self.base_url, timeout=self.timeout_s, api_key=self.api_key)
+
+
+class ControllerResource(dg.ConfigurableResource):
+    """The deployment controller, run one pass at a time inside action runs.
+
+    Passes serialize on a file lock, so two runs acting on different models at once never
+    race (one pass unloading what the other just loaded). Each pass reads the desired state
+    afresh under the lock, so the last pass always reflects the last committed transition.
+    """
+
+    triton_url: str = Field(default="127.0.0.1:8000", description="Triton HTTP HOST:PORT")
+    repository: str | None = Field(
+        default=None,
+        description="Triton model repository; unset means $MODELOPS_HOME/triton-repo",
+    )
+    gateways: list[str] = Field(
+        default_factory=list, description="gateway base URLs to push routing tables to"
+    )
+    rendering: str = Field(default="portable", description="portable (CPU) or native")
+    retention_s: float = Field(
+        default=3600.0, ge=0, description="keep the last good version loaded this long"
+    )
+    lock_file: str | None = Field(
+        default=None, description="pass lock; unset means $MODELOPS_HOME/controller.lock"
+    )
+    lock_timeout_s: float = Field(default=120.0, gt=0, description="give up waiting after this")
+
+    def build(self, registry: Registry, store: ArtifactStore) -> Controller:
+        from modelops.spec import ModelClass
+        from serving.controller import Controller, TritonAdapter
+        from serving.triton_backend import RetentionPolicy
+
+        triton = TritonAdapter(
+            self.triton_url,
+            Path(self.repository) if self.repository else modelops_home() / "triton-repo",
+            store,
+            rendering=self.rendering,
+            contracts=registry.get_contract,
+        )
+        return Controller(
+            registry,
+            {ModelClass.dnn: triton},
+            gateways=[g.rstrip("/") for g in self.gateways],
+            retention=RetentionPolicy(window_s=self.retention_s),
+        )
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        path = Path(self.lock_file) if self.lock_file else modelops_home() / "controller.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        with open(path, "a+") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        from modelops.errors import ConflictError
+
+                        raise ConflictError(
+                            f"controller lock {path} held for over {self.lock_timeout_s:.0f}s"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def reconcile(self, registry: Registry, store: ArtifactStore) -> list[Action]:
+        """One full pass under the lock: load, route, push, unload."""
+        with self.locked():
+            return self.build(registry, store).reconcile_once()
+
+
+def _env(name: str) -> Any:
+    """An `EnvVar` when set, so the value (maybe a password) is read at run time and never
+    shown in the UI; None otherwise, which means the embedded default."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """The embedded defaults; every value can be overridden from the environment."""
+    gateways = [g for g in os.environ.get("MODELOPS_GATEWAYS", "").split(",") if g]
+    triton = os.environ.get("MODELOPS_TRITON_URL", "127.0.0.1:8000")
+    return {
+        "registry": RegistryResource(url=_env("MODELOPS_REGISTRY_URL")),
+        "artifacts": ArtifactStoreResource(uri=_env("MODELOPS_ARTIFACTS")),
+        "feature_schemas": FeatureSchemaResource(directory=_env("MODELOPS_SCHEMAS")),
+        "predlog": PredictionLogResource(url=_env("MODELOPS_PREDLOG_URL")),
+        "triton": TritonResource(url=triton),
+        "ray_serve": RayServeResource(address=_env("RAY_ADDRESS")),
+        "vllm": VLLMResource(
+            base_url=os.environ.get("MODELOPS_VLLM_URL", "http://127.0.0.1:8100"),
+            api_key=_env("VLLM_API_KEY"),
+        ),
+        "controller": ControllerResource(triton_url=triton, gateways=gateways),
+    }
