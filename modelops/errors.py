@@ -7,6 +7,8 @@ from __future__ import annotations
 
 __all__ = [
     "ModelopsError",
+    "BackendUnavailable",
+    "ModelLoadError",
     "SpecError",
     "NotFoundError",
     "IllegalTransition",
@@ -49,6 +51,14 @@ class PinnedError(ModelopsError):
 
 class IntegrityError(ModelopsError):
     """Content does not match its sha256; it is never handed out."""
+
+
+class BackendUnavailable(ModelopsError):
+    """A serving backend cannot be reached or is not ready; callers retry or answer 503."""
+
+
+class ModelLoadError(ModelopsError):
+    """A backend tried to load a model and failed; the message carries its reason."""
 
 
 class SchemaOutOfDate(ModelopsError):

@@ -181,4 +181,3 @@ def load_fleet(path: str | Path) -> Fleet:
     from modelops.yamlio import load_yaml_model
 
     return load_yaml_model(Path(path), Fleet)
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from serving.vllm_backend import VLLMClient
 
 
+_CACHE_LOCK = threading.Lock()
+_REGISTRIES: dict[str, Registry] = {}
+_READERS: dict[str, PredictionLogReader] = {}
+
+
 def modelops_home() -> Path:
     """`$MODELOPS_HOME`, or ./.modelops: the one directory the embedded defaults live in."""
     return Path(os.environ.get("MODELOPS_HOME") or ".modelops").resolve()
@@ -36,14 +42,18 @@ class RegistryResource(dg.ConfigurableResource):
         description="SQLAlchemy URL; unset means the SQLite file $MODELOPS_HOME/registry.db. "
         "Pass a PostgreSQL URL through dg.EnvVar so its password stays out of code.",
     )
-    _registry: Any = PrivateAttr(default=None)
 
     def get(self) -> Registry:
-        if self._registry is None:
-            from modelops.registry import Registry
+        """One Registry (one engine, one pool) per URL per process: the daemon builds a fresh
+        resource every sensor tick, and an engine per tick would leak connections."""
+        from modelops.registry import Registry
 
-            self._registry = Registry(self.url)
-        return self._registry
+        key = self.url or f"sqlite:///{modelops_home() / 'registry.db'}"
+        with _CACHE_LOCK:
+            reg = _REGISTRIES.get(key)
+            if reg is None:
+                reg = _REGISTRIES[key] = Registry(key)
+        return reg
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
@@ -86,14 +96,17 @@ class PredictionLogResource(dg.ConfigurableResource):
         description="SQLAlchemy URL of the prediction log; unset means "
         "$MODELOPS_HOME/predictions.db (SQLite in WAL mode, written by the gateway)",
     )
-    _reader: Any = PrivateAttr(default=None)
 
     def reader(self) -> PredictionLogReader:
-        if self._reader is None:
-            from serving.predlog import PredictionLogReader
+        """Cached per URL per process, for the same reason as the registry."""
+        from serving.predlog import PredictionLogReader
 
-            self._reader = PredictionLogReader(self.url or _predlog_default())
-        return self._reader
+        key = self.url or _predlog_default()
+        with _CACHE_LOCK:
+            reader = _READERS.get(key)
+            if reader is None:
+                reader = _READERS[key] = PredictionLogReader(key)
+        return reader
 
 
 def _predlog_default() -> str:

@@ -19,7 +19,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelops.desired import DesiredState
-from modelops.errors import ModelopsError, NotFoundError, SpecError
+from modelops.errors import (
+    BackendUnavailable,
+    ModelLoadError,
+    ModelopsError,
+    NotFoundError,
+    SpecError,
+)
 from modelops.spec import ModelVersion, State
 from serving.triton_repo import parse_triton_model_name, triton_model_name
 
@@ -34,14 +40,6 @@ __all__ = [
     "RetentionPolicy",
     "promoted_at",
 ]
-
-
-class BackendUnavailable(ModelopsError):
-    """The backend cannot be reached or is not ready; callers retry or answer 503."""
-
-
-class ModelLoadError(ModelopsError):
-    """The backend tried to load a model and failed; the message carries its reason."""
 
 
 class _M(BaseModel):

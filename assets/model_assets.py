@@ -1,0 +1,513 @@
+"""Asset factories for one fleet: datasets, eval sets, features and models with their gates.
+
+Dagster's graph shows the registry's lineage: dataset -> model <- eval set, features -> model.
+Materializing a model trains it on the newest dataset snapshot, stores the weights
+content-addressed, registers the version, evaluates it per slice, runs the offline gates as
+blocking ERROR checks and writes their verdict to the registry before Dagster sees a check
+fail, so the registry is never behind the UI.
+"""
+
+import hashlib
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.gates import (
+    GATE_NAMES,
+    GateResult,
+    gate_fairness,
+    gate_latency_memory_slo,
+    gate_no_regression,
+    gate_no_slice_regression,
+    measure_slo,
+)
+from assets.snapshots import Snapshot, SnapshotData, load_snapshot, newest_snapshot
+from modelops.errors import IllegalTransition, ModelopsError
+from modelops.fleet import DatasetDecl, Fleet, ModelDecl
+from modelops.registry import Registry
+from modelops.spec import (
+    DatasetRef,
+    ModelClass,
+    ModelVersion,
+    RollbackClass,
+    RuntimeRequirements,
+    State,
+    VersionMeta,
+)
+from resources import ArtifactStoreResource, RegistryResource, TritonResource
+
+__all__ = [
+    "IRREVERSIBLE_WARNING",
+    "dataset_key",
+    "model_key",
+    "feature_key",
+    "build_dataset_asset",
+    "build_feature_specs",
+    "build_model_asset",
+    "model_description",
+    "training_fingerprint",
+    "gate_record",
+    "recorded_gate_results",
+    "slice_metrics_table",
+]
+
+IRREVERSIBLE_WARNING = (
+    "This model cannot be cleanly rolled back. Promotion is an approximately one-way decision."
+)
+MAX_BATCH_SIZE = 64
+
+
+def dataset_key(decl: DatasetDecl) -> dg.AssetKey:
+    return dg.AssetKey(["eval_sets" if decl.kind == "eval_set" else "datasets", decl.name])
+
+
+def model_key(model_id: str) -> dg.AssetKey:
+    return dg.AssetKey(["models", model_id])
+
+
+def feature_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["features", name])
+
+
+# --------------------------------------------------------------------- data and features
+
+
+def _snapshot_metadata(snap: Snapshot, data: SnapshotData) -> dict[str, Any]:
+    return {
+        "version": snap.version,
+        "rows": data.rows,
+        "path": dg.MetadataValue.path(str(snap.path)),
+        "sha256": snap.sha256,
+        "click_rate": round(float(data.y.mean()), 4) if data.rows else 0.0,
+        **{f"rows/{c}": n for c, n in data.country_rows.items()},
+    }
+
+
+def build_dataset_asset(decl: DatasetDecl) -> Any:
+    """An observable source asset: the data is written outside Dagster, so Dagster observes
+    it, and its data version is the sha256 of the newest snapshot file."""
+
+    def _observe(context: dg.AssetExecutionContext) -> dg.ObserveResult:
+        snap = newest_snapshot(decl)
+        data = load_snapshot(snap)
+        return dg.ObserveResult(
+            data_version=dg.DataVersion(snap.sha256), metadata=_snapshot_metadata(snap, data)
+        )
+
+    with warnings.catch_warnings():
+        # Chosen deliberately (the data is produced outside Dagster); its beta notice would
+        # print on every code-location load.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.observable_source_asset(
+            key=dataset_key(decl),
+            group_name="datasets",
+            description=decl.description or f"{decl.kind} {decl.name} (snapshots v1, v2, ...)",
+            tags={"modelops/kind": decl.kind},
+        )(_observe)
+
+
+def build_feature_specs(fleet: Fleet) -> list[dg.AssetSpec]:
+    """One external asset per feature named by any contract of the fleet (deduplicated)."""
+    owners: dict[str, list[str]] = {}
+    dtypes: dict[str, str] = {}
+    for c in fleet.feature_contracts:
+        for f in c.features:
+            owners.setdefault(f.name, []).append(c.ref)
+            dtypes.setdefault(f.name, str(f.dtype.value if hasattr(f.dtype, "value") else f.dtype))
+    return [
+        dg.AssetSpec(
+            feature_key(name),
+            group_name="features",
+            description=f"feature {name} ({dtypes[name]}), in contracts {', '.join(refs)}",
+            metadata={"dtype": dtypes[name], "contracts": ", ".join(refs)},
+            kinds={"feature"},
+        )
+        for name, refs in sorted(owners.items())
+    ]
+
+
+# --------------------------------------------------------------------- model asset
+
+
+def model_description(decl: ModelDecl) -> str:
+    spec = decl.spec
+    parts = [spec.description.strip()] if spec.description.strip() else []
+    parts.append(
+        f"Tier {spec.tier.value}, rollback class {spec.rollback_class.value}, "
+        f"owner {spec.owner_team}. Trained by {decl.trainer} on {decl.dataset}, "
+        f"evaluated on {decl.eval_set}."
+    )
+    if spec.rollback_class is RollbackClass.IRREVERSIBLE:
+        parts.append(IRREVERSIBLE_WARNING)
+    return "\n\n".join(parts)
+
+
+def training_fingerprint(
+    decl: ModelDecl, dataset: Snapshot, eval_set: Snapshot, contract_ref: str | None
+) -> str:
+    """The training run's identity: model, trainer, params, data and contract.
+
+    Used as the registry's training_run_id, so retraining on unchanged inputs (a scheduled
+    refresh with no new data, or a redelivered run) returns the existing version instead of
+    registering a duplicate; any new snapshot or parameter gives a new version.
+    """
+    payload = {
+        "model_id": decl.model_id,
+        "trainer": decl.trainer,
+        "params": decl.trainer_params,
+        "dataset": [dataset.name, dataset.version, dataset.sha256],
+        "eval_set": [eval_set.name, eval_set.version, eval_set.sha256],
+        "contract": contract_ref,
+    }
+    raw = json.dumps(payload, sort_keys=True, default=str).encode()
+    return "train-" + hashlib.sha256(raw).hexdigest()[:24]
+
+
+def slice_metrics_table(
+    candidate: dict[str, dict[str, float]],
+    prod: dict[str, dict[str, float]] | None = None,
+    metric: str = "auc",
+) -> dg.TableMetadataValue:
+    """Per-slice eval metrics (and the prod version's primary metric beside them)."""
+    columns = [
+        dg.TableColumn("slice", "string"),
+        dg.TableColumn("rows", "int"),
+        dg.TableColumn("auc", "float"),
+        dg.TableColumn("log_loss", "float"),
+        dg.TableColumn("click_rate", "float"),
+        dg.TableColumn("predicted_rate", "float"),
+        dg.TableColumn(f"prod_{metric}", "float"),
+    ]
+    records = []
+    for s, m in sorted(candidate.items()):
+        p = (prod or {}).get(s, {})
+        records.append(
+            dg.TableRecord(
+                {
+                    "slice": s,
+                    "rows": int(m.get("rows", 0)),
+                    "auc": round(m["auc"], 4) if "auc" in m else None,
+                    "log_loss": round(m.get("log_loss", 0.0), 4),
+                    "click_rate": round(m.get("click_rate", 0.0), 4),
+                    "predicted_rate": round(m.get("predicted_rate", 0.0), 4),
+                    f"prod_{metric}": round(p[metric], 4) if metric in p else None,
+                }
+            )
+        )
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
+
+
+def gate_record(results: list[GateResult]) -> dict[str, Any]:
+    """What the registry stores with OFFLINE_PASSED / FAILED (and its audit entry)."""
+    return {r.name: r.as_record() for r in results}
+
+
+def recorded_gate_results(version: ModelVersion) -> dict[str, Any]:
+    """The gate results the registry recorded for this version (latest), or {}."""
+    with_gates = [c for c in version.state_history if c.gate_results]
+    if not with_gates:
+        return {}
+    return dict(max(with_gates, key=lambda c: c.ts).gate_results)
+
+
+@dataclass
+class _ProdBaseline:
+    version: int | None
+    metrics: dict[str, float] | None
+    slice_metrics: dict[str, dict[str, float]] | None
+
+
+def _prod_baseline(registry: Registry, decl: ModelDecl, candidate: int) -> _ProdBaseline:
+    """The PROMOTED version the gates compare against: the first slice with one wins
+    (every deployment slice of the demo is `global`)."""
+    for s in decl.spec.slices:
+        prod = registry.desired_state(decl.model_id, s).prod_version
+        if prod is not None and prod != candidate:
+            v = registry.get_version(decl.model_id, prod)
+            return _ProdBaseline(prod, dict(v.eval_metrics), dict(v.eval_slice_metrics))
+    return _ProdBaseline(None, None, None)
+
+
+def _slo_sample(data: SnapshotData, n: int = 64) -> Any:
+    return data.x[: max(1, min(n, data.rows))]
+
+
+def build_model_asset(fleet: Fleet, decl: ModelDecl) -> dg.AssetsDefinition:
+    """The model asset with its four blocking gate checks."""
+    spec = decl.spec
+    key = model_key(decl.model_id)
+    ds_decl, es_decl = fleet.dataset(decl.dataset), fleet.dataset(decl.eval_set)
+    contract = fleet.contract(decl.feature_contract) if decl.feature_contract else None
+    deps: list[dg.AssetKey] = [dataset_key(ds_decl), dataset_key(es_decl)]
+    if contract is not None:
+        deps.extend(feature_key(f.name) for f in contract.features)
+    gate_docs = {
+        "gate_no_regression": f"{decl.gates.metric} drops at most {decl.gates.max_regression} "
+        "against the promoted version",
+        "gate_no_slice_regression": f"no slice's {decl.gates.metric} drops more than "
+        f"{decl.gates.max_slice_regression} against the promoted version",
+        "gate_fairness": f"{decl.gates.metric} spread across protected slices "
+        f"{spec.policy.protected_slices} at most {decl.gates.fairness_max_gap}",
+        "gate_latency_memory_slo": f"p99 <= {decl.gates.latency_p99_ms} ms and memory <= "
+        f"{decl.gates.memory_mb} MB, measured in the real Triton",
+    }
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=key, blocking=True, description=gate_docs[name])
+        for name in GATE_NAMES
+    ]
+    kinds = (
+        {spec.framework.value, "triton"}
+        if spec.model_class is ModelClass.dnn
+        else {spec.framework.value}
+    )
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name="models",
+        description=model_description(decl),
+        tags={
+            "modelops/tier": spec.tier.value,
+            "modelops/rollback_class": spec.rollback_class.value,
+            "modelops/framework": spec.framework.value,
+        },
+        kinds=kinds,
+        owners=[f"team:{spec.owner_team}"],
+        check_specs=check_specs,
+        metadata={
+            "tier": spec.tier.value,
+            "rollback_class": spec.rollback_class.value,
+            "trainer": decl.trainer,
+        },
+    )
+    def _model(
+        context: dg.AssetExecutionContext,
+        registry: RegistryResource,
+        artifacts: ArtifactStoreResource,
+        triton: TritonResource,
+    ) -> Iterator[Any]:
+        yield from materialize_model(
+            context, fleet, decl, registry=registry, artifacts=artifacts, triton=triton
+        )
+
+    return _model
+
+
+def materialize_model(
+    context: dg.AssetExecutionContext,
+    fleet: Fleet,
+    decl: ModelDecl,
+    *,
+    registry: RegistryResource,
+    artifacts: ArtifactStoreResource,
+    triton: TritonResource,
+) -> Iterator[Any]:
+    """Train, store, register, evaluate, gate; see the module docstring for the order."""
+    from assets.offline_eval import evaluate
+    from assets.trainers import check_trainer_params, load_trainer
+
+    reg = registry.get()
+    store = artifacts.get()
+    spec = decl.spec
+    reg.create_model(spec)
+    contract = fleet.contract(decl.feature_contract) if decl.feature_contract else None
+    contract_ref = reg.register_contract(contract) if contract is not None else None
+
+    ds_snap = newest_snapshot(fleet.dataset(decl.dataset))
+    es_snap = newest_snapshot(fleet.dataset(decl.eval_set))
+    for snap in (ds_snap, es_snap):
+        reg.register_dataset(
+            snap.name, snap.version, snap.uri, content_hash=snap.sha256, kind=snap.kind
+        )
+    train, held_out = load_snapshot(ds_snap), load_snapshot(es_snap)
+    run_id = training_fingerprint(decl, ds_snap, es_snap, contract_ref)
+    context.log.info(
+        f"training {decl.model_id} with {decl.trainer} on {ds_snap.name}@v{ds_snap.version} "
+        f"({train.rows} rows); training run {run_id}"
+    )
+
+    trainer = load_trainer(decl.trainer)
+    check_trainer_params(trainer, decl.trainer_params, decl.trainer)
+    with tempfile.TemporaryDirectory(prefix=f"train-{decl.model_id}-") as tmp:
+        params = dict(decl.trainer_params)
+        seed = int(params.pop("seed", 0))
+        trained = trainer(train.x, train.y, Path(tmp), seed=seed, **params)
+        if trained.framework is not spec.framework:
+            from modelops.errors import SpecError
+
+            raise SpecError(
+                f"trainer {decl.trainer} produced a {trained.framework.value} model but "
+                f"{decl.model_id} is declared framework {spec.framework.value}"
+            )
+        ref = store.put_file(trained.artifact)
+        probs = trained.predict(held_out.x)
+    overall, per_slice = evaluate(held_out.y, probs, held_out.country)
+
+    version = reg.register_version(
+        decl.model_id,
+        weights_hash=ref.sha256,
+        weights_uri=ref.uri,
+        training_run_id=run_id,
+        training_data=DatasetRef(name=ds_snap.name, version=ds_snap.version),
+        eval_set=DatasetRef(name=es_snap.name, version=es_snap.version),
+        feature_contract_ref=contract_ref,
+        meta=VersionMeta(
+            eval_metrics=overall,
+            eval_slice_metrics=per_slice,
+            signature=trained.signature,
+            runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
+        ),
+    )
+    v = version.version
+    fresh = all(version.state.get(s) is State.REGISTERED for s in spec.slices)
+    baseline = _prod_baseline(reg, decl, v)
+    if fresh:
+        results = _run_gates(
+            context,
+            decl,
+            version,
+            overall,
+            per_slice,
+            baseline,
+            store,
+            triton,
+            held_out,
+            contract,
+        )
+        passed = all(r.passed for r in results)
+        try:
+            reg.record_gate_result(decl.model_id, v, passed=passed, results=gate_record(results))
+        except IllegalTransition as exc:
+            # A concurrent run of the same training recorded first; its verdict stands.
+            context.log.warning(f"gate result not recorded: {exc}")
+        checks = [(r.name, r.passed, r.detail, r.values) for r in results]
+    else:
+        # Unchanged inputs gave the same version; it has moved on, so report what stands.
+        states = ", ".join(f"{s}={st.value}" for s, st in sorted(version.state.items()))
+        context.log.info(f"{decl.model_id}@{v} is already registered ({states}); gates not re-run")
+        recorded = recorded_gate_results(reg.get_version(decl.model_id, v))
+        failed = any(st is State.FAILED for st in version.state.values())
+        checks = []
+        for name in GATE_NAMES:
+            rec = recorded.get(name, {})
+            ok = bool(rec.get("passed", not failed))
+            detail = str(rec.get("detail", f"recorded earlier; version is {states}"))
+            checks.append((name, ok, f"v{v} (recorded earlier): {detail}", {}))
+
+    final = reg.get_version(decl.model_id, v)
+    metadata: dict[str, Any] = {
+        "version": v,
+        "weights_hash": ref.sha256,
+        "weights_uri": ref.uri,
+        "framework": spec.framework.value,
+        "tier": spec.tier.value,
+        "rollback_class": spec.rollback_class.value,
+        "training_run_id": run_id,
+        "dagster_run_id": context.run.run_id,
+        "training_data": f"{ds_snap.name}@{ds_snap.version}",
+        "eval_set": f"{es_snap.name}@{es_snap.version}",
+        "feature_contract": contract_ref or "none",
+        "prod_version": baseline.version if baseline.version is not None else "none",
+        **{f"state/{s}": st.value for s, st in sorted(final.state.items())},
+        **{f"eval/{k}": round(val, 5) for k, val in sorted(overall.items())},
+        "eval_slice_metrics": slice_metrics_table(
+            per_slice, baseline.slice_metrics, decl.gates.metric
+        ),
+        "gates_passed": all(c[1] for c in checks),
+    }
+    if spec.rollback_class is RollbackClass.IRREVERSIBLE:
+        metadata["warning"] = IRREVERSIBLE_WARNING
+    yield dg.MaterializeResult(
+        asset_key=model_key(decl.model_id),
+        metadata=metadata,
+        data_version=dg.DataVersion(ref.sha256),
+    )
+    for name, ok, detail, values in checks:
+        yield dg.AssetCheckResult(
+            asset_key=model_key(decl.model_id),
+            check_name=name,
+            passed=ok,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=detail,
+            metadata={"detail": detail, "version": v, **_flat(values)},
+        )
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """Check metadata wants scalars; nested dicts become JSON."""
+    out: dict[str, Any] = {}
+    for k, val in values.items():
+        if val is None:
+            continue
+        if isinstance(val, dict | list):
+            out[k] = dg.MetadataValue.json(val)
+        else:
+            out[k] = val
+    return out
+
+
+def _run_gates(
+    context: dg.AssetExecutionContext,
+    decl: ModelDecl,
+    version: ModelVersion,
+    overall: dict[str, float],
+    per_slice: dict[str, dict[str, float]],
+    baseline: _ProdBaseline,
+    store: Any,
+    triton: TritonResource,
+    held_out: SnapshotData,
+    contract: Any,
+) -> list[GateResult]:
+    policy = decl.gates
+    results = [
+        gate_no_regression(overall, baseline.metrics, policy, prod_version=baseline.version),
+        gate_no_slice_regression(
+            per_slice, baseline.slice_metrics, policy, prod_version=baseline.version
+        ),
+        gate_fairness(per_slice, decl.spec.policy.protected_slices, policy),
+    ]
+    from modelops.errors import BackendUnavailable
+
+    if decl.spec.model_class is not ModelClass.dnn:
+        results.append(gate_latency_memory_slo(None, policy, why="not served by Triton"))
+    else:
+        try:
+            m = measure_slo(
+                version,
+                store=store,
+                triton_url=triton.url,
+                repository=triton.repository_path(),
+                sample=_slo_sample(held_out),
+                requests=policy.slo_requests,
+                contract=contract,
+            )
+            context.log.info(
+                f"SLO: {m.requests} requests, p99 {m.p99_ms:.2f} ms, "
+                f"rss {m.rss_mb if m.rss_mb is None else round(m.rss_mb)} MB, "
+                f"load {m.load_s:.1f} s"
+            )
+            results.append(gate_latency_memory_slo(m, policy))
+        except BackendUnavailable:
+            # Infrastructure, not the candidate: fail the step and leave it REGISTERED, so
+            # the next run measures it instead of marking good weights FAILED forever.
+            raise
+        except (ModelopsError, OSError) as exc:
+            # The candidate would not load or serve: that is what this gate exists to catch.
+            results.append(
+                GateResult(
+                    "gate_latency_memory_slo",
+                    False,
+                    f"could not serve the candidate in Triton at {triton.url}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                    {},
+                )
+            )
+    for r in results:
+        context.log.info(f"{r.name}: {'pass' if r.passed else 'FAIL'} - {r.detail}")
+    return results
