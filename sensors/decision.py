@@ -1,0 +1,368 @@
+"""The one decision interface between the evidence a sensor gathers and the step it launches.
+
+A sensor builds `Evidence` (what a live version did over its window, beside prod over the
+same period, with the policies that apply) and asks a `DecisionEngine` for a `Decision`.
+The engine is pure: no registry, no log, no clock, so it is tested on constructed windows
+and a statistical engine (sequential tests, SRM, shadow divergence) can replace
+`GuardrailRule` later without touching the sensor.
+
+`GuardrailRule` is this issue's rule: error rate, p99 latency, the spec's declared guardrails
+and the primary metric (a Wilson bound against prod; the primary metric is a 0/1 outcome such
+as a click, whose mean is a rate) roll back; dwell time and minimum sample sizes hold, and say so
+honestly ("inconclusive") rather than guessing; otherwise the version takes its next step.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.requests import Action
+from modelops.fleet import CANARY_LADDER, OnlinePolicy, PolicyDurations
+from modelops.spec import DecisionPolicy, State, Tier
+from resources import WindowStats
+
+__all__ = [
+    "Evidence",
+    "Verdict",
+    "Decision",
+    "DecisionEngine",
+    "GuardrailRule",
+    "CANDIDATE_ARMS",
+    "PROD_ARM",
+    "wilson_interval",
+    "automated_path",
+]
+
+PROD_ARM = "prod"
+# The arm the gateway logs a live version's traffic under, per state. A shadow mirror is
+# logged under arm "shadow" with the user's request id, so outcomes joined to it are the
+# outcomes of what prod served: they say nothing about the shadow version.
+CANDIDATE_ARMS: dict[State, str] = {
+    State.SHADOW: "shadow",
+    State.CANARY: "canary",
+    State.AB_TEST: "ab",
+    State.PROMOTED: PROD_ARM,
+}
+_Z95 = 1.959963984540054
+_WINDOW_METRICS = frozenset(
+    {"error_rate", "timeout_rate", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms"}
+)
+
+
+class Verdict(StrEnum):
+    ADVANCE = "ADVANCE"
+    PROMOTE = "PROMOTE"
+    HOLD = "HOLD"
+    ROLLBACK = "ROLLBACK"
+
+
+class Evidence(BaseModel):
+    """Everything a decision may depend on, for one live version on one slice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str
+    slice: str
+    version: int
+    state: State
+    percent: int | None = None
+    since_ts: float = Field(description="unix seconds the version entered its current state")
+    now_ts: float
+    candidate: WindowStats | None = Field(
+        default=None, description="the version's own arm since since_ts (None: no traffic yet)"
+    )
+    baseline: WindowStats | None = Field(
+        default=None,
+        description="prod over the same period (for PROMOTED: the previous prod before since)",
+    )
+    policy: DecisionPolicy
+    online: OnlinePolicy = Field(default_factory=OnlinePolicy)
+    durations: PolicyDurations = Field(default_factory=PolicyDurations)
+    canary_ladder: list[int] = Field(default_factory=lambda: list(CANARY_LADDER), min_length=1)
+    tier: Tier
+    is_weight_refresh: bool = Field(
+        default=False, description="same feature contract as the current prod version"
+    )
+    irreversible: bool = Field(default=False, description="rollback class IRREVERSIBLE")
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(0.0, self.now_ts - self.since_ts)
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict
+    reason: str
+    next_percent: int | None = None
+    next_action: Action | None = None
+
+
+@runtime_checkable
+class DecisionEngine(Protocol):
+    """What the online-metrics sensor asks; a statistical engine implements the same call."""
+
+    def decide(self, evidence: Evidence) -> Decision: ...
+
+
+def wilson_interval(mean: float, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval of a rate observed over n trials (95% by default).
+
+    Chosen over the normal approximation because it stays inside [0, 1] and behaves at the
+    small counts and rare clicks a 1% canary sees.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(1.0, max(0.0, mean))
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    denom = 1 + z2 / n
+    return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
+
+
+def automated_path(tier: Tier, *, is_weight_refresh: bool, irreversible: bool) -> bool:
+    """Whether the gated steps (to canary, to prod) need no human, as the registry rules it.
+
+    L0/L1 always; L2 only for a weight refresh on an unchanged contract of a model that can
+    be rolled back; L3 never.
+    """
+    if tier in (Tier.L0, Tier.L1):
+        return True
+    if tier is Tier.L2:
+        return is_weight_refresh and not irreversible
+    return False
+
+
+def _fmt_ms(x: float) -> str:
+    return f"{x:.0f}ms" if x >= 10 else f"{x:.1f}ms"
+
+
+class GuardrailRule:
+    """Guardrails first (any breach rolls back), then dwell and samples (hold), then the
+    next step on the ladder."""
+
+    def decide(self, evidence: Evidence) -> Decision:
+        e = evidence
+        breach = self._breach(e)
+        if breach is not None:
+            return Decision(verdict=Verdict.ROLLBACK, reason=breach, next_action=Action.rollback)
+        if e.state is State.PROMOTED:
+            left = e.durations.watch_s - e.elapsed_s
+            return _hold(f"post-promotion watch, no breach ({_dur(left)} left)")
+        if e.state not in (State.SHADOW, State.CANARY, State.AB_TEST):
+            return _hold(f"{e.state.value} is not a state the online rule moves")
+        waiting = self._dwell(e) or self._short(e)
+        if waiting is not None:
+            return _hold(waiting)
+        return self._advance(e)
+
+    # ---------------------------------------------------------------- roll back
+
+    def _breach(self, e: Evidence) -> str | None:
+        c, on = e.candidate, e.online
+        if c is None:
+            return None
+        if c.requests >= on.min_requests:
+            if c.error_rate > on.max_error_rate:
+                return (
+                    f"error rate {c.error_rate:.1%} over {c.requests} requests exceeds "
+                    f"{on.max_error_rate:.1%}"
+                )
+            if c.latency_p99_ms > on.max_latency_p99_ms:
+                return (
+                    f"p99 latency {_fmt_ms(c.latency_p99_ms)} over {c.requests} requests "
+                    f"exceeds {_fmt_ms(on.max_latency_p99_ms)}"
+                )
+        declared = self._declared_breach(e)
+        if declared is not None:
+            return declared
+        if e.state is State.SHADOW:
+            return None  # outcomes on the shadow arm are prod's; latency and errors only
+        return self._primary_breach(e)
+
+    def _declared_breach(self, e: Evidence) -> str | None:
+        """The spec's own guardrails: a window field (error_rate, timeout_rate, latency_*_ms)
+        once min_requests are in, or an outcome's mean once min_samples are in."""
+        c = e.candidate
+        if c is None:
+            return None
+        for g in e.policy.guardrails:
+            if g.metric in _WINDOW_METRICS:
+                if c.requests < e.online.min_requests:
+                    continue
+                value, n = float(getattr(c, g.metric)), c.requests
+            else:
+                o = c.outcomes.get(g.metric)
+                if e.state is State.SHADOW or o is None or o.count < e.policy.min_samples:
+                    continue
+                value, n = o.mean, o.count
+            crossed = value > g.threshold if g.higher_is_worse else value < g.threshold
+            if crossed:
+                side = "above" if g.higher_is_worse else "below"
+                return f"guardrail {g.metric} {value:.4g} (n={n}) is {side} {g.threshold:g}"
+        return None
+
+    def _primary_breach(self, e: Evidence) -> str | None:
+        name, n_min = e.policy.primary_metric, e.policy.min_samples
+        c = e.candidate.outcomes.get(name) if e.candidate else None
+        b = e.baseline.outcomes.get(name) if e.baseline else None
+        if c is None or b is None or c.count < n_min or b.count < n_min:
+            return None
+        if not (0.0 <= c.mean <= 1.0 and 0.0 <= b.mean <= 1.0):
+            return None  # the Wilson bound is for rates; a mean without a variance has none
+        lo, hi = wilson_interval(c.mean, c.count)
+        drop = e.online.max_primary_drop
+        if e.policy.higher_is_better:
+            floor = b.mean * (1 - drop)
+            if hi < floor:
+                return (
+                    f"{name} {c.mean:.4f} (95% upper bound {hi:.4f}, n={c.count}) is below "
+                    f"prod {b.mean:.4f} x (1 - {drop:g}) = {floor:.4f}"
+                )
+        else:
+            ceiling = b.mean * (1 + drop)
+            if lo > ceiling:
+                return (
+                    f"{name} {c.mean:.4f} (95% lower bound {lo:.4f}, n={c.count}) is above "
+                    f"prod {b.mean:.4f} x (1 + {drop:g}) = {ceiling:.4f}"
+                )
+        return None
+
+    # ---------------------------------------------------------------- hold
+
+    def _dwell(self, e: Evidence) -> str | None:
+        d = e.durations
+        need = {
+            State.SHADOW: d.shadow_min_s,
+            State.CANARY: d.canary_step_s,
+            State.AB_TEST: d.ab_min_s,
+        }[e.state]
+        if e.elapsed_s < need:
+            where = e.state.value + (f" {e.percent}%" if e.state is State.CANARY else "")
+            return f"dwell: {where} for {_dur(e.elapsed_s)} of at least {_dur(need)}"
+        return None
+
+    def _short(self, e: Evidence) -> str | None:
+        """An honest 'inconclusive': not enough evidence either way, so no step is taken."""
+        on, c = e.online, e.candidate
+        n = c.requests if c else 0
+        if n < on.min_requests:
+            msg = f"inconclusive: {n} of {on.min_requests} requests on the {e.state.value} arm"
+            if e.state is State.SHADOW and e.elapsed_s >= e.durations.shadow_s:
+                msg = (
+                    f"shadow ran its maximum {_dur(e.durations.shadow_s)} with {n} of "
+                    f"{on.min_requests} requests: no evidence, so no promotion; roll it back "
+                    "or send it traffic"
+                )
+            return msg
+        if e.state is State.SHADOW:
+            return None
+        name, n_min = e.policy.primary_metric, e.policy.min_samples
+        co = c.outcomes.get(name) if c else None
+        bo = e.baseline.outcomes.get(name) if e.baseline else None
+        have_c, have_b = (co.count if co else 0), (bo.count if bo else 0)
+        if have_c < n_min:
+            return f"inconclusive: {have_c} of {n_min} {name} outcomes on the candidate"
+        if have_b < n_min:
+            return f"inconclusive: {have_b} of {n_min} {name} outcomes on prod to compare with"
+        return None
+
+    # ---------------------------------------------------------------- advance
+
+    def _advance(self, e: Evidence) -> Decision:
+        auto = automated_path(
+            e.tier, is_weight_refresh=e.is_weight_refresh, irreversible=e.irreversible
+        )
+        ok = self._summary(e)
+        ladder = e.canary_ladder
+        if e.state is State.SHADOW:
+            if not auto:
+                return _hold(_human(e, "canary"))
+            return Decision(
+                verdict=Verdict.ADVANCE,
+                reason=f"shadow healthy ({ok}); canary at {ladder[0]}%",
+                next_percent=ladder[0],
+                next_action=Action.canary_step,
+            )
+        if e.state is State.CANARY:
+            cur = e.percent or 0
+            nxt = next((p for p in ladder if p > cur), None)
+            if nxt is not None:
+                if e.tier is Tier.L3:
+                    return _hold(_human(e, f"canary {nxt}%"))
+                return Decision(
+                    verdict=Verdict.ADVANCE,
+                    reason=f"canary {cur}% healthy ({ok}); step to {nxt}%",
+                    next_percent=nxt,
+                    next_action=Action.canary_step,
+                )
+            if auto:
+                return Decision(
+                    verdict=Verdict.PROMOTE,
+                    reason=f"canary {cur}% healthy at the top of the ladder ({ok}); promote",
+                    next_action=Action.promote,
+                )
+            if e.tier is Tier.L3:
+                return _hold(_human(e, "A/B test"))
+            return Decision(
+                verdict=Verdict.ADVANCE,
+                reason=f"canary {cur}% healthy ({ok}); start the A/B test "
+                f"(tier {e.tier.value} goes through A/B unless it is a weight refresh)",
+                next_percent=50,
+                next_action=Action.start_ab,
+            )
+        # AB_TEST past its minimum duration, with the samples.
+        if not auto:
+            return _hold(_human(e, "promotion"))
+        return Decision(
+            verdict=Verdict.PROMOTE,
+            reason=f"A/B test ran {_dur(e.elapsed_s)} with no breach ({ok}); promote",
+            next_action=Action.promote,
+        )
+
+    def _summary(self, e: Evidence) -> str:
+        c = e.candidate
+        if c is None:  # unreachable after _short; kept for a total function
+            return "no traffic"
+        parts = [
+            f"{c.requests} req",
+            f"err {c.error_rate:.1%}",
+            f"p99 {_fmt_ms(c.latency_p99_ms)}",
+        ]
+        name = e.policy.primary_metric
+        if e.state is not State.SHADOW and name in c.outcomes and e.baseline is not None:
+            b = e.baseline.outcomes.get(name)
+            base = f" vs prod {b.mean:.4f}" if b else ""
+            parts.append(f"{name} {c.outcomes[name].mean:.4f}{base}")
+        return ", ".join(parts)
+
+
+def _hold(reason: str) -> Decision:
+    return Decision(verdict=Verdict.HOLD, reason=reason)
+
+
+def _human(e: Evidence, step: str) -> str:
+    why = (
+        "tier L3 allows no automatic move; two approvals, one outside the owning team"
+        if e.tier is Tier.L3
+        else f"tier {e.tier.value} needs an approval unless it is a weight refresh of a model "
+        "that can be rolled back"
+    )
+    return f"healthy, waiting for a human to move it to {step}: {why}"
+
+
+def _dur(seconds: float) -> str:
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}min"
+    if s < 172800:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"

@@ -1,0 +1,302 @@
+"""The online-metrics sensor: live versions, their prediction-log windows, one decision each.
+
+Each tick reads every live version fleet-wide in one registry query, reads one prediction-log
+window per (model, slice, window start) (the reader returns every version and arm of the
+model in that call, so prod's baseline comes with the candidate's numbers), asks the
+decision engine, and launches the step it decides as a job run. It never acts itself: the
+run's compare-and-set (`expected`, `expected_percent`) makes a decision taken on a stale
+read fail cleanly, and the deterministic run key makes one breach launch one rollback no
+matter how many ticks see it.
+
+What is watched: SHADOW, CANARY and AB_TEST versions, and a PROMOTED version for
+`durations.watch_s` after its promotion when there is a last good version to go back to.
+The window starts when the version entered its current state; for a promoted version it
+also covers an equal span before the promotion, which is the previous prod's baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dagster as dg
+
+from jobs.requests import Action, ActionRequest, action_run_request
+from modelops.fleet import Fleet, OnlinePolicy
+from modelops.registry import LiveState, Registry
+from modelops.spec import ModelSpec, RollbackClass, State, Tier
+from resources import PredictionLogResource, RegistryResource
+from sensors.decision import (
+    CANDIDATE_ARMS,
+    PROD_ARM,
+    Decision,
+    DecisionEngine,
+    Evidence,
+    GuardrailRule,
+    Verdict,
+)
+
+__all__ = [
+    "ONLINE_METRICS_SENSOR",
+    "ONLINE_ACTOR",
+    "build_online_metrics_sensor",
+    "OnlineMetricsEvaluator",
+]
+
+ONLINE_METRICS_SENSOR = "modelops_online_metrics_sensor"
+ONLINE_ACTOR = "system:online-metrics"
+_WATCHED = (State.SHADOW, State.CANARY, State.AB_TEST, State.PROMOTED)
+_MAX_CURSOR_ENTRIES = 2000
+_ACTIONS = (Action.canary_step, Action.start_ab, Action.promote, Action.rollback)
+
+
+def _key(ls: LiveState) -> str:
+    return f"{ls.model_id}/{ls.slice}/v{ls.version}"
+
+
+def _summary(d: Decision, ls: LiveState) -> str:
+    pct = f" {ls.percent}" if ls.percent is not None else ""
+    return f"{d.verdict.value} v{ls.version} {ls.state.value}{pct}"
+
+
+class OnlineMetricsEvaluator:
+    """One tick's work, kept apart from Dagster so the benchmark and tests can see inside.
+
+    It holds caches that are safe across ticks because what they cache never changes: a
+    model's spec and a version's feature contract reference are immutable in the registry.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        engine: DecisionEngine | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fleet = fleet
+        self.engine: DecisionEngine = engine or GuardrailRule()
+        self.clock = clock
+        self._online: dict[str, OnlinePolicy] = {m.model_id: m.online for m in fleet.models}
+        self._specs: dict[tuple[str, str], ModelSpec] = {}
+        self._contract_refs: dict[tuple[str, str, int], str | None] = {}
+
+    # ------------------------------------------------------------------ caches
+
+    def _spec(self, reg: Registry, model_id: str) -> ModelSpec:
+        k = (reg.url, model_id)
+        spec = self._specs.get(k)
+        if spec is None:
+            spec = self._specs[k] = reg.get_model(model_id)
+        return spec
+
+    def _contract_ref(self, reg: Registry, model_id: str, version: int) -> str | None:
+        k = (reg.url, model_id, version)
+        if k not in self._contract_refs:
+            self._contract_refs[k] = reg.get_version(model_id, version).feature_contract_ref
+        return self._contract_refs[k]
+
+    # ------------------------------------------------------------------ one tick
+
+    def targets(
+        self, reg: Registry, now: float
+    ) -> tuple[list[LiveState], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Live versions to judge this tick, each (model, slice)'s prod version, and the last
+        good version of each watched promotion."""
+        live = reg.live_states(_WATCHED)
+        prod = {(ls.model_id, ls.slice): ls.version for ls in live if ls.state is State.PROMOTED}
+        watch_s = self.fleet.durations.watch_s
+        out: list[LiveState] = []
+        rollback_to: dict[tuple[str, str], int] = {}
+        for ls in live:
+            if ls.state is State.PROMOTED:
+                if now - ls.since.timestamp() > watch_s:
+                    continue  # the common case: no registry call on this path
+                target = reg.desired_state(ls.model_id, ls.slice).rollback_target
+                if target is None:
+                    continue  # nothing to go back to: a rollback would promise nothing
+                rollback_to[(ls.model_id, ls.slice)] = target
+            out.append(ls)
+        return out, prod, rollback_to
+
+    def evaluate(
+        self, reg: Registry, reader: Any, log: Any | None = None
+    ) -> list[tuple[LiveState, Decision]]:
+        """Judge every watched version; returns (what was seen, what was decided)."""
+        now = float(self.clock())
+        targets, prod, rollback_to = self.targets(reg, now)
+        starts: dict[tuple[str, str, float], list[LiveState]] = defaultdict(list)
+        for ls in targets:
+            since = ls.since.timestamp()
+            if ls.state is State.PROMOTED:
+                start = since - max(0.0, now - since)  # an equal span of the previous prod
+            else:
+                start = since
+            starts[(ls.model_id, ls.slice, start)].append(ls)
+        out: list[tuple[LiveState, Decision]] = []
+        for (model_id, slice_, start), group in starts.items():
+            try:
+                windows = reader.window(model_id, since_ts=start, slice=slice_)
+            except Exception as exc:  # noqa: BLE001 - one unreadable model must not stop the fleet
+                if log is not None:
+                    log.warning(f"{model_id}/{slice_}: prediction log unreadable: {exc}")
+                continue
+            by = {(w.version, w.arm): w for w in windows}
+            for ls in group:
+                if ls.state is State.PROMOTED:
+                    base_v = rollback_to.get((model_id, slice_))
+                else:
+                    base_v = prod.get((model_id, slice_))
+                ev = self._evidence(reg, ls, now, by, base_v, prod.get((model_id, slice_)))
+                try:
+                    decision = self.engine.decide(ev)
+                except Exception as exc:  # noqa: BLE001 - a bad engine holds, visibly
+                    if log is not None:
+                        log.error(f"{_key(ls)}: decision engine failed: {exc}")
+                    continue
+                out.append((ls, decision))
+        return out
+
+    def _evidence(
+        self,
+        reg: Registry,
+        ls: LiveState,
+        now: float,
+        by: dict[tuple[int, str], Any],
+        base_version: int | None,
+        prod_version: int | None,
+    ) -> Evidence:
+        spec = self._spec(reg, ls.model_id)
+        refresh = False
+        if (
+            spec.tier is Tier.L2
+            and ls.state is not State.PROMOTED
+            and prod_version is not None
+            and prod_version != ls.version
+        ):
+            refresh = self._contract_ref(reg, ls.model_id, ls.version) == self._contract_ref(
+                reg, ls.model_id, prod_version
+            )
+        return Evidence(
+            model_id=ls.model_id,
+            slice=ls.slice,
+            version=ls.version,
+            state=ls.state,
+            percent=ls.percent,
+            since_ts=ls.since.timestamp(),
+            now_ts=now,
+            candidate=by.get((ls.version, CANDIDATE_ARMS[ls.state])),
+            baseline=by.get((base_version, PROD_ARM)) if base_version is not None else None,
+            policy=spec.policy,
+            online=self._online.get(ls.model_id) or OnlinePolicy(),
+            durations=self.fleet.durations,
+            canary_ladder=list(self.fleet.canary_ladder),
+            tier=spec.tier,
+            is_weight_refresh=refresh,
+            irreversible=spec.rollback_class is RollbackClass.IRREVERSIBLE,
+        )
+
+
+def run_request_for(ls: LiveState, decision: Decision) -> dg.RunRequest | None:
+    """The job run a non-HOLD decision asks for, with the state it was decided on."""
+    if decision.verdict is Verdict.HOLD or decision.next_action is None:
+        return None
+    req = ActionRequest(
+        model_id=ls.model_id,
+        slice=ls.slice,
+        version=ls.version,
+        expected=ls.state.value,
+        expected_percent=ls.percent,
+        percent=decision.next_percent,
+        reason=decision.reason,
+        actor=ONLINE_ACTOR,
+    )
+    return action_run_request(decision.next_action, req)
+
+
+def _load_cursor(raw: str | None) -> dict[str, Any]:
+    """{"tick": n, "last_decisions": {"model/slice/vN": "VERDICT vN STATE PERCENT"}}; a
+    missing or unreadable cursor starts afresh (it only dedupes log lines)."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    tick = data.get("tick")
+    last = data.get("last_decisions")
+    return {
+        "tick": tick if isinstance(tick, int) and tick >= 0 else 0,
+        "last_decisions": last if isinstance(last, dict) else {},
+    }
+
+
+def build_online_metrics_sensor(
+    fleet: Fleet,
+    engine: DecisionEngine | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    jobs: Sequence[dg.JobDefinition] | None = None,
+    name: str = ONLINE_METRICS_SENSOR,
+) -> dg.SensorDefinition:
+    """The sensor over the whole fleet; `engine` defaults to `GuardrailRule`, `clock` to the
+    wall clock (tests pass a later time instead of sleeping)."""
+    evaluator = OnlineMetricsEvaluator(fleet, engine, clock=clock)
+    if jobs is None:
+        from jobs.actions import ACTION_JOBS
+
+        jobs = [ACTION_JOBS[a] for a in _ACTIONS]
+
+    @dg.sensor(
+        name=name,
+        jobs=list(jobs),
+        minimum_interval_seconds=fleet.durations.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Watches live versions (shadow, canary, A/B, post-promotion) in the "
+        "prediction log and launches the next step, a promotion, or a rollback.",
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext,
+        registry: RegistryResource,
+        predlog: PredictionLogResource,
+    ) -> dg.SensorResult:
+        cursor = _load_cursor(context.cursor)
+        last: dict[str, str] = cursor["last_decisions"]
+        decided = evaluator.evaluate(registry.get(), predlog.reader(), context.log)
+        requests: list[dg.RunRequest] = []
+        seen: dict[str, str] = {}
+        holding = 0
+        for ls, d in decided:
+            summary = _summary(d, ls)
+            key = _key(ls)
+            seen[key] = summary
+            rr = run_request_for(ls, d)
+            if rr is None:
+                holding += 1
+                if last.get(key) != summary:
+                    context.log.info(f"{key} {ls.state.value}: HOLD - {d.reason}")
+                continue
+            context.log.info(
+                f"{key} {ls.state.value}{'' if ls.percent is None else f' {ls.percent}%'}: "
+                f"{d.verdict.value} -> {d.next_action.value if d.next_action else '-'} "
+                f"(run key {rr.run_key}): {d.reason}"
+            )
+            requests.append(rr)
+        new_cursor = json.dumps(
+            {
+                "tick": cursor["tick"] + 1,
+                "last_decisions": dict(sorted(seen.items())[:_MAX_CURSOR_ENTRIES]),
+            },
+            sort_keys=True,
+        )
+        if requests:
+            return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+        return dg.SensorResult(
+            skip_reason=f"{len(decided)} live version(s) watched, {holding} holding, "
+            "nothing to launch",
+            cursor=new_cursor,
+        )
+
+    return _sensor
