@@ -3,9 +3,10 @@
 A candidate that starts failing must leave rotation within one window, long before a sensor
 tick could act. The breaker counts outcomes over a rolling window and opens once the window
 holds enough requests and too many of them failed (an error, or an answer slower than the
-policy's timeout). An open breaker stays open until the control plane publishes a newer
-routing table for that (model, slice), or, if a cool-down is configured, until a half-open
-probe succeeds. Shadow workers report from their own threads, hence the lock.
+policy's timeout), or as soon as a run of consecutive failures says the candidate crashed.
+An open breaker stays open until the control plane publishes a newer routing table for that
+(model, slice), or, if a cool-down is configured, until a half-open probe succeeds. Shadow
+workers report from their own threads, hence the lock.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class _Window:
     opened_at: float | None = None  # wall clock, for display
     probing: bool = False
     trips: int = 0
+    streak: int = 0  # consecutive failures, newest last
 
 
 class BreakerBoard:
@@ -113,12 +115,14 @@ class BreakerBoard:
                 return
             w.events.append((now, failed))
             w.failures += failed
+            w.streak = w.streak + 1 if failed else 0
             horizon = now - policy.window_s
             while w.events and w.events[0][0] < horizon:
                 _, old = w.events.popleft()
                 w.failures -= old
             n = len(w.events)
-            if n >= policy.min_requests and w.failures / n > policy.max_error_rate:
+            crashed = 0 < policy.consecutive_failures <= w.streak
+            if crashed or (n >= policy.min_requests and w.failures / n > policy.max_error_rate):
                 w.open_since = now
                 w.opened_at = self._clock()
                 w.trips += 1
@@ -135,6 +139,7 @@ class BreakerBoard:
         w.opened_at = None
         w.events.clear()
         w.failures = 0
+        w.streak = 0
 
     def reset(self, model_id: str, slice_: str) -> list[BreakerKey]:
         """Forget every breaker of one table: the control plane published a newer one."""

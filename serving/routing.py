@@ -72,12 +72,17 @@ class ABRoute(_M):
 
 
 class BreakerPolicy(_M):
-    """Data-plane guardrail for candidates: trip when the window's failure rate passes it."""
+    """Data-plane guardrail for candidates: trip when the window's failure rate passes it,
+    or at once on a run of consecutive failures (a crash: the rate over a long window is
+    diluted by the successes from before it)."""
 
     window_s: float = 10.0
     min_requests: int = 20
     max_error_rate: float = 0.2
     timeout_s: float = 2.0
+    consecutive_failures: int = Field(
+        default=5, ge=0, description="trip after this many failures in a row; 0 turns it off"
+    )
 
 
 class RouteTable(_M):
