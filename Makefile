@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m modelops.demo
+	$(BIN)/python -m demo.run
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/predlog.py
+	$(BIN)/python bench/dagster.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
