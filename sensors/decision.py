@@ -157,7 +157,7 @@ class GuardrailRule:
             return _hold(f"post-promotion watch, no breach ({_dur(left)} left)")
         if e.state not in (State.SHADOW, State.CANARY, State.AB_TEST):
             return _hold(f"{e.state.value} is not a state the online rule moves")
-        waiting = self._dwell(e) or self._short(e)
+        waiting = self._dwell(e) or self._short(e) or self._lagging(e)
         if waiting is not None:
             return _hold(waiting)
         return self._advance(e)
@@ -271,6 +271,35 @@ class GuardrailRule:
             return f"inconclusive: {have_c} of {n_min} {name} outcomes on the candidate"
         if have_b < n_min:
             return f"inconclusive: {have_b} of {n_min} {name} outcomes on prod to compare with"
+        return None
+
+    def _lagging(self, e: Evidence) -> str | None:
+        """Not confidently worse, but not good enough to step up either: a candidate whose
+        point estimate is past the tolerance waits for the samples that settle it, instead of
+        taking more traffic on the benefit of the doubt."""
+        if e.state is State.SHADOW or e.candidate is None or e.baseline is None:
+            return None
+        name = e.policy.primary_metric
+        c, b = e.candidate.outcomes.get(name), e.baseline.outcomes.get(name)
+        if c is None or b is None:
+            return None
+        drop = e.online.max_primary_drop
+        if e.policy.higher_is_better:
+            bound = b.mean * (1 - drop)
+            if c.mean < bound:
+                return (
+                    f"inconclusive: {name} {c.mean:.4f} (n={c.count}) is below prod "
+                    f"{b.mean:.4f} x (1 - {drop:g}) = {bound:.4f}, not yet confidently; "
+                    "holding for more samples"
+                )
+        else:
+            bound = b.mean * (1 + drop)
+            if c.mean > bound:
+                return (
+                    f"inconclusive: {name} {c.mean:.4f} (n={c.count}) is above prod "
+                    f"{b.mean:.4f} x (1 + {drop:g}) = {bound:.4f}, not yet confidently; "
+                    "holding for more samples"
+                )
         return None
 
     # ---------------------------------------------------------------- advance

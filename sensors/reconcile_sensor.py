@@ -141,11 +141,17 @@ def reconcile_run_key(drift: list[str], since: float | None) -> str:
 
 
 def build_reconcile_sensor(
-    fleet: Fleet, *, retry_after_s: float | None = None
+    fleet: Fleet, *, retry_after_s: float | None = None, grace_s: float | None = None
 ) -> dg.SensorDefinition:
-    """`modelops_reconcile_sensor`: drift -> one `modelops_reconcile` run per drift episode."""
+    """`modelops_reconcile_sensor`: drift -> one `modelops_reconcile` run per drift episode.
+
+    Drift must outlast `grace_s` first: every action run makes its own controller pass right
+    after its transition, so drift seen for a moment is usually that pass still loading, and a
+    reconcile run launched for it would only compete for the same CPU.
+    """
     interval = fleet.durations.sensor_interval_s
     retry = retry_after_s if retry_after_s is not None else max(60.0, 10.0 * interval)
+    grace = grace_s if grace_s is not None else max(10.0, 2.0 * interval)
 
     @dg.sensor(
         name=RECONCILE_SENSOR,
@@ -172,9 +178,15 @@ def build_reconcile_sensor(
             context.update_cursor(DriftCursor(last_drift=[], since=None, checked_at=now).dump())
             return dg.SkipReason("actual serving state matches the desired state")
         since = prev.since
-        if drift != prev.last_drift or since is None or now - since >= retry:
+        if drift != prev.last_drift or since is None or now - since >= retry + grace:
             since = now
         cursor = DriftCursor(last_drift=drift, since=since, checked_at=now)
+        if now - since < grace:
+            context.update_cursor(cursor.dump())
+            return dg.SkipReason(
+                f"{len(drift)} drift item(s) seen for {now - since:.0f}s; waiting {grace:.0f}s "
+                "for the action run's own controller pass"
+            )
         for item in drift:
             context.log.info(f"drift: {item}")
         return dg.SensorResult(

@@ -41,13 +41,19 @@ def tick(
     return list(data.run_requests or []), data.cursor, data.skip_message
 
 
+def aged(cursor: str | None, seconds: float) -> str:
+    """The cursor as a later tick sees it: the drift episode began `seconds` earlier."""
+    c = DriftCursor.model_validate_json(cursor or "{}")
+    return c.model_copy(update={"since": (c.since or time.time()) - seconds}).dump()
+
+
 @pytest.mark.xdist_group("triton")
 def test_reconcile_sensor_sees_drift_once_and_quiets_after_a_reconcile(
     home: Path, triton: Any, gateway: Gateway, demo_fleet: Fleet
 ) -> None:
     reg, mid = new_model(home, versions=2)
     res = resources(triton, gateways=[gateway.url])
-    sensor = build_reconcile_sensor(demo_fleet)
+    sensor = build_reconcile_sensor(demo_fleet, grace_s=5.0)
     assert sensor.minimum_interval_seconds == demo_fleet.durations.sensor_interval_s
     assert sensor.default_status is dg.DefaultSensorStatus.RUNNING
 
@@ -60,7 +66,10 @@ def test_reconcile_sensor_sees_drift_once_and_quiets_after_a_reconcile(
     for st in ("APPROVED_SHADOW", "SHADOW"):
         reg.transition(mid, 2, st, actor="oncall")
     gen = reg.desired_state(mid).generation
-    reqs, cursor, _ = tick(sensor, res, cursor)
+    # first sighting: an action run's own controller pass may still be loading; wait
+    reqs, cursor, skip = tick(sensor, res, cursor)
+    assert reqs == [] and skip and "waiting 5s" in skip
+    reqs, cursor, _ = tick(sensor, res, aged(cursor, 6.0))
     (req,) = reqs
     assert req.job_name == RECONCILE_JOB
     drift = json.loads(cursor or "{}")["last_drift"]
@@ -73,7 +82,9 @@ def test_reconcile_sensor_sees_drift_once_and_quiets_after_a_reconcile(
     # still there past the retry window: a fresh key, so a failed reconcile is retried
     old = DriftCursor.model_validate_json(cursor or "{}")
     stale = old.model_copy(update={"since": time.time() - 3600}).dump()
-    (retry,) = tick(sensor, res, stale)[0]
+    reqs, fresh, skip = tick(sensor, res, stale)
+    assert reqs == [] and skip  # a new episode starts its own grace
+    (retry,) = tick(sensor, res, aged(fresh, 6.0))[0]
     assert retry.run_key != req.run_key
 
     result = reconcile_job.execute_in_process(
@@ -92,7 +103,7 @@ def test_reconcile_sensor_treats_an_unreachable_plane_as_drift(
     reg.transition(mid, 1, "PROMOTED", actor="oncall")
     res = resources(None)
     res["controller"] = res["controller"].model_copy(update={"gateways": ["http://127.0.0.1:9"]})
-    sensor = build_reconcile_sensor(demo_fleet)
+    sensor = build_reconcile_sensor(demo_fleet, grace_s=0.0)
     (req,), cursor, _ = tick(sensor, res)
     drift = json.loads(cursor or "{}")["last_drift"]
     assert "gateway http://127.0.0.1:9 is unreachable" in drift
