@@ -158,28 +158,38 @@ def test_served_outputs_match_in_process(
 def test_dynamic_batching_returns_each_request_its_own_rows(
     fw: Framework, served: dict[Framework, Served], triton: TritonServer
 ) -> None:
-    """Concurrent requests of different sizes are merged into batches and split back exactly."""
+    """Concurrent requests of different sizes are merged into batches and split back exactly.
+
+    Batching is opportunistic: on a loaded 2-core machine one burst can reach the server
+    spread over more than the queue delay. Every burst must come back exact, and at least one
+    of three must have been batched.
+    """
     import tritonclient.http as httpclient
 
     s = served[fw]
     rng = np.random.default_rng(7)
     batches = [rng.normal(size=(n, N_FEATURES)).astype(np.float32) for n in range(1, 9)]
-    with TritonBackend(triton.url) as b:
-        before = b.statistics(s.name)
-    with httpclient.InferenceServerClient(triton.url, concurrency=len(batches)) as client:
-        pending = []
-        for x in batches:
-            tensor = httpclient.InferInput("features", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            pending.append(client.async_infer(s.name, [tensor]))
-        results = [p.get_result().as_numpy("probability") for p in pending]
-    for x, got in zip(batches, results, strict=True):
-        np.testing.assert_allclose(got, s.demo.predict(x), rtol=0, atol=ATOL[fw])
-    with TritonBackend(triton.url) as b:
-        after = b.statistics(s.name)
-    assert after.success_count - before.success_count == len(batches)
-    assert after.inference_count - before.inference_count == sum(len(x) for x in batches)
-    assert after.execution_count - before.execution_count < len(batches), "nothing was batched"
+    executions = []
+    for _ in range(3):
+        with TritonBackend(triton.url) as b:
+            before = b.statistics(s.name)
+        with httpclient.InferenceServerClient(triton.url, concurrency=len(batches)) as client:
+            pending = []
+            for x in batches:
+                tensor = httpclient.InferInput("features", list(x.shape), "FP32")
+                tensor.set_data_from_numpy(x)
+                pending.append(client.async_infer(s.name, [tensor]))
+            results = [p.get_result().as_numpy("probability") for p in pending]
+        for x, got in zip(batches, results, strict=True):
+            np.testing.assert_allclose(got, s.demo.predict(x), rtol=0, atol=ATOL[fw])
+        with TritonBackend(triton.url) as b:
+            after = b.statistics(s.name)
+        assert after.success_count - before.success_count == len(batches)
+        assert after.inference_count - before.inference_count == sum(len(x) for x in batches)
+        executions.append(after.execution_count - before.execution_count)
+        if executions[-1] < len(batches):
+            break
+    assert min(executions) < len(batches), f"nothing was batched in 3 bursts: {executions}"
 
 
 @pytest.mark.timeout(120)
