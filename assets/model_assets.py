@@ -332,38 +332,54 @@ def materialize_model(
         f"({train.rows} rows); training run {run_id}"
     )
 
-    trainer = load_trainer(decl.trainer)
-    check_trainer_params(trainer, decl.trainer_params, decl.trainer)
-    with tempfile.TemporaryDirectory(prefix=f"train-{decl.model_id}-") as tmp:
-        params = dict(decl.trainer_params)
-        seed = int(params.pop("seed", 0))
-        trained = trainer(train.x, train.y, Path(tmp), seed=seed, **params)
-        if trained.framework is not spec.framework:
-            from modelops.errors import SpecError
-
-            raise SpecError(
-                f"trainer {decl.trainer} produced a {trained.framework.value} model but "
-                f"{decl.model_id} is declared framework {spec.framework.value}"
-            )
-        ref = store.put_file(trained.artifact)
-        probs = trained.predict(held_out.x)
-    overall, per_slice = evaluate(held_out.y, probs, held_out.country)
-
-    version = reg.register_version(
-        decl.model_id,
-        weights_hash=ref.sha256,
-        weights_uri=ref.uri,
-        training_run_id=run_id,
-        training_data=DatasetRef(name=ds_snap.name, version=ds_snap.version),
-        eval_set=DatasetRef(name=es_snap.name, version=es_snap.version),
-        feature_contract_ref=contract_ref,
-        meta=VersionMeta(
-            eval_metrics=overall,
-            eval_slice_metrics=per_slice,
-            signature=trained.signature,
-            runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
-        ),
+    existing = next(
+        (mv for mv in reg.list_versions(decl.model_id) if mv.training_run_id == run_id), None
     )
+    if existing is not None:
+        # Same model, trainer, params, data and contract: a scheduled refresh with nothing new
+        # to learn. Retraining could still give other bytes (TorchScript and SavedModel
+        # exports are not byte-stable), and that must not become a new version to deploy.
+        context.log.info(
+            f"inputs unchanged since {decl.model_id}@v{existing.version} "
+            f"(training run {run_id}); not retraining"
+        )
+        version = existing
+        weights_sha, weights_uri = existing.weights_hash, existing.weights_uri
+        overall, per_slice = dict(existing.eval_metrics), dict(existing.eval_slice_metrics)
+    else:
+        trainer = load_trainer(decl.trainer)
+        check_trainer_params(trainer, decl.trainer_params, decl.trainer)
+        with tempfile.TemporaryDirectory(prefix=f"train-{decl.model_id}-") as tmp:
+            params = dict(decl.trainer_params)
+            seed = int(params.pop("seed", 0))
+            trained = trainer(train.x, train.y, Path(tmp), seed=seed, **params)
+            if trained.framework is not spec.framework:
+                from modelops.errors import SpecError
+
+                raise SpecError(
+                    f"trainer {decl.trainer} produced a {trained.framework.value} model but "
+                    f"{decl.model_id} is declared framework {spec.framework.value}"
+                )
+            ref = store.put_file(trained.artifact)
+            probs = trained.predict(held_out.x)
+        overall, per_slice = evaluate(held_out.y, probs, held_out.country)
+
+        version = reg.register_version(
+            decl.model_id,
+            weights_hash=ref.sha256,
+            weights_uri=ref.uri,
+            training_run_id=run_id,
+            training_data=DatasetRef(name=ds_snap.name, version=ds_snap.version),
+            eval_set=DatasetRef(name=es_snap.name, version=es_snap.version),
+            feature_contract_ref=contract_ref,
+            meta=VersionMeta(
+                eval_metrics=overall,
+                eval_slice_metrics=per_slice,
+                signature=trained.signature,
+                runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
+            ),
+        )
+        weights_sha, weights_uri = ref.sha256, ref.uri
     v = version.version
     fresh = all(version.state.get(s) is State.REGISTERED for s in spec.slices)
     baseline = _prod_baseline(reg, decl, v)
@@ -403,8 +419,8 @@ def materialize_model(
     final = reg.get_version(decl.model_id, v)
     metadata: dict[str, Any] = {
         "version": v,
-        "weights_hash": ref.sha256,
-        "weights_uri": ref.uri,
+        "weights_hash": weights_sha,
+        "weights_uri": weights_uri,
         "framework": spec.framework.value,
         "tier": spec.tier.value,
         "rollback_class": spec.rollback_class.value,
@@ -426,7 +442,7 @@ def materialize_model(
     yield dg.MaterializeResult(
         asset_key=model_key(decl.model_id),
         metadata=metadata,
-        data_version=dg.DataVersion(ref.sha256),
+        data_version=dg.DataVersion(weights_sha),
     )
     for name, ok, detail, values in checks:
         yield dg.AssetCheckResult(

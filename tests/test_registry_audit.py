@@ -62,10 +62,10 @@ def no_entry(reg: Registry, call: Callable[[], Any]) -> Any:
 
 def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     r = registry
-    one_entry(r, None, "add_actor", lambda: r.add_actor("alice", "ranking"))
-    for name, team in (("bob", "ranking"), ("carol", "safety"), ("ops", "ranking")):
+    one_entry(r, None, "add_actor", lambda: r.add_actor("rank-lead", "ranking"))
+    for name, team in (("rank-eng", "ranking"), ("safety-lead", "safety"), ("ops", "ranking")):
         r.add_actor(name, team)
-    no_entry(r, lambda: r.add_actor("alice", "ranking"))
+    no_entry(r, lambda: r.add_actor("rank-lead", "ranking"))
     e = one_entry(r, None, "register_dataset", lambda: r.register_dataset("clicks", 1, "s3://c"))
     assert e["entry"].payload["uri"] == "s3://c"
     no_entry(r, lambda: r.register_dataset("clicks", 1, "s3://c"))
@@ -104,7 +104,7 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     no_entry(r, lambda: r.record_gate_result(M, v1, passed=True, results={"a": 1}))
 
     for sl in ("eu", "us"):
-        e = one_entry(r, M, "approval", lambda sl=sl: r.approve(M, v1, actor="alice", slice=sl))
+        e = one_entry(r, M, "approval", lambda sl=sl: r.approve(M, v1, actor="rank-lead", slice=sl))
         assert e["entry"].payload == {
             "slice": sl,
             "from": "OFFLINE_PASSED",
@@ -112,7 +112,10 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
             "team": "ranking",
         }
         one_entry(
-            r, M, "override", lambda sl=sl: r.override(M, v1, actor="carol", reason="ok", slice=sl)
+            r,
+            M,
+            "override",
+            lambda sl=sl: r.override(M, v1, actor="safety-lead", reason="ok", slice=sl),
         )
         e = one_entry(
             r, M, "transition", lambda sl=sl: r.transition(M, v1, S.PROMOTED, actor="ops", slice=sl)
@@ -128,11 +131,11 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     r.record_gate_result(M, v2, passed=True, results={})
     r.transition(M, v2, S.APPROVED_SHADOW, actor="ops", slice="eu")
     r.transition(M, v2, S.SHADOW, actor="ops", slice="eu")
-    r.approve(M, v2, actor="bob", slice="eu")
+    r.approve(M, v2, actor="rank-eng", slice="eu")
     r.transition(M, v2, S.APPROVED_CANARY, actor="ops", slice="eu")
     r.transition(M, v2, S.CANARY, actor="ops", slice="eu")
-    r.approve(M, v2, actor="bob", slice="eu")
-    r.override(M, v2, actor="carol", reason="ok", slice="eu")
+    r.approve(M, v2, actor="rank-eng", slice="eu")
+    r.override(M, v2, actor="safety-lead", reason="ok", slice="eu")
     e = one_entry(
         r, M, "transition", lambda: r.transition(M, v2, S.PROMOTED, actor="ops", slice="eu")
     )
@@ -223,7 +226,7 @@ def test_the_database_rejects_updates_and_deletes(audited: Registry, sql: str) -
 def test_postgres_rejects_truncate(pg_url: str, clock: Any) -> None:
     # TRUNCATE is PostgreSQL's own statement (SQLite has only DELETE), so this runs there.
     with Registry(pg_url, clock=clock) as reg:
-        reg.add_actor("alice", "ranking")
+        reg.add_actor("rank-lead", "ranking")
         with pytest.raises(exc.DBAPIError, match="audit_log is append-only"):
             with reg.engine.begin() as conn:
                 conn.execute(text("TRUNCATE audit_log"))

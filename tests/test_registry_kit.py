@@ -128,11 +128,11 @@ def audit_actions(reg: Registry, model_id: str | None) -> list[str]:
 
 # Two people in the owning team, two outside it, and an operator who makes the moves.
 PEOPLE = {
-    "alice": OWNER_TEAM,
-    "bob": OWNER_TEAM,
+    "rank-lead": OWNER_TEAM,
+    "rank-eng": OWNER_TEAM,
     "ops": OWNER_TEAM,
-    "carol": "safety",
-    "dave": "safety",
+    "safety-lead": "safety",
+    "safety-eng": "safety",
 }
 
 
@@ -145,5 +145,5 @@ def approve_l3(
     reg: Registry, model_id: str, v: int, target: State | None = None, **kw: Any
 ) -> None:
     """The two approvals an L3 move needs: one inside the owning team, one outside it."""
-    reg.approve(model_id, v, actor="alice", target=target, **kw)
-    reg.approve(model_id, v, actor="carol", target=target, **kw)
+    reg.approve(model_id, v, actor="rank-lead", target=target, **kw)
+    reg.approve(model_id, v, actor="safety-lead", target=target, **kw)

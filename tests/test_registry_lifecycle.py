@@ -159,9 +159,9 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
         lambda: registry.transition(M, v1, S.PROMOTED, actor="ops"),
         match="needs 1 approval from distinct actors; have: none",
     )
-    assert registry.approve(M, v1, actor="alice").target is S.PROMOTED
+    assert registry.approve(M, v1, actor="rank-lead").target is S.PROMOTED
     step(registry, v1, S.PROMOTED)
-    assert last_audit(registry)["approvals"] == [{"approver": "alice", "team": "ranking"}]
+    assert last_audit(registry)["approvals"] == [{"approver": "rank-lead", "team": "ranking"}]
 
     # A weight refresh: same contract as prod. It is the automated path: no human gate.
     v2 = version(registry, contract_ref=c1).version
@@ -180,12 +180,12 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
         ApprovalRequired,
         lambda: registry.transition(M, v3, S.APPROVED_CANARY, actor="ops", automated=True),
     )
-    registry.approve(M, v3, actor="alice")
+    registry.approve(M, v3, actor="rank-lead")
     walk(registry, v3, LADDER[2:4])
     refused(  # approvals are only for legal moves
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v3, actor="alice", target=S.PROMOTED),
+        lambda: registry.approve(M, v3, actor="rank-lead", target=S.PROMOTED),
         match="legal next states: CANARY, AB_TEST, ROLLED_BACK",
     )
     info = refused(
@@ -201,7 +201,7 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
         ApprovalRequired,
         lambda: registry.transition(M, v3, S.PROMOTED, actor="ops"),
     )
-    registry.approve(M, v3, actor="alice")
+    registry.approve(M, v3, actor="rank-lead")
     step(registry, v3, S.PROMOTED)
     assert "skip" not in last_audit(registry)
     assert states(registry) == {v1: S.DEPRECATED, v2: S.DEPRECATED, v3: S.PROMOTED}
@@ -221,8 +221,8 @@ def test_l3_walk_needs_two_cross_team_approvals_for_each_move(registry: Registry
     approve_l3(registry, M, v1, S.PROMOTED)
     step(registry, v1, S.PROMOTED)
     assert last_audit(registry)["approvals"] == [
-        {"approver": "alice", "team": "ranking"},
-        {"approver": "carol", "team": "safety"},
+        {"approver": "rank-lead", "team": "ranking"},
+        {"approver": "safety-lead", "team": "safety"},
     ]
 
     v2 = version(registry).version
@@ -238,7 +238,7 @@ def test_l3_walk_needs_two_cross_team_approvals_for_each_move(registry: Registry
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="alice", target=S.PROMOTED),
+        lambda: registry.approve(M, v2, actor="rank-lead", target=S.PROMOTED),
         match="legal next states: CANARY, AB_TEST, ROLLED_BACK",
     )
     refused(
@@ -286,41 +286,41 @@ def l3(registry: Registry) -> Registry:
 
 
 def test_l3_two_approvals_from_the_owning_team_are_not_enough(l3: Registry) -> None:
-    l3.approve(M, 2, actor="alice")
-    l3.approve(M, 2, actor="bob")
+    l3.approve(M, 2, actor="rank-lead")
+    l3.approve(M, 2, actor="rank-eng")
     info = refused(
         l3, ApprovalRequired, lambda: l3.transition(M, 2, S.APPROVED_SHADOW, actor="ops")
     )
     assert "at least one outside team 'ranking'" in str(info.value)
-    assert "have: alice (ranking), bob (ranking)" in str(info.value)
-    l3.approve(M, 2, actor="dave")
+    assert "have: rank-eng (ranking), rank-lead (ranking)" in str(info.value)
+    l3.approve(M, 2, actor="safety-eng")
     step(l3, 2, S.APPROVED_SHADOW)
 
 
 def test_l3_the_actors_own_approval_does_not_count(l3: Registry) -> None:
-    approve_l3(l3, M, 2)  # alice (ranking) and carol (safety)
-    for actor in ("alice", "carol"):
+    approve_l3(l3, M, 2)  # rank-lead (ranking) and safety-lead (safety)
+    for actor in ("rank-lead", "safety-lead"):
         info = refused(
             l3, ApprovalRequired, lambda a=actor: l3.transition(M, 2, S.APPROVED_SHADOW, actor=a)
         )
         assert f"{actor}'s own approval does not count" in str(info.value)
-    step(l3, 2, S.APPROVED_SHADOW, actor="bob")
+    step(l3, 2, S.APPROVED_SHADOW, actor="rank-eng")
 
 
 def test_l3_one_actor_approves_once(l3: Registry) -> None:
-    l3.approve(M, 2, actor="carol")
+    l3.approve(M, 2, actor="safety-lead")
     refused(
         l3,
         ConflictError,
-        lambda: l3.approve(M, 2, actor="carol"),
+        lambda: l3.approve(M, 2, actor="safety-lead"),
         match="a second approval must come from another actor",
     )
-    refused(l3, NotFoundError, lambda: l3.approve(M, 2, actor="mallory"), match="unknown actor")
+    refused(l3, NotFoundError, lambda: l3.approve(M, 2, actor="intruder"), match="unknown actor")
     refused(
         l3,
         ApprovalRequired,
         lambda: l3.transition(M, 2, S.APPROVED_SHADOW, actor="ops"),
-        match="have: carol \\(safety\\)",
+        match="have: safety-lead \\(safety\\)",
     )
 
 
@@ -365,25 +365,25 @@ def test_approve_refuses_what_needs_no_approval_or_is_not_legal(registry: Regist
     add_people(registry)
     new_model(registry, tier=Tier.L2)
     bootstrap = version(registry).version
-    registry.approve(M, bootstrap, actor="alice")
+    registry.approve(M, bootstrap, actor="rank-lead")
     step(registry, bootstrap, S.PROMOTED)
     v2 = version(registry).version
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="alice", target=S.APPROVED_SHADOW),
+        lambda: registry.approve(M, v2, actor="rank-lead", target=S.APPROVED_SHADOW),
         match="needs no approval at tier L2",
     )
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="alice", target=S.CANARY),
+        lambda: registry.approve(M, v2, actor="rank-lead", target=S.CANARY),
         match="legal next states: APPROVED_SHADOW, ARCHIVED",
     )
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="alice"),
+        lambda: registry.approve(M, v2, actor="rank-lead"),
         match="no single next move needs approval",
     )
 
@@ -401,7 +401,7 @@ def test_irreversible_promotion_needs_an_override(registry: Registry, tier: Tier
         if tier is Tier.L3:
             approve_l3(registry, M, v1, S.PROMOTED)
         else:
-            registry.approve(M, v1, actor="alice", target=S.PROMOTED)
+            registry.approve(M, v1, actor="rank-lead", target=S.PROMOTED)
 
     approve()
     refused(
@@ -413,7 +413,7 @@ def test_irreversible_promotion_needs_an_override(registry: Registry, tier: Tier
     refused(
         registry,
         SpecError,
-        lambda: registry.override(M, v1, actor="dave", reason="  "),
+        lambda: registry.override(M, v1, actor="safety-eng", reason="  "),
         match="needs a reason",
     )
     refused(
@@ -422,10 +422,10 @@ def test_irreversible_promotion_needs_an_override(registry: Registry, tier: Tier
         lambda: registry.override(M, v1, actor="nobody", reason="x"),
         match="unknown actor",
     )
-    registry.override(M, v1, actor="dave", reason="ledger writes reviewed")
+    registry.override(M, v1, actor="safety-eng", reason="ledger writes reviewed")
     step(registry, v1, S.PROMOTED)
     assert last_audit(registry)["override"] == {
-        "actor": "dave",
+        "actor": "safety-eng",
         "reason": "ledger writes reviewed",
     }
 
@@ -434,24 +434,24 @@ def test_irreversible_override_binds_to_the_state_it_was_given_in(registry: Regi
     add_people(registry)
     new_model(registry, tier=Tier.L2, rollback_class=RollbackClass.IRREVERSIBLE)
     v1 = version(registry).version
-    registry.approve(M, v1, actor="alice")
-    registry.override(M, v1, actor="dave", reason="first version")
+    registry.approve(M, v1, actor="rank-lead")
+    registry.override(M, v1, actor="safety-eng", reason="first version")
     step(registry, v1, S.PROMOTED)
 
     v2 = version(registry).version  # a refresh: CANARY -> PROMOTED is legal at L2
     walk(registry, v2, LADDER[:2])
-    registry.approve(M, v2, actor="alice")
+    registry.approve(M, v2, actor="rank-lead")
     walk(registry, v2, LADDER[2:4])
-    registry.override(M, v2, actor="dave", reason="at 1%")
+    registry.override(M, v2, actor="safety-eng", reason="at 1%")
     step(registry, v2, S.CANARY, 5)
-    registry.approve(M, v2, actor="alice")
+    registry.approve(M, v2, actor="rank-lead")
     refused(
         registry,
         IllegalTransition,
         lambda: registry.transition(M, v2, S.PROMOTED, actor="ops"),
         match="override",
     )
-    registry.override(M, v2, actor="dave", reason="at 5%")
+    registry.override(M, v2, actor="safety-eng", reason="at 5%")
     res = step(registry, v2, S.PROMOTED)
     assert last_audit(registry)["override"]["reason"] == "at 5%"
     assert res.deprecated_version == v1
@@ -469,7 +469,7 @@ def test_override_is_only_for_irreversible_models(registry: Registry) -> None:
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.override(M, v1, actor="dave", reason="why not"),
+        lambda: registry.override(M, v1, actor="safety-eng", reason="why not"),
         match="overrides are only for IRREVERSIBLE models",
     )
 

@@ -324,15 +324,15 @@ def test_datasets_contracts_models_actors_are_idempotent_or_conflict(registry: R
         match=r"already exists with a different spec \(fields differ: slices, tier\)",
     )
 
-    registry.add_actor("alice", "ranking")
+    registry.add_actor("rank-lead", "ranking")
     before = registry.row_counts()
-    registry.add_actor("alice", "ranking")
+    registry.add_actor("rank-lead", "ranking")
     assert registry.row_counts() == before
     refused(
         registry,
         ConflictError,
-        lambda: registry.add_actor("alice", "safety"),
-        match="actor 'alice' already exists in team 'ranking', not 'safety'",
+        lambda: registry.add_actor("rank-lead", "safety"),
+        match="actor 'rank-lead' already exists in team 'ranking', not 'safety'",
     )
 
 

@@ -261,7 +261,16 @@ def test_materialize_registers_gates_and_is_idempotent(
     assert not [p for p in Path(triton.repository).iterdir() if p.name.startswith("slo-")]
 
     # Unchanged inputs: the same training run, the same version, gates reported, not re-run.
-    again = _materialize(fleet, triton, instance)
+    # Nothing is retrained either (TorchScript and SavedModel exports are not byte-stable, so
+    # a retrain could otherwise register other bytes as a "new" version).
+    import assets.trainers
+
+    def no_retrain(*_: Any, **__: Any) -> None:
+        raise AssertionError("retrained on unchanged inputs")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(assets.trainers, "train_gbdt_onnx", no_retrain)
+        again = _materialize(fleet, triton, instance)
     assert again.success
     assert [v.version for v in reg.list_versions("ctr_gbdt")] == [1]
     assert all(c.passed for c in _checks(again).values())

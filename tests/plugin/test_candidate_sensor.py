@@ -49,8 +49,8 @@ def passed(r: Registry, model_id: str, label: str, contract: str = "ctr_features
 def prod(r: Registry, model_id: str, label: str = "a") -> int:
     v = passed(r, model_id, label)
     if r.get_model(model_id).tier is Tier.L2:  # a first L2 version needs one approval
-        r.add_actor("alice", "ranking")
-        r.approve(model_id, v, actor="alice", target=State.PROMOTED)
+        r.add_actor("rank-lead", "ranking")
+        r.approve(model_id, v, actor="rank-lead", target=State.PROMOTED)
     r.transition(model_id, v, State.PROMOTED, actor="ops")
     return v
 
