@@ -128,11 +128,11 @@ def run(home: Path) -> None:
     d.say(f"embedded registry under {home} (SQLite, migrated on first use)")
     d.run("db current")
     for actor, team in (
-        ("alice", "ads"),
-        ("bob", "ads"),
-        ("carol", "risk"),
+        ("rank-lead", "ads"),
+        ("rank-eng", "ads"),
+        ("safety-lead", "risk"),
         ("erin", "risk"),
-        ("dave", "ml-platform"),
+        ("safety-eng", "ml-platform"),
     ):
         d.run(f"actor add {actor} --team {team}")
 
@@ -154,7 +154,7 @@ def run(home: Path) -> None:
     d.say("registration is idempotent: a redelivered event returns the same version")
     d.run(f"version register ctr --weights {f}/ctr-v1.onnx {common} --run-id train-001")
     d.run("gate ctr 1 --passed --results '{\"auc\": 0.781}' --actor gates")
-    d.run("transition ctr 1 PROMOTED --actor alice --reason 'first version'")
+    d.run("transition ctr 1 PROMOTED --actor rank-lead --reason 'first version'")
 
     d.say("ctr v2 (a weight refresh): shadow, canary 1% -> 5% -> 10%, promote (L1 skips A/B)")
     d.run(f"version register ctr --weights {f}/ctr-v2.onnx {common} --run-id train-002 --parent 1")
@@ -167,17 +167,17 @@ def run(home: Path) -> None:
         "CANARY --percent 5 --expect CANARY",
         "CANARY --percent 10",
     ):
-        d.run(f"transition ctr 2 {step} --actor alice")
+        d.run(f"transition ctr 2 {step} --actor rank-lead")
     d.run("show ctr")
-    d.run("transition ctr 2 PROMOTED --actor alice --reason 'canary healthy'")
+    d.run("transition ctr 2 PROMOTED --actor rank-lead --reason 'canary healthy'")
 
     d.say("an illegal transition is refused, naming the legal next states")
-    d.run("transition ctr 2 SHADOW --actor alice", expect=1)
+    d.run("transition ctr 2 SHADOW --actor rank-lead", expect=1)
     d.say("a stale compare-and-set is refused, naming the current state")
-    d.run("transition ctr 1 ARCHIVED --expect PROMOTED --actor alice", expect=1)
+    d.run("transition ctr 1 ARCHIVED --expect PROMOTED --actor rank-lead", expect=1)
 
     d.say("lineage: a pinned dataset cannot be deleted")
-    d.run("dataset delete clicks --version 1 --actor alice", expect=1)
+    d.run("dataset delete clicks --version 1 --actor rank-lead", expect=1)
     d.run("dependents --feature user_age")
     d.run("dependents --model ctr@1")
 
@@ -209,12 +209,12 @@ def run(home: Path) -> None:
     )
     d.run("gate credit 1 --passed --actor gates")
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
-    d.run("approve credit 1 --to PROMOTED --actor carol")
+    d.run("approve credit 1 --to PROMOTED --actor safety-lead")
     d.run("approve credit 1 --to PROMOTED --actor erin")
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
-    d.run("approve credit 1 --to PROMOTED --actor dave")
+    d.run("approve credit 1 --to PROMOTED --actor safety-eng")
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
-    d.run("override credit 1 --actor dave --reason 'regulator sign-off REF-2291'")
+    d.run("override credit 1 --actor safety-eng --reason 'regulator sign-off REF-2291'")
     d.run("transition credit 1 PROMOTED --actor frank --reason 'launch'")
     d.run("show credit")
 
@@ -230,7 +230,7 @@ def run(home: Path) -> None:
     with sqlite3.connect(tampered) as con:
         con.execute("DROP TRIGGER audit_log_no_update")
         con.execute(
-            "UPDATE audit_log SET actor = 'mallory' WHERE chain = 'model:credit' AND seq = 3"
+            "UPDATE audit_log SET actor = 'intruder' WHERE chain = 'model:credit' AND seq = 3"
         )
     print(f"  (in a copy, {tampered.name}: triggers dropped and one entry's actor rewritten)")
     d.run(f"--registry sqlite:///{tampered} audit verify", expect=1)
