@@ -76,6 +76,12 @@ class OnlinePolicy(_Strict):
 
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_latency_p99_ms: float = Field(default=250.0, gt=0)
+    max_latency_ratio: float = Field(
+        default=2.0,
+        ge=1,
+        description="a latency breach also needs the candidate's p99 at this multiple of prod's "
+        "over the same window: a slow host slows both, a slow model only the candidate",
+    )
     max_primary_drop: float = Field(
         default=0.2,
         ge=0,

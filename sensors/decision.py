@@ -174,9 +174,15 @@ class GuardrailRule:
                     f"error rate {c.error_rate:.1%} over {c.requests} requests exceeds "
                     f"{on.max_error_rate:.1%}"
                 )
-            if c.latency_p99_ms > on.max_latency_p99_ms:
+            base = e.baseline
+            base_p99 = base.latency_p99_ms if base is not None and base.requests else None
+            slow = c.latency_p99_ms > on.max_latency_p99_ms
+            if slow and base_p99 is not None and c.latency_p99_ms < base_p99 * on.max_latency_ratio:
+                slow = False  # prod is as slow over the same window: the host, not the model
+            if slow:
+                vs = "" if base_p99 is None else f" (prod {_fmt_ms(base_p99)})"
                 return (
-                    f"p99 latency {_fmt_ms(c.latency_p99_ms)} over {c.requests} requests "
+                    f"p99 latency {_fmt_ms(c.latency_p99_ms)}{vs} over {c.requests} requests "
                     f"exceeds {_fmt_ms(on.max_latency_p99_ms)}"
                 )
         declared = self._declared_breach(e)

@@ -224,7 +224,17 @@ def test_error_rate_breach_rolls_back_even_during_dwell() -> None:
 
 def test_latency_breach_rolls_back() -> None:
     d = decide(evidence(State.SHADOW, candidate=win(arm="shadow", p99=400.0)))
-    assert d.verdict is Verdict.ROLLBACK and "p99 latency 400ms" in d.reason
+    assert d.verdict is Verdict.ROLLBACK and "p99 latency 400ms (prod 20ms)" in d.reason
+
+
+def test_a_slow_host_is_not_a_slow_model() -> None:
+    """Over the threshold, but prod is as slow over the same window: the host is loaded, and
+    rolling the candidate back would punish it for its neighbours."""
+    prod = win(version=1, arm="prod", requests=4000, p99=300.0, clicks=(4000, 0.10))
+    both = decide(evidence(State.SHADOW, candidate=win(arm="shadow", p99=400.0), baseline=prod))
+    assert both.verdict is not Verdict.ROLLBACK
+    alone = decide(evidence(State.SHADOW, candidate=win(arm="shadow", p99=700.0), baseline=prod))
+    assert alone.verdict is Verdict.ROLLBACK and "(prod 300ms)" in alone.reason
 
 
 def test_primary_metric_rolls_back_only_when_confidently_below() -> None:
