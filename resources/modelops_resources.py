@@ -109,6 +109,10 @@ class PredictionLogResource(dg.ConfigurableResource):
         return reader
 
 
+def _triton_repository(path: str | None) -> Path:
+    return Path(path) if path else modelops_home() / "triton-repo"
+
+
 def _predlog_default() -> str:
     return f"sqlite:///{modelops_home() / 'predictions.db'}"
 
@@ -127,7 +131,7 @@ class TritonResource(dg.ConfigurableResource):
     _backend: Any = PrivateAttr(default=None)
 
     def repository_path(self) -> Path:
-        return Path(self.repository) if self.repository else modelops_home() / "triton-repo"
+        return _triton_repository(self.repository)
 
     def backend(self) -> TritonBackend:
         if self._backend is None:
@@ -200,22 +204,18 @@ class ControllerResource(dg.ConfigurableResource):
     lock_timeout_s: float = Field(default=120.0, gt=0, description="give up waiting after this")
 
     def build(self, registry: Registry, store: ArtifactStore) -> Controller:
-        from modelops.spec import ModelClass
-        from serving.controller import Controller, TritonAdapter
-        from serving.triton_backend import RetentionPolicy
+        from serving.controller import triton_controller
 
-        triton = TritonAdapter(
-            self.triton_url,
-            Path(self.repository) if self.repository else modelops_home() / "triton-repo",
-            store,
-            rendering=self.rendering,
-            contracts=registry.get_contract,
-        )
-        return Controller(
+        return triton_controller(
             registry,
-            {ModelClass.dnn: triton},
-            gateways=[g.rstrip("/") for g in self.gateways],
-            retention=RetentionPolicy(window_s=self.retention_s),
+            store,
+            triton_url=self.triton_url,
+            repository=Path(self.repository)
+            if self.repository
+            else modelops_home() / "triton-repo",
+            gateways=self.gateways,
+            rendering=self.rendering,
+            retention_s=self.retention_s,
         )
 
     @contextmanager

@@ -76,24 +76,17 @@ def _controller(args: argparse.Namespace) -> Any:
 
     from modelops.artifacts import LocalArtifactStore, open_store
     from modelops.registry import Registry
-    from modelops.spec import ModelClass
-    from serving.controller import Controller, TritonAdapter
-    from serving.triton_backend import RetentionPolicy
+    from serving.controller import triton_controller
 
     store = open_store(args.artifacts) if args.artifacts else LocalArtifactStore.default()
-    registry = Registry(args.registry)
-    triton = TritonAdapter(
-        args.triton,
-        Path(args.repository),
+    return triton_controller(
+        Registry(args.registry),
         store,
+        triton_url=args.triton,
+        repository=Path(args.repository),
+        gateways=args.gateway,
         rendering=args.rendering,
-        contracts=registry.get_contract,
-    )
-    return Controller(
-        registry,
-        {ModelClass.dnn: triton},
-        gateways=[g.rstrip("/") for g in args.gateway],
-        retention=RetentionPolicy(window_s=args.retention),
+        retention_s=args.retention,
     )
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "SliceStatus",
     "Action",
     "ControllerServer",
+    "triton_controller",
 ]
 
 
@@ -421,6 +422,31 @@ def _table(d: DesiredState, spec: ModelSpec, ready: dict[int, Endpoint]) -> Rout
         else "fail_closed",
         log_inputs=spec.policy.log_inputs,
         breaker=BreakerPolicy(),
+    )
+
+
+def triton_controller(
+    registry: Registry,
+    store: Any,
+    *,
+    triton_url: str,
+    repository: Path,
+    gateways: Iterable[str] = (),
+    rendering: str = "portable",
+    retention_s: float = 3600.0,
+) -> Controller:
+    """The embedded deployment: DNN models on one Triton, tables pushed to these gateways.
+
+    One constructor for every caller (the CLI, the Dagster resource), so they cannot drift.
+    """
+    triton = TritonAdapter(
+        triton_url, Path(repository), store, rendering=rendering, contracts=registry.get_contract
+    )
+    return Controller(
+        registry,
+        {ModelClass.dnn: triton},
+        gateways=[g.rstrip("/") for g in gateways],
+        retention=RetentionPolicy(window_s=retention_s),
     )
 
 

@@ -41,6 +41,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real tritonserver (explicit model control) with an empty repository.
 
     Tests that use it share one server per xdist worker; give each test its own model names.
+    It is not the serving suite's server on purpose: controller passes here unload every
+    managed name their registry does not need, which would pull models from under those tests.
     """
     from serving.triton_server import TritonServer
 

@@ -1,10 +1,7 @@
 """The production instance config (deploy/dagster-postgres.yaml) runs a job against the CI
 PostgreSQL server, and the run lands in PostgreSQL's run storage."""
 
-import os
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -12,29 +9,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_URL = os.environ.get(
-    "MODELOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture
-def dagster_pg_db() -> Iterator[str]:
-    """A fresh database for Dagster's storage; dropped afterwards."""
-    import psycopg
-
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
-        if os.environ.get("MODELOPS_REQUIRE_PG"):
-            pytest.fail(f"PostgreSQL is required (MODELOPS_REQUIRE_PG) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
-    name = f"modelops_dagster_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @dg.op
@@ -49,16 +23,18 @@ def _pg_smoke() -> None:
 
 
 def test_postgres_instance_runs_a_job(
-    dagster_pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    empty_pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`empty_pg_url` (tests/conftest.py) is a fresh database; without a server it skips, or
+    fails under MODELOPS_REQUIRE_PG as in CI."""
     import psycopg
 
-    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_URL)
+    info = psycopg.conninfo.conninfo_to_dict(empty_pg_url)
     monkeypatch.setenv("DAGSTER_PG_USERNAME", str(info.get("user", "postgres")))
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", str(info.get("password", "")))
     monkeypatch.setenv("DAGSTER_PG_HOST", str(info.get("host", "127.0.0.1")))
     monkeypatch.setenv("DAGSTER_PG_PORT", str(info.get("port", "5432")))
-    monkeypatch.setenv("DAGSTER_PG_DB", dagster_pg_db)
+    monkeypatch.setenv("DAGSTER_PG_DB", str(info["dbname"]))
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
@@ -82,8 +58,7 @@ def test_postgres_instance_runs_a_job(
 
     # The run and its events are rows in PostgreSQL, not in a local file.
     assert not list(home.rglob("*.db"))
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{dagster_pg_db}"
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(empty_pg_url) as conn:
         row = conn.execute(
             "SELECT pipeline_name, status FROM runs WHERE run_id = %s", (run_id,)
         ).fetchone()

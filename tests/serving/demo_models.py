@@ -21,7 +21,6 @@ import numpy as np
 
 from assets.trainers import (
     Trainer,
-    ctr_signature,
     pack_dir_deterministic,
     train_gbdt_onnx,
     train_keras_savedmodel,
@@ -70,11 +69,6 @@ class DemoModel:
     @property
     def data(self) -> bytes:
         return self.artifact.read_bytes()
-
-
-def _signature(n_features: int = N_FEATURES) -> dict[str, Any]:
-    """Dims are per example; the batch dimension is implicit (see serving.triton_repo)."""
-    return ctr_signature(n_features)
 
 
 def make_ctr_data(
