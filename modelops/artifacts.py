@@ -87,11 +87,11 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def put_file(self, path: PathLike) -> ArtifactRef:
-        """Store a file under its hash; a no-op if that hash is already stored."""
+        """Store a file under its hash; a no-op if an intact blob is already stored."""
 
     @abstractmethod
     def put_bytes(self, data: bytes) -> ArtifactRef:
-        """Store bytes under their hash; a no-op if that hash is already stored."""
+        """Store bytes under their hash; a no-op if an intact blob is already stored."""
 
     @abstractmethod
     def _open(self, sha256: str) -> AbstractContextManager[Iterable[bytes]]:
@@ -145,6 +145,17 @@ class ArtifactStore(ABC):
                 digest.update(chunk)
         self._require_match(sha256, digest.hexdigest())
 
+    def intact(self, sha256: str) -> bool:
+        """Stored and still hashing to its name. A put checks this rather than `exists`, so
+        a blob that rotted in storage is rewritten by the next put of the right bytes."""
+        if not self.exists(sha256):
+            return False
+        try:
+            self.verify(sha256)
+        except IntegrityError:
+            return False
+        return True
+
     def _require_match(self, expected: str, actual: str) -> None:
         if actual != expected:
             raise IntegrityError(
@@ -184,14 +195,14 @@ class LocalArtifactStore(ArtifactStore):
         path = Path(path)
         sha256 = sha256_file(path)
         size = path.stat().st_size
-        if self.exists(sha256):
+        if self.intact(sha256):
             return ArtifactRef(sha256=sha256, uri=self.uri_for(sha256), size=size)
         with open(path, "rb") as fh:
             return self._store(sha256, _iter_fileobj(fh), source=str(path))
 
     def put_bytes(self, data: bytes) -> ArtifactRef:
         sha256 = hashlib.sha256(data).hexdigest()
-        if self.exists(sha256):
+        if self.intact(sha256):
             return ArtifactRef(sha256=sha256, uri=self.uri_for(sha256), size=len(data))
         return self._store(sha256, [data], source="<bytes>")
 
@@ -291,19 +302,24 @@ class S3ArtifactStore(ArtifactStore):
         path = Path(path)
         sha256 = sha256_file(path)
         size = path.stat().st_size
-        if not self.exists(sha256):
+        if not self.intact(sha256):
             with open(path, "rb") as fh:
                 self._upload(sha256, fh)
         return ArtifactRef(sha256=sha256, uri=self.uri_for(sha256), size=size)
 
     def put_bytes(self, data: bytes) -> ArtifactRef:
         sha256 = hashlib.sha256(data).hexdigest()
-        if not self.exists(sha256):
+        if not self.intact(sha256):
             self._upload(sha256, io.BytesIO(data))
         return ArtifactRef(sha256=sha256, uri=self.uri_for(sha256), size=len(data))
 
     def _upload(self, sha256: str, fh: IO[bytes]) -> None:
-        # A PUT or a completed multipart upload is atomic: readers never see a partial object.
+        """A PUT or a completed multipart upload is atomic: readers never see a partial object.
+
+        Replacing a corrupt object is read back before the put returns, so a repair is never
+        reported that storage did not keep.
+        """
+        repair = self.exists(sha256)
         self.client.upload_fileobj(
             fh,
             self.bucket,
@@ -313,6 +329,8 @@ class S3ArtifactStore(ArtifactStore):
                 "ContentType": "application/octet-stream",
             },
         )
+        if repair:
+            self.verify(sha256)
 
     @contextmanager
     def _open(self, sha256: str) -> Iterator[Iterable[bytes]]:

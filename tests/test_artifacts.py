@@ -246,6 +246,32 @@ def test_failed_fetch_keeps_previous_dest_contents(backend: Backend, tmp_path: P
     )
 
 
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("via", ["put_file", "put_bytes"])
+def test_put_over_a_corrupt_blob_repairs_it(
+    backend: Backend, tmp_path: Path, corruption: str, via: str
+) -> None:
+    """A blob that rotted in storage is rewritten by the next put of the right bytes, instead
+    of the put returning early because the path or key exists."""
+    store = backend.store
+    ref = store.put_bytes(PAYLOAD)
+    backend.overwrite(ref.sha256, CORRUPTIONS[corruption](PAYLOAD))
+    with pytest.raises(IntegrityError):
+        store.verify(ref.sha256)
+
+    if via == "put_file":
+        src = tmp_path / "weights.bin"
+        src.write_bytes(PAYLOAD)
+        again = store.put_file(src)
+    else:
+        again = store.put_bytes(PAYLOAD)
+
+    assert again == ref
+    store.verify(ref.sha256)
+    assert store.read_bytes(ref.sha256) == PAYLOAD
+    assert backend.blobs() == [ref.sha256]  # repaired in place: no temp file or second copy
+
+
 def test_verify_passes_on_intact_blob(backend: Backend) -> None:
     ref = backend.store.put_bytes(PAYLOAD)
     assert backend.store.verify(ref.sha256) is None
