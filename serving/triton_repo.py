@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modelops.artifacts import ArtifactStore
+from modelops.artifacts import ArtifactStore, sha256_file
 from modelops.contracts import DType, FeatureContract, widens
 from modelops.errors import SpecError
 from modelops.spec import Framework, ModelVersion
@@ -363,9 +363,12 @@ class RepositoryWriter:
     ) -> Path:
         """Write (or keep) the entry for `version`; returns its directory.
 
-        An existing entry with the same weights, rendering and config is kept as is, so
-        reconciling twice rewrites nothing. Raises IntegrityError, with no entry left behind,
-        if the stored weights do not match their sha256.
+        An existing entry with the same manifest is kept only once its files are rehashed
+        against the registered weights_hash, the rendered config and the shipped model.py
+        (`entry_problem`): the manifest is as writable as the bytes it describes, and a copy
+        that does not match is rewritten from the verified store. An intact entry is kept as
+        is, so reconciling twice rewrites nothing. Raises IntegrityError, with no entry left
+        behind, if the stored weights do not match their sha256.
         """
         name = triton_model_name(version.model_id, version.version)
         signature = resolve_signature(version, contract)
@@ -389,7 +392,11 @@ class RepositoryWriter:
             feature_contract=contract.ref if contract else None,
         )
         dest = self.path_for(name)
-        if not force and self.manifest(name) == manifest:
+        if (
+            not force
+            and self.manifest(name) == manifest
+            and self.entry_problem(version, rendering, config) is None
+        ):
             return dest
 
         self._staging.mkdir(parents=True, exist_ok=True)
@@ -418,6 +425,42 @@ class RepositoryWriter:
             with suppress(OSError):
                 self._staging.rmdir()  # only if empty: a concurrent write may be staging
         return dest
+
+    def entry_problem(self, version: ModelVersion, rendering: Rendering, config: str) -> str | None:
+        """Why the entry on disk is not exactly what `write` would produce, or None.
+
+        Also drops the Python stub's bytecode cache: it is derived from model.py, cannot be
+        checked against anything, and Python would run it in place of the verified source.
+        """
+        dest = self.path_for(triton_model_name(version.model_id, version.version))
+        files = dest / "1"
+        artifact = _ARTIFACT_NAMES[(version.framework, rendering)]
+        if version.framework is Framework.tensorflow and rendering == "native":
+            # An extracted SavedModel has no single hash to check: extract it afresh.
+            return "an extracted SavedModel is rewritten from its verified tar before a load"
+        try:
+            versions = sorted(p.name for p in dest.iterdir() if p.is_dir() and p.name.isdigit())
+            if versions != ["1"]:
+                return f"version directories {versions}; only 1 is written"
+            shutil.rmtree(files / "__pycache__", ignore_errors=True)
+            expected = {artifact, "model.py"} if rendering == "portable" else {artifact}
+            found = {p.name for p in files.iterdir()}
+            if found != expected:
+                return f"files {sorted(found)} in version 1; expected {sorted(expected)}"
+            if sha256_file(dest / "config.pbtxt") != hashlib.sha256(config.encode()).hexdigest():
+                return "config.pbtxt differs from the rendered config"
+            if rendering == "portable" and sha256_file(files / "model.py") != sha256_file(
+                PYTHON_MODEL_SOURCE
+            ):
+                return "model.py differs from the shipped model file"
+            actual = sha256_file(files / artifact)
+        except OSError as exc:
+            return f"unreadable: {exc}"
+        if actual != version.weights_hash:
+            return (
+                f"{artifact} hashes to {actual}, not the registered weights {version.weights_hash}"
+            )
+        return None
 
     def _swap_in(self, stage: Path, dest: Path) -> None:
         """Rename, not copy: Triton sees the old entry or the new one, never a mix."""

@@ -9,6 +9,7 @@ config with Triton's own protobuf schema and by loading their files with each fr
 
 from __future__ import annotations
 
+import shutil
 import threading
 import warnings
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from demo_models import (
     pack_dir_deterministic,
 )
 
-from modelops.artifacts import LocalArtifactStore
+from modelops.artifacts import LocalArtifactStore, sha256_file
 from modelops.contracts import DType, Feature, FeatureContract
 from modelops.desired import ABTest, Arm, CanaryTarget, DesiredState, ShadowTarget
 from modelops.errors import IntegrityError, NotFoundError, SpecError
@@ -307,6 +308,92 @@ def test_tampered_artifact_never_reaches_the_repository(
     assert not staging.exists() or not any(staging.iterdir())
     with pytest.raises(NotFoundError):
         backend.load(name)
+
+
+def _swap_weights(entry: Path, other: Path) -> None:
+    (entry / "1" / "model.onnx").write_bytes((other / "1" / "model.onnx").read_bytes())
+
+
+def _extra_version_dir(entry: Path, other: Path) -> None:
+    # Triton's default version policy serves the highest version directory it finds.
+    shutil.copytree(other / "1", entry / "2")
+
+
+def _planted_model_py(entry: Path, other: Path) -> None:
+    (entry / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('planted model.py')\n"
+    )
+
+
+TAMPERINGS = {
+    "weights swapped for another version's": _swap_weights,
+    "extra version directory": _extra_version_dir,
+    "model.py replaced": _planted_model_py,
+}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("tamper", sorted(TAMPERINGS))
+def test_a_tampered_repository_copy_is_rewritten_before_it_loads(
+    triton: TritonServer,
+    demos: dict[Framework, DemoModel],
+    backend: TritonBackend,
+    tmp_path: Path,
+    tamper: str,
+) -> None:
+    """The manifest alone is not trusted: before a load, write() rehashes the entry's files
+    against the registered weights_hash (and the shipped model.py) and rewrites the entry
+    from the verified store when they differ, so a reload serves the right version."""
+    from demo_models import build_onnx_ctr
+
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    writer = RepositoryWriter(triton.repository, store)
+    right, other = demos[Framework.onnx], build_onnx_ctr(tmp_path / "other", seed=7)
+    model_id = f"ctr-swap-{sorted(TAMPERINGS).index(tamper)}"
+    v1 = demo_version(right, store, model_id=model_id, version=1)
+    v2 = demo_version(other, store, model_id=model_id, version=2)
+    entry, other_entry = writer.write(v1), writer.write(v2)
+    sample = right.sample[:8]
+    assert np.abs(right.predict(sample) - other.predict(sample)).max() > 1e-3
+    manifest = (entry / "modelops.json").read_bytes()
+    TAMPERINGS[tamper](entry, other_entry)
+    assert (entry / "modelops.json").read_bytes() == manifest  # the manifest still matches
+    try:
+        assert writer.write(v1) == entry
+        backend.load(entry.name)
+        got = backend.infer(entry.name, {"features": sample})["probability"]
+        np.testing.assert_allclose(got, right.predict(sample), atol=ATOL[Framework.onnx])
+        assert sha256_file(entry / "1" / "model.onnx") == v1.weights_hash
+        assert sorted(p.name for p in entry.iterdir() if p.is_dir()) == ["1"]
+        assert (entry / "1" / "model.py").read_bytes() == PYTHON_MODEL_SOURCE.read_bytes()
+    finally:
+        if backend.is_ready(entry.name):
+            backend.unload(entry.name)
+        writer.remove(entry.name)
+        writer.remove(other_entry.name)
+
+
+def test_an_intact_entry_is_kept_and_its_bytecode_cache_dropped(
+    demos: dict[Framework, DemoModel], tmp_path: Path
+) -> None:
+    """Rehashing keeps the no-op rewrite of an intact entry; the Python stub's bytecode cache
+    is derived, not verifiable, so it is dropped rather than trusted."""
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    version = demo_version(demos[Framework.onnx], store)
+    writer = RepositoryWriter(tmp_path / "repo", store)
+    entry = writer.write(version)
+    inode = (entry / "1" / "model.onnx").stat().st_ino
+    cache = entry / "1" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"not trusted")
+    assert writer.write(version) == entry
+    assert (entry / "1" / "model.onnx").stat().st_ino == inode  # not rewritten
+    assert not cache.exists()
+    (entry / "1" / "stray.py").write_text("")  # not what write() puts there: rewritten
+    writer.write(version)
+    assert sorted(p.name for p in (entry / "1").iterdir()) == ["model.onnx", "model.py"]
 
 
 @pytest.mark.timeout(60)
