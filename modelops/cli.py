@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from modelops.errors import ModelopsError, SpecError
+from modelops.spec import MAX_VERSION
 
-__all__ = ["main", "build_parser"]
+__all__ = [
+    "main",
+    "build_parser",
+    "CliParser",
+    "bounded_int",
+    "port",
+    "seconds",
+    "json_object",
+    "database_url",
+]
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -34,6 +46,140 @@ def _artifact_store(uri: str | None) -> Any:
 
     uri = uri or os.environ.get("MODELOPS_ARTIFACTS")
     return open_store(uri) if uri else LocalArtifactStore.default()
+
+
+# ---------------------------------------------------------------------- argument types
+#
+# A well-formed value that is not allowed (a version no column can hold, a port past 65535,
+# a blank name, JSON that does not parse) is a user mistake: these types raise SpecError,
+# which argparse does not catch, so main() prints one `error:` line and exits 1. Input that
+# is not even of the right kind (`--version one`) stays argparse's usage error, exit 2.
+
+
+def bounded_int(label: str, lo: int = 0, hi: int = MAX_VERSION) -> Callable[[str], int]:
+    """An int in lo..hi; the default is what a database integer column holds."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # ValueError: argparse's "invalid int value", a usage error
+        if not lo <= value <= hi:
+            raise SpecError(f"{label} {text}: out of range; allowed: {lo}..{hi}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its usage error
+    return parse
+
+
+def port(label: str) -> Callable[[str], int]:
+    """A TCP port to listen on; 0 asks the OS for a free one."""
+    return bounded_int(label, 0, 65535)
+
+
+def _finite(label: str, text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise SpecError(f"{label} {text}: not a finite number")
+    return value
+
+
+def seconds(label: str, *, zero: bool = False) -> Callable[[str], float]:
+    """A duration: finite, and positive (or zero where `zero` allows it)."""
+
+    def parse(text: str) -> float:
+        value = _finite(label, text)
+        if value < 0 or (value == 0 and not zero):
+            raise SpecError(f"{label} {text}: allowed: {'0 or more' if zero else 'more than 0'}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def json_object(label: str) -> Callable[[str], dict[str, Any]]:
+    """A JSON object of finite numbers (NaN, Infinity and 1e400 are not measurements)."""
+    example = "e.g. '{\"auc\": 0.81}'"
+
+    def constant(name: str) -> float:
+        raise SpecError(f"{label}: {name} is not a number; allowed: finite numbers")
+
+    def number(text: str) -> float:
+        return _finite(f"{label}: number", text)
+
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            value = json.loads(text, parse_constant=constant, parse_float=number)
+        except json.JSONDecodeError as exc:
+            raise SpecError(
+                f"{label} is not JSON ({exc.msg} at character {exc.pos}); "
+                f"allowed: a JSON object, {example}"
+            ) from None
+        if not isinstance(value, dict):
+            raise SpecError(f"{label} must be a JSON object, {example}")
+        return value
+
+    return parse
+
+
+def database_url(what: str) -> Callable[[str], str]:
+    """A registry or prediction-log URL, checked for its form when parsed; errors say which."""
+
+    def parse(text: str) -> str:
+        from modelops.store.db import resolve_url
+
+        resolve_url(text, what=what)
+        return text
+
+    return parse
+
+
+def _nonblank(label: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise SpecError(f"{label} is blank; allowed: a non-empty value")
+        return text
+
+    parse.__name__ = "str"
+    return parse
+
+
+class CliParser(argparse.ArgumentParser):
+    """ArgumentParser whose arguments validate by default, in every subcommand (plugins too).
+
+    A string argument may not be blank, and an int must fit a database integer (a version
+    or --parent counts from 1) unless the argument declares its own type.
+    """
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if kwargs.get("action") in (None, "store", "append") and not kwargs.get("choices"):
+            label = _arg_label(args, kwargs)
+            kind = kwargs.get("type")
+            if kind is None:
+                kwargs["type"] = _nonblank(label)
+            elif kind is int:
+                dest = kwargs.get("dest") or label.lstrip("-").replace("-", "_").lower()
+                versionish = dest in ("version", "parent") or dest.endswith("_version")
+                kwargs["type"] = bounded_int(label, 1 if versionish else 0)
+            elif kind is float:
+                kwargs["type"] = _finite_type(label)
+        return super().add_argument(*args, **kwargs)
+
+
+def _finite_type(label: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        return _finite(label, text)
+
+    parse.__name__ = "float"
+    return parse
+
+
+def _arg_label(args: Sequence[str], kwargs: dict[str, Any]) -> str:
+    """How a user spelled the argument: its long option, or a positional's metavar."""
+    longs = [a for a in args if a.startswith("--")]
+    if longs:
+        return longs[0]
+    if args and args[0].startswith("-"):
+        return args[0]
+    meta = kwargs.get("metavar")
+    return meta if isinstance(meta, str) else str(args[0] if args else "value").upper()
 
 
 # ---------------------------------------------------------------------- commands
@@ -176,9 +322,7 @@ def cmd_version_register(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    results = json.loads(args.results) if args.results else {}
-    if not isinstance(results, dict):
-        raise SpecError("--results must be a JSON object, e.g. '{\"auc\": 0.81}'")
+    results = args.results if args.results is not None else {}  # parsed by json_object
     with _registry(args) as reg:
         out = reg.record_gate_result(
             args.model, args.version, passed=args.passed, results=results, actor=args.actor
@@ -256,6 +400,8 @@ def _split_model_ref(text: str) -> tuple[str, int | None]:
         return text, None
     if not ver.isdigit():
         raise SpecError(f"{text!r} is malformed; allowed: MODEL or MODEL@VERSION")
+    if not 1 <= int(ver) <= MAX_VERSION:
+        raise SpecError(f"{text!r}: version out of range; allowed: 1..{MAX_VERSION}")
     return name, int(ver)
 
 
@@ -397,6 +543,8 @@ def cmd_desired_export(args: argparse.Namespace) -> int:
     import yaml
 
     with _registry(args) as reg:
+        if args.model:
+            reg.get_model(args.model)  # an unknown model is a mistake, not an empty export
         states = reg.all_desired_states()
     docs = [s.model_dump(mode="json") for s in states if not args.model or s.model_id == args.model]
     print(yaml.safe_dump({"desired_states": docs}, sort_keys=False), end="")
@@ -407,11 +555,12 @@ def cmd_desired_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modelops", description="model registry and control plane")
+    p = CliParser(prog="modelops", description="model registry and control plane")
     p.add_argument(
         "--registry",
         metavar="URL",
         default=None,
+        type=database_url("registry"),
         help="sqlite:///PATH or postgresql://... (default: MODELOPS_REGISTRY_URL, "
         "else $MODELOPS_HOME/registry.db)",
     )
@@ -508,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     verdict = g.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--passed", dest="passed", action="store_true")
     verdict.add_argument("--failed", dest="passed", action="store_false")
-    g.add_argument("--results", default=None, metavar="JSON")
+    g.add_argument("--results", default=None, metavar="JSON", type=json_object("--results"))
     actor_opt(g)
     g.set_defaults(fn=cmd_gate)
 
@@ -600,33 +749,83 @@ def _plugin_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.fn(args))
+        args = build_parser().parse_args(argv)
+        code = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe is noticed here, not in interpreter shutdown
+        return code
     except ModelopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
+    except BrokenPipeError:
+        # `modelops show … | head -1`: the reader has what it wanted. Exit as a writer killed
+        # by SIGPIPE would, without a word, and without a second failure flushing at exit.
+        _silence_stdout()
+        return 141
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
-            print(
-                f"error: cannot use the registry database: {exc.orig}".splitlines()[0],
-                file=sys.stderr,
-            )
+            _error(f"cannot use the registry database: {exc.orig}")
+            return 1
+        if isinstance(exc, ModuleNotFoundError) and (hint := _missing_extra(exc.name)):
+            _error(hint)
             return 1
         if os.environ.get("MODELOPS_DEBUG"):
             raise
-        print(
-            f"error: internal error ({type(exc).__name__}: {exc}); "
-            "rerun with MODELOPS_DEBUG=1 for a traceback",
-            file=sys.stderr,
+        _error(
+            f"internal error ({type(exc).__name__}: {exc}); "
+            "rerun with MODELOPS_DEBUG=1 for a traceback"
         )
         return 70
+
+
+def _error(message: str) -> None:
+    """The one `error:` line: a multi-line message (a driver's, a validator's) is joined."""
+    text = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"error: {text}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (captured in tests)
+        pass
+
+
+def _missing_extra(module: str | None) -> str | None:
+    """Which optional extra of ours provides a module that failed to import, if any.
+
+    Read from the installed package's own metadata, so the core names the serving (or any
+    other) extra without importing or knowing the planes installed beside it.
+    """
+    from importlib.metadata import PackageNotFoundError, packages_distributions, requires
+
+    if not module:
+        return None
+    top = module.split(".")[0]
+    wanted = {_norm(d) for d in packages_distributions().get(top, [])} | {_norm(top)}
+    try:
+        reqs = requires("modelops") or []
+    except PackageNotFoundError:
+        return None
+    for req in reqs:
+        name = re.match(r"[A-Za-z0-9._-]+", req)
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", req)
+        if name and extra and _norm(name.group(0)) in wanted:
+            return (
+                f"this command needs {name.group(0)} (module {top!r} is not installed); "
+                f"install it with: pip install 'modelops[{extra.group(1)}]'"
+            )
+    return None
+
+
+def _norm(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 if __name__ == "__main__":

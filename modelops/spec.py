@@ -34,6 +34,7 @@ __all__ = [
     "load_spec_file",
     "load_version_meta_file",
     "parse_name_version",
+    "MAX_VERSION",
     "DEFAULT_SLICE",
 ]
 
@@ -99,6 +100,10 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
+# Versions are int4 columns on PostgreSQL; a larger one is a typo, refused before any query.
+MAX_VERSION = 2**31 - 1
+
+
 def parse_name_version(text: str, what: str = "reference") -> tuple[str, int]:
     """Parse NAME@VERSION, the one spelling used for datasets, eval sets and contracts."""
     from modelops.errors import SpecError
@@ -106,6 +111,8 @@ def parse_name_version(text: str, what: str = "reference") -> tuple[str, int]:
     name, sep, ver = text.rpartition("@")
     if not sep or not name or not ver.isdigit() or int(ver) < 1:
         raise SpecError(f"{what} {text!r} is malformed; allowed form is NAME@VERSION, e.g. ctr@3")
+    if int(ver) > MAX_VERSION:
+        raise SpecError(f"{what} {text!r}: version out of range; allowed: 1..{MAX_VERSION}")
     return name, int(ver)
 
 

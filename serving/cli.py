@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from modelops.cli import port, seconds
+
 __all__ = ["register"]
 
 
@@ -16,9 +18,9 @@ def register(sub: Any) -> None:
     )
     t = serve.add_parser("triton", help="run tritonserver on a model repository")
     t.add_argument("--repository", required=True, metavar="DIR")
-    t.add_argument("--http-port", type=int, default=8000)
-    t.add_argument("--grpc-port", type=int, default=8001)
-    t.add_argument("--metrics-port", type=int, default=8002)
+    t.add_argument("--http-port", type=port("--http-port"), default=8000)
+    t.add_argument("--grpc-port", type=port("--grpc-port"), default=8001)
+    t.add_argument("--metrics-port", type=port("--metrics-port"), default=8002)
     t.set_defaults(fn=cmd_serve_triton)
     if "gateway" in sys.argv[1:]:
         from serving.gateway import register_gateway  # imports the web stack: only when used
@@ -31,8 +33,10 @@ def register(sub: Any) -> None:
     csub = ctl.add_subparsers(dest="sub", required=True)
     run = csub.add_parser("run", help="reconcile in a loop and serve /v1/routes, /v1/status")
     _controller_args(run)
-    run.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
-    run.add_argument("--port", type=int, default=8090, help="port for /v1/routes and /v1/status")
+    run.add_argument("--interval", type=seconds("--interval"), default=2.0, metavar="SECONDS")
+    run.add_argument(
+        "--port", type=port("--port"), default=8090, help="port for /v1/routes and /v1/status"
+    )
     run.set_defaults(fn=cmd_controller_run)
     rec = csub.add_parser("reconcile", help="one reconcile pass")
     _controller_args(rec)
@@ -64,7 +68,7 @@ def _controller_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rendering", choices=["portable", "native"], default="portable")
     p.add_argument(
         "--retention",
-        type=float,
+        type=seconds("--retention", zero=True),
         default=3600.0,
         metavar="SECONDS",
         help="keep the last good version loaded this long after it leaves traffic",

@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from modelops.errors import SpecError
+from modelops.cli import CliParser, bounded_int, database_url, port, seconds
+from modelops.errors import ModelopsError, SpecError
 from serving.gateway import GatewayConfig, NullSink, RegistryContracts, create_app
 from serving.routing import RoutingSnapshot
 
@@ -30,8 +31,8 @@ def register(serve: Any) -> None:
         help="run the gateway (KServe v2 + OpenAI traffic manager)",
         description="Route, mirror and log inference traffic by the controller's tables.",
     )
-    g.add_argument("--host", default="127.0.0.1")
-    g.add_argument("--port", type=int, default=8080)
+    g.add_argument("--host", default="127.0.0.1", type=_listen_host)
+    g.add_argument("--port", type=port("--port"), default=8080)
     g.add_argument(
         "--workers",
         type=int,
@@ -39,7 +40,9 @@ def register(serve: Any) -> None:
         help="processes sharing the port through SO_REUSEPORT (each sets TCP_NODELAY)",
     )
     g.add_argument("--controller-url", default=None, help="pull routes from {URL}/v1/routes")
-    g.add_argument("--pull-interval", type=float, default=0.5, metavar="SECONDS")
+    g.add_argument(
+        "--pull-interval", type=seconds("--pull-interval"), default=0.5, metavar="SECONDS"
+    )
     g.add_argument(
         "--state-file",
         default=None,
@@ -59,29 +62,64 @@ def register(serve: Any) -> None:
         metavar="DIR",
         help="feature schemas (v1.yaml, v2.yaml, ...) for request-time checks",
     )
-    g.add_argument("--schema-poll", type=float, default=5.0, metavar="SECONDS")
+    g.add_argument("--schema-poll", type=seconds("--schema-poll"), default=5.0, metavar="SECONDS")
     g.add_argument(
         "--registry",
         default=None,
         metavar="URL",
+        type=database_url("registry"),
         help="registry database that resolves feature contracts",
     )
     g.add_argument(
         "--predlog",
         default=None,
         metavar="URL",
+        type=database_url("prediction log"),
         help="prediction log database (default: the embedded SQLite log)",
     )
     g.add_argument("--no-predlog", action="store_true", help="keep no prediction log")
-    g.add_argument("--max-body-bytes", type=int, default=64 * 2**20)
-    g.add_argument("--shadow-workers", type=int, default=4)
-    g.add_argument("--shadow-queue", type=int, default=1024)
+    g.add_argument("--max-body-bytes", type=bounded_int("--max-body-bytes", 1), default=64 * 2**20)
+    g.add_argument("--shadow-workers", type=bounded_int("--shadow-workers", 1), default=4)
+    g.add_argument("--shadow-queue", type=bounded_int("--shadow-queue", 1), default=1024)
     g.add_argument("--http", choices=["httptools", "h11"], default="httptools")
     g.add_argument("--log-level", default="warning")
     g.set_defaults(fn=cmd_serve_gateway)
 
 
+def _listen_host(text: str) -> str:
+    """An interface to bind, refused at parse time rather than by the socket after startup."""
+    import socket
+
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SpecError(
+            f"--host {text!r} is not an address this machine can listen on ({reason}); "
+            "allowed: an IP address or a resolvable host name"
+        ) from None
+    return text
+
+
 def _config_from_args(args: argparse.Namespace, port: int | None = None) -> GatewayConfig:
+    try:
+        return _build_config(args, port)
+    except ValidationError as exc:
+        # The fields are the flags: say which flag, in one line, not pydantic's report.
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+        raise SpecError(f"{flag} {err.get('input')!r}: {err['msg']}") from None
+
+
+_FLAGS = {
+    "pull_interval_s": "--pull-interval",
+    "schema_poll_s": "--schema-poll",
+    "shadow_queue_size": "--shadow-queue",
+}
+
+
+def _build_config(args: argparse.Namespace, port: int | None = None) -> GatewayConfig:
     return GatewayConfig(
         host=args.host,
         port=args.port if port is None else port,
@@ -197,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     `modelops serve` prefix, for running a gateway where the CLI is not wired."""
     import sys
 
-    parser = argparse.ArgumentParser(prog="gateway")
+    parser = CliParser(prog="gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
     register(sub)
-    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
     try:
+        args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
         return int(args.fn(args))
-    except SpecError as exc:
+    except ModelopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

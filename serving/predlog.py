@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, event, func, inspect, select, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DataError, StatementError
+from sqlalchemy.exc import DataError, OperationalError, StatementError
 
-from modelops.errors import SchemaOutOfDate
+from modelops.errors import BackendUnavailable, SchemaOutOfDate
 from modelops.store import db
 from serving.records import GatewayEvent, Outcome, PredictionRecord
 
@@ -142,7 +142,10 @@ def default_predlog_url() -> str:
 
 def resolve_predlog_url(url: str | None) -> str:
     """An explicit URL beats MODELOPS_PREDLOG_URL beats $MODELOPS_HOME/predictions.db."""
-    return db.resolve_url(url or os.environ.get("MODELOPS_PREDLOG_URL") or default_predlog_url())
+    return db.resolve_url(
+        url or os.environ.get("MODELOPS_PREDLOG_URL") or default_predlog_url(),
+        what="prediction log",
+    )
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -187,11 +190,18 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
 
 
 def _open(url: str | None, auto_upgrade: bool | None) -> Engine:
-    engine = db.make_engine(resolve_predlog_url(url))
+    engine = db.make_engine(resolve_predlog_url(url), what="prediction log")
     if auto_upgrade is None:
         auto_upgrade = engine.dialect.name == "sqlite"
     try:
         ensure_schema(engine, auto_upgrade=auto_upgrade)
+    except OperationalError as exc:
+        engine.dispose()
+        # Named here: a caller that also holds a registry must not blame the registry.
+        where = engine.url.render_as_string(hide_password=True)
+        raise BackendUnavailable(
+            f"cannot use the prediction log database {where}: {exc.orig}"
+        ) from None
     except BaseException:
         engine.dispose()
         raise

@@ -231,3 +231,177 @@ def test_contract_check(env: dict[str, Path]) -> None:
     assert err.strip().splitlines() == [
         "error: ctr@1 cannot be served on feature schema v2: 2 breaking change(s)"
     ]
+
+
+# ------------------------------------------------------- bad values: one line, never exit 70
+
+HUGE = "9" * 30  # no database integer holds it (OverflowError on SQLite)
+INT4 = str(2**31)  # fits SQLite's 64-bit INTEGER, not PostgreSQL's int4 version columns
+
+
+def cli(
+    *argv: str, env: dict[str, str] | None = None, prelude: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process (the serving plane registers `serve gateway` by argv)."""
+    code = f"{prelude}\nimport sys\nfrom modelops.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def one_error_line(p: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_out_of_range_integers_are_refused_in_one_line(env: dict[str, Path]) -> None:
+    d = env["dir"]
+    reg = f"version register ctr --weights {d}/w1.onnx --training-data clicks@1 --eval-set ev@1"
+    assert run(reg)[0] == 0
+    for big in (HUGE, INT4):
+        refused(f"show ctr@{big}", big, "1..2147483647")
+        refused(f"gate ctr {big} --passed --actor gates", "VERSION", big, "1..2147483647")
+        refused(f"transition ctr {big} OFFLINE_PASSED --actor a", "VERSION", "1..2147483647")
+        refused(f"approve ctr {big} --actor a", "VERSION", "1..2147483647")
+        refused(f"{reg} --parent {big}", "--parent", "1..2147483647")
+        refused(f"dataset register d --version {big} --uri u", "--version", "1..2147483647")
+        refused(f"dataset delete clicks --version {big}", "--version", "1..2147483647")
+        refused(f"dependents --model ctr@{big}", big, "1..2147483647")
+        refused(f"dependents --dataset clicks@{big}", big, "1..2147483647")
+        refused(
+            f"version register ctr --weights {d}/w2.onnx --training-data clicks@{big} "
+            "--eval-set ev@1",
+            big,
+            "1..2147483647",
+        )
+    # Not a number at all is still a usage error, as it always was.
+    code, _, err = run("gate ctr one --passed")
+    assert code == 2 and "usage:" in err
+
+
+def test_gate_results_must_be_a_json_object(env: dict[str, Path]) -> None:
+    d = env["dir"]
+    reg = f"version register ctr --weights {d}/w1.onnx --training-data clicks@1 --eval-set ev@1"
+    assert run(reg)[0] == 0
+    refused("gate ctr 1 --passed --results '{bad'", "--results", "not JSON")
+    refused("gate ctr 1 --passed --results '[0.8]'", "--results", "JSON object")
+    refused("""gate ctr 1 --passed --results '{"auc": NaN}'""", "--results", "NaN")
+    assert run("""gate ctr 1 --passed --results '{"auc": 0.8}' --actor gates""")[0] == 0
+
+
+def test_blank_names_are_refused(env: dict[str, Path]) -> None:
+    refused("dataset register '' --version 1 --uri u", "NAME", "blank")
+    refused("dataset register ' ' --version 1 --uri u", "NAME", "blank")
+    refused("dataset register d --version 1 --uri ''", "--uri", "blank")
+    refused("actor add '' --team ads", "NAME", "blank")
+    refused("actor add bob --team '  '", "--team", "blank")
+    refused("actor add bob --team ads --actor ''", "--actor", "blank")
+    refused("transition ctr 1 OFFLINE_PASSED --slice '' --actor a", "--slice", "blank")
+    refused("show ''", "MODEL", "blank")
+
+
+def test_desired_state_export_of_an_unknown_model_is_refused(env: dict[str, Path]) -> None:
+    refused("desired-state export --model nope", "unknown model 'nope'")
+
+
+def test_registry_url_mistakes_are_one_line(tmp_path: Path) -> None:
+    env = {"MODELOPS_HOME": str(tmp_path)}
+    one_error_line(cli("--registry", "sqlite:///", "show", "a", env=env), "sqlite:///PATH")
+    (tmp_path / "a-file").write_text("")
+    one_error_line(
+        cli("--registry", f"sqlite:///{tmp_path}/a-file/r.db", "show", "a", env=env),
+        "registry database",
+        f"{tmp_path}/a-file",
+    )
+    p = cli("show", "a", env={**env, "MODELOPS_REGISTRY_URL": "sqlite:///"})
+    one_error_line(p, "registry URL", "sqlite:///PATH")
+
+
+def test_broken_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`modelops … | head -1`: the reader is gone; no traceback, no noise at exit."""
+    exe = Path(sys.executable).with_name("modelops")
+    env = {**os.environ, "MODELOPS_HOME": str(tmp_path)}
+    env.pop("MODELOPS_REGISTRY_URL", None)
+    for argv in (["db", "current"], ["audit", "-", "--json"], ["desired-state", "export"]):
+        r, w = os.pipe()
+        os.close(r)  # nobody will ever read: the first write (or the exit flush) gets EPIPE
+        try:
+            p = subprocess.run(
+                [str(exe), *argv], stdout=w, stderr=subprocess.PIPE, text=True, env=env, timeout=60
+            )
+        finally:
+            os.close(w)
+        assert p.stderr == "", p.stderr
+        assert p.returncode == 141, p.returncode  # 128 + SIGPIPE, as a killed writer reports
+
+
+def test_serve_and_controller_argument_mistakes_are_one_line(tmp_path: Path) -> None:
+    env = {"MODELOPS_HOME": str(tmp_path)}
+    one_error_line(cli("serve", "gateway", "--port", "99999", env=env), "--port", "0..65535")
+    one_error_line(cli("serve", "gateway", "--port", HUGE, env=env), "--port", "0..65535")
+    one_error_line(
+        cli("serve", "gateway", "--host", "bad host", "--port", "0", env=env), "--host", "bad host"
+    )
+    one_error_line(
+        cli("serve", "gateway", "--port", "0", "--pull-interval", "nan", env=env),
+        "--pull-interval",
+    )
+    one_error_line(
+        cli("serve", "gateway", "--port", "0", "--workers", "0", env=env), "--workers", "1"
+    )
+    line = one_error_line(
+        cli("serve", "gateway", "--port", "0", "--predlog", "foo://bar", env=env),
+        "prediction log URL 'foo://bar'",
+    )
+    assert "registry" not in line
+    line = one_error_line(
+        cli(
+            "serve", "gateway", "--port", "0", "--predlog",
+            "postgresql://nobody@127.0.0.1:1/x", env=env,
+        ),  # fmt: skip
+        "prediction log",
+    )
+    assert "registry" not in line
+    one_error_line(
+        cli("serve", "triton", "--repository", str(tmp_path), "--http-port", "70000", env=env),
+        "--http-port",
+        "0..65535",
+    )
+    one_error_line(
+        cli(
+            "controller", "run", "--triton", "127.0.0.1:1", "--repository", str(tmp_path),
+            "--port", "-1", env=env,
+        ),  # fmt: skip
+        "--port",
+        "0..65535",
+    )
+
+
+_NO_SERVING_EXTRA = """
+import importlib.abc, sys
+class _Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("httpx", "tritonclient", "fastapi", "uvicorn"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _Missing())
+"""
+
+
+def test_controller_without_the_serving_extra_names_it(tmp_path: Path) -> None:
+    p = cli(
+        "controller", "reconcile", "--once", "--triton", "127.0.0.1:1",
+        "--repository", str(tmp_path / "repo"),
+        env={"MODELOPS_HOME": str(tmp_path)}, prelude=_NO_SERVING_EXTRA,
+    )  # fmt: skip
+    one_error_line(p, "pip install 'modelops[serving]'")
+    p = cli("serve", "gateway", env={"MODELOPS_HOME": str(tmp_path)}, prelude=_NO_SERVING_EXTRA)
+    one_error_line(p, "pip install 'modelops[serving]'")

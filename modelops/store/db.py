@@ -43,24 +43,35 @@ def default_registry_url() -> str:
     return f"sqlite:///{default_home() / 'registry.db'}"
 
 
-def resolve_url(url: str | None) -> str:
-    """--registry beats MODELOPS_REGISTRY_URL beats the embedded SQLite file."""
+def resolve_url(url: str | None, *, what: str = "registry") -> str:
+    """--registry beats MODELOPS_REGISTRY_URL beats the embedded SQLite file.
+
+    `what` names the database in errors: the prediction log shares these URLs, and a user
+    must be told which of several URLs was wrong.
+    """
     url = url or os.environ.get("MODELOPS_REGISTRY_URL") or default_registry_url()
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    allowed = "allowed: sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
     if not (url.startswith("sqlite:///") or url.startswith("postgresql+psycopg://")):
-        raise SpecError(
-            f"registry URL {url!r} is not supported; allowed: sqlite:///PATH or "
-            "postgresql://USER@HOST:PORT/DB"
-        )
+        raise SpecError(f"{what} URL {url!r} is not supported; {allowed}")
+    if url.startswith("sqlite:///") and not url.removeprefix("sqlite:///").strip():
+        # An empty path is SQLite's private in-memory database: nothing would persist.
+        raise SpecError(f"{what} URL {url!r} names no file; {allowed}")
     return url
 
 
-def make_engine(url: str) -> Engine:
-    url = resolve_url(url)
+def make_engine(url: str, *, what: str = "registry") -> Engine:
+    url = resolve_url(url, what=what)
     if url.startswith("sqlite"):
         path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = "a file is in the way" if path.parent.is_file() else exc.strerror or exc
+            raise SpecError(
+                f"{what} database {path}: cannot create its directory {path.parent} ({reason})"
+            ) from None
         # Pooled: closing the last connection to a WAL database checkpoints it, which costs
         # milliseconds per operation if every transaction opens and closes its own.
         engine = create_engine(url, pool_size=5, max_overflow=10, connect_args={"timeout": 60})
