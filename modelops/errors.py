@@ -18,6 +18,8 @@ __all__ = [
     "IntegrityError",
     "SchemaOutOfDate",
     "AuditTamperedError",
+    "SignatureRefused",
+    "StateStoreUnavailable",
 ]
 
 
@@ -67,3 +69,13 @@ class SchemaOutOfDate(ModelopsError):
 
 class AuditTamperedError(ModelopsError):
     """The audit hash chain does not verify."""
+
+
+class SignatureRefused(ModelopsError):
+    """A signed statement is refused; subclasses in modelops.identity name why."""
+
+    reason = "refused"
+
+
+class StateStoreUnavailable(ModelopsError):
+    """A declared externalized state store cannot be reached; nothing was snapshotted."""
