@@ -315,6 +315,8 @@ def materialize_model(
     reg = registry.get()
     store = artifacts.get()
     spec = decl.spec
+    # The fleet file is the platform's reviewed declaration, so its owner teams are known.
+    reg.add_team(spec.owner_team, actor="system:fleet")
     reg.create_model(spec)
     contract = fleet.contract(decl.feature_contract) if decl.feature_contract else None
     contract_ref = reg.register_contract(contract) if contract is not None else None

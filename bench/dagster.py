@@ -73,6 +73,7 @@ def bench_breaker(tmp: Path, rate: float = 300.0) -> dict[str, Any]:
         store = LocalArtifactStore(home / "artifacts")
         reg.register_dataset("clicks", 1, "file:///clicks", kind="dataset")
         reg.register_dataset("clicks-eval", 1, "file:///eval", kind="eval_set")
+        reg.add_team("ranking")
         reg.create_model(
             ModelSpec.model_validate(
                 {

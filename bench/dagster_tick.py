@@ -123,8 +123,10 @@ def _build_registry(fleet: Any, now: float, plan: dict[str, list[int]]) -> dict[
         reg.register_dataset("bench_clicks", 1, "file:///bench/data/clicks/v1.npz")
         reg.register_dataset("bench_eval", 1, "file:///bench/data/eval/v1.npz", kind="eval_set")
         reg.register_contract(fleet.contract("bench_features"))
+        reg.add_team("platform")
         reg.add_actor("bench-approver", "platform")
         for decl in fleet.models:
+            reg.add_team(decl.spec.owner_team)
             spec = reg.create_model(decl.spec)
             v = _register(reg, spec.model_id, "a")
             if spec.tier is Tier.L2:  # a first L2 version is no refresh: one approval

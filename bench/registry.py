@@ -203,6 +203,9 @@ def _backend(name: str) -> Any:
 
 def build_fleet(reg: Registry, fleet: Fleet) -> dict[str, Any]:
     t0 = time.perf_counter()
+    for team in sorted({t for _, t in APPROVERS} | {f"team-{i:02d}" for i in range(12)}):
+        reg.add_team(team, actor="bench-admin")
+    reg.add_team("team-bench", actor="bench-admin")
     for name, team in APPROVERS:
         reg.add_actor(name, team, actor="bench-admin")
     for d in range(fleet.n_train):

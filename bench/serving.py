@@ -250,6 +250,7 @@ def bench_route_flip(
     reg = Registry(f"sqlite:///{work / 'flip-registry.db'}")
     reg.register_dataset("clicks", 1, "s3://b/c", kind="dataset")
     reg.register_dataset("clicks-eval", 1, "s3://b/e", kind="eval_set")
+    reg.add_team("ads")
     reg.create_model(
         ModelSpec(
             model_id="flip",

@@ -269,6 +269,7 @@ def approve_and_promote(
     from modelops.errors import ConflictError
 
     reg = watcher.registry
+    reg.add_team(REVIEWER[1], actor="demo")
     for name, team in (REVIEWER, OPERATOR):
         try:
             reg.add_actor(name, team, actor="demo")

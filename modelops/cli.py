@@ -211,9 +211,25 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def cmd_actor_add(args: argparse.Namespace) -> int:
+    from modelops.registry import actor_name, team_name
+
     with _registry(args) as reg:
         reg.add_actor(args.name, args.team, actor=args.actor)
-    print(f"actor {args.name} in team {args.team}")
+    print(f"actor {actor_name(args.name)} in team {team_name(args.team)}")
+    return 0
+
+
+def cmd_team_add(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        name = reg.add_team(args.name, actor=args.actor)
+    print(f"team {name}")
+    return 0
+
+
+def cmd_team_list(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        for name in reg.list_teams():
+            print(name)
     return 0
 
 
@@ -333,6 +349,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _print_result(r: Any) -> None:
+    if not r.changed:
+        print(f"{r.model_id}@{r.version} [{r.slice}] {r.note}; nothing changed")
+        return
     pct = f" at {r.percent}%" if r.percent is not None else ""
     line = f"{r.model_id}@{r.version} [{r.slice}] {r.from_state.value} -> {r.to_state.value}{pct}"
     line += f" (desired generation {r.generation})"
@@ -354,6 +373,7 @@ def cmd_transition(args: argparse.Namespace) -> int:
             actor=args.actor,
             slice=args.slice,
             expected=args.expect,
+            expected_percent=args.expect_percent,
             percent=args.percent,
             reason=args.reason or "",
             mode=args.mode,
@@ -365,7 +385,14 @@ def cmd_transition(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
-        r = reg.rollback(args.model, actor=args.actor, slice=args.slice, reason=args.reason or "")
+        r = reg.rollback(
+            args.model,
+            actor=args.actor,
+            slice=args.slice,
+            reason=args.reason or "",
+            expected_version=args.version,
+            expected=args.expect,
+        )
     _print_result(r)
     return 0
 
@@ -583,9 +610,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a = ap.add_parser("add")
     a.add_argument("name")
-    a.add_argument("--team", required=True)
+    a.add_argument("--team", required=True, help="a known team (`modelops team add NAME`)")
     actor_opt(a)
     a.set_defaults(fn=cmd_actor_add)
+
+    tp = sub.add_parser("team", help="the known teams").add_subparsers(dest="sub", required=True)
+    a = tp.add_parser("add", help="make a team known (owners and approvers name known teams)")
+    a.add_argument("name")
+    actor_opt(a)
+    a.set_defaults(fn=cmd_team_add)
+    tp.add_parser("list", help="the known teams").set_defaults(fn=cmd_team_list)
 
     ds = sub.add_parser("dataset", help="datasets and eval sets").add_subparsers(
         dest="sub", required=True
@@ -673,15 +707,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATE",
         help="compare-and-set: refuse unless the version is in this state",
     )
+    t.add_argument(
+        "--expect-percent",
+        type=int,
+        default=None,
+        metavar="P",
+        help="compare-and-set on the current percent too (a canary step from a stale read "
+        "is refused)",
+    )
     t.add_argument("--mode", default=None, choices=["live", "replay"], help="SHADOW mode")
     t.add_argument("--layer", default=None, help="AB_TEST experiment layer")
     actor_opt(t, required=True)
     t.add_argument("--reason", default=None)
     t.set_defaults(fn=cmd_transition)
 
-    r = sub.add_parser("rollback", help="roll back the newest live version on a slice")
+    r = sub.add_parser(
+        "rollback",
+        help="roll back a version on a slice (bare: undo the latest serving change, once)",
+    )
     r.add_argument("model")
     r.add_argument("--slice", default="global")
+    r.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the version to roll back; already rolled back is an idempotent answer",
+    )
+    r.add_argument(
+        "--expect",
+        default=None,
+        metavar="STATE",
+        help="compare-and-set: refuse unless the version is in this state",
+    )
     actor_opt(r, required=True)
     r.add_argument("--reason", default=None)
     r.set_defaults(fn=cmd_rollback)

@@ -127,6 +127,9 @@ def run(home: Path) -> None:
     f = files
     d.say(f"embedded registry under {home} (SQLite, migrated on first use)")
     d.run("db current")
+    d.say("teams are a known set; actors belong to one, spelled one way")
+    for team in ("ads", "risk", "ml-platform"):
+        d.run(f"team add {team}")
     for actor, team in (
         ("rank-lead", "ads"),
         ("rank-eng", "ads"),
@@ -135,6 +138,7 @@ def run(home: Path) -> None:
         ("safety-eng", "ml-platform"),
     ):
         d.run(f"actor add {actor} --team {team}")
+    d.run("actor add mallory --team adz", expect=1)
 
     d.say("datasets, an eval set and a feature contract, content-hashed")
     d.run(f"dataset register clicks --version 1 --uri {f}/clicks-v1.parquet")
@@ -219,7 +223,12 @@ def run(home: Path) -> None:
     d.run("show credit")
 
     d.say("rollback: ctr v2 -> ROLLED_BACK restores v1, which was kept warm")
-    d.run("rollback ctr --actor oncall --reason 'ctr dropped 4% on global'")
+    d.run(
+        "rollback ctr --version 2 --expect PROMOTED --actor oncall "
+        "--reason 'ctr dropped 4% on global'"
+    )
+    d.say("a second responder's rollback is answered with the first, and rolls back nothing")
+    d.run("rollback ctr --actor oncall-2")
     d.run("desired-state export --model ctr")
 
     d.say("the audit log is hash-chained and append-only")

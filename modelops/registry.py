@@ -7,8 +7,10 @@ refusal leaves nothing partial behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,6 +49,7 @@ from modelops.errors import (
 )
 from modelops.lifecycle import (
     FORWARD,
+    ROLLBACK_SOURCES,
     SINGLETON_STATES,
     TRAFFIC_STATES,
     SliceContext,
@@ -85,10 +88,13 @@ from modelops.store.tables import (
     overrides,
     slice_states,
     state_changes,
+    teams,
 )
 
 __all__ = [
     "Registry",
+    "actor_name",
+    "team_name",
     "LiveState",
     "DatasetRecord",
     "TransitionResult",
@@ -219,6 +225,7 @@ class TransitionResult(BaseModel):
     caveats: list[str] = Field(default_factory=list)
     audit_id: int
     changed: bool = True
+    note: str = ""  # why nothing changed, when `changed` is False
 
 
 class ApprovalRecord(BaseModel):
@@ -291,16 +298,56 @@ class Registry:
 
     @staticmethod
     def _require_actor(actor: str) -> str:
-        if not actor or not actor.strip():
-            raise SpecError("an actor is required: say who is doing this (--actor NAME)")
-        return actor.strip()
+        return actor_name(actor)
 
-    # ------------------------------------------------------------------ actors
+    # ------------------------------------------------------------------ teams and actors
+
+    def add_team(self, name: str, *, actor: str = "admin") -> str:
+        """Teams are a known set, so a misspelt team cannot pass for another team."""
+        team = team_name(name)
+        actor = self._require_actor(actor)
+        with db.write_tx(self.engine) as conn:
+            if conn.execute(select(teams.c.name).where(teams.c.name == team)).first():
+                return team
+            ts = self._now()
+            conn.execute(insert(teams).values(name=team, created_at=ts.isoformat()))
+            self._audit(
+                conn,
+                model_id=None,
+                version=None,
+                action="add_team",
+                ts=ts,
+                actor=actor,
+                payload={"name": team},
+            )
+        return team
+
+    def list_teams(self) -> list[str]:
+        with db.read_tx(self.engine) as conn:
+            return sorted(self._known_teams(conn))
+
+    @staticmethod
+    def _known_teams(conn: Connection) -> set[str]:
+        return set(conn.execute(select(teams.c.name)).scalars())
+
+    def _require_team(
+        self, conn: Connection, team: str, *, what: str = "team", where: str = ""
+    ) -> str:
+        known = self._known_teams(conn)
+        if team not in known:
+            raise NotFoundError(
+                f"{where}unknown {what} {team!r}; known teams: "
+                f"{', '.join(sorted(known)) or 'none'}; "
+                f"add it with `modelops team add {team}`"
+            )
+        return team
 
     def add_actor(self, name: str, team: str, *, actor: str = "admin") -> None:
         """Actors and their teams are registered so approvals can prove team membership."""
         name = self._require_actor(name)
+        team = team_name(team)
         with db.write_tx(self.engine) as conn:
+            self._require_team(conn, team)
             row = conn.execute(select(actors).where(actors.c.name == name)).first()
             if row is not None:
                 if row.team != team:
@@ -498,6 +545,9 @@ class Registry:
         actor = self._require_actor(actor)
         raw = spec.model_dump_json()
         with db.write_tx(self.engine) as conn:
+            self._require_team(
+                conn, spec.owner_team, what="owner_team", where=f"model {spec.model_id!r}: "
+            )
             existing = conn.execute(
                 select(models.c.spec_json).where(models.c.model_id == spec.model_id)
             ).scalar()
@@ -1084,9 +1134,12 @@ class Registry:
                 approvals.c.epoch == epoch,
             )
         ).all()
-        own = any(r.approver == actor for r in rows)
-        valid = [r for r in rows if r.approver != actor]
-        outside = [r for r in valid if r.team != spec.owner_team]
+        # Rows are compared in their one spelling, and a team outside the known set (a row
+        # left by a registry that did not validate teams) is no team, never "another team".
+        known = self._known_teams(conn) if cross_team else set()
+        own = any(_key(r.approver) == actor for r in rows)
+        valid = [r for r in rows if _key(r.approver) != actor]
+        outside = [r for r in valid if _key(r.team) in known and _key(r.team) != spec.owner_team]
         ok = len(valid) >= needed and (not cross_team or outside)
         if not ok:
             rule = f"{needed} approval{'s' if needed > 1 else ''} from distinct actors"
@@ -1118,17 +1171,19 @@ class Registry:
         layer: str | None = None,
         gate_results: dict[str, Any] | None = None,
         expected_percent: int | None = None,
+        _conn: Connection | None = None,
     ) -> TransitionResult:
         """Move one version on one slice, as a compare-and-set against `expected`.
 
         `expected_percent` extends the compare to the canary percent, so a step decided on
-        a stale read of CANARY at one percent cannot move the canary backwards.
+        a stale read of CANARY at one percent cannot move the canary backwards. `_conn` runs
+        the move inside a caller's transaction that already holds the slice's lock.
         """
         actor = self._require_actor(actor)
         target = _state(target)
         expected_s = _state(expected) if expected is not None else None
         slice_ = slice
-        with db.write_tx(self.engine) as conn:
+        with _within(_conn, self.engine) as conn:
             lock_row = self._lock_slice(conn, model_id, slice_)
             spec = self._spec(conn, model_id)
             row = self._state_row(conn, model_id, version, slice_)
@@ -1417,27 +1472,135 @@ class Registry:
         slice: str = DEFAULT_SLICE,  # noqa: A002
         reason: str = "",
         automated: bool = False,
+        expected_version: int | None = None,
+        expected: State | str | None = None,
     ) -> TransitionResult:
-        """Roll back what is newest on the slice: the live candidate if any, else prod."""
-        with db.read_tx(self.engine) as conn:
-            self._spec(conn, model_id)
-            rows = {r.state: r for r in self._slice_rows(conn, model_id, slice)}
-        for st in (State.CANARY, State.AB_TEST, State.SHADOW, State.PROMOTED):
-            if st in rows:
-                return self.transition(
-                    model_id,
-                    rows[st].version,
-                    State.ROLLED_BACK,
-                    actor=actor,
-                    slice=slice,
-                    expected=st,
-                    reason=reason,
-                    automated=automated,
+        """Roll back one version on the slice, chosen and moved under one lock.
+
+        Named (`expected_version`): that version. If it is already ROLLED_BACK the answer is
+        that rollback (`changed=False`, nothing written), so a retry or a duplicate is
+        harmless; `expected` makes it a strict compare-and-set on the state instead.
+        Bare: the live candidate (CANARY, AB_TEST, SHADOW), else prod; or, with `expected`,
+        the version holding that state. A bare rollback undoes the slice's latest serving
+        change once: if that change already was a rollback, the answer is that rollback.
+        A second responder (or a retry) cannot be told from a deliberate second rollback,
+        so going further back names its version.
+        """
+        actor = self._require_actor(actor)
+        expected_s = _state(expected) if expected is not None else None
+        slice_ = slice
+        with db.write_tx(self.engine) as conn:
+            lock_row = self._lock_slice(conn, model_id, slice_)
+            rows = sorted(self._slice_rows(conn, model_id, slice_), key=lambda r: r.version)
+            if expected_version is not None:
+                version = expected_version
+                row = self._state_row(conn, model_id, version, slice_)
+                current = State(row.state)
+                if expected_s is not None:
+                    current = expected_s  # transition() compares it under this lock
+                elif current is State.ROLLED_BACK and (
+                    done := self._last_rollback(conn, model_id, slice_, version)
+                ):
+                    return _already(lock_row, done, rows)
+                elif current not in ROLLBACK_SOURCES:
+                    pct = f" ({row.percent}%)" if row.percent is not None else ""
+                    sources = ", ".join(s.value for s in State if s in ROLLBACK_SOURCES)
+                    raise ConflictError(
+                        f"conflict: {model_id}@{version} on slice {slice_!r} is "
+                        f"{current.value}{pct}, not in a state a rollback applies to "
+                        f"({sources}); re-read and retry"
+                    )
+            elif expected_s is not None:
+                if expected_s not in SINGLETON_STATES:
+                    raise IllegalTransition(
+                        f"several versions of {model_id} may be in {expected_s.value} on slice "
+                        f"{slice_!r}; name the version to roll back (--version N)"
+                    )
+                holder = next((r for r in rows if r.state is expected_s), None)
+                if holder is None:
+                    live = ", ".join(f"{r.version} {r.state.value}" for r in rows) or "none"
+                    raise ConflictError(
+                        f"conflict: no version of {model_id} is in {expected_s.value} on slice "
+                        f"{slice_!r} (live: {live}); re-read and retry"
+                    )
+                version, current = holder.version, expected_s
+            else:
+                last = self._last_serving_change(conn, model_id, slice_)
+                if last is not None and last.action == "rollback":
+                    return _already(lock_row, last, rows)
+                by_state = {r.state: r for r in rows}
+                pick = next(
+                    (by_state[s] for s in _BARE_ROLLBACK_ORDER if s in by_state), None
                 )
-        raise IllegalTransition(
-            f"nothing to roll back for {model_id!r} on slice {slice!r}: no version is in "
-            "SHADOW, CANARY, AB_TEST or PROMOTED"
+                if pick is None:
+                    raise IllegalTransition(
+                        f"nothing to roll back for {model_id!r} on slice {slice_!r}: no version "
+                        "is in SHADOW, CANARY, AB_TEST or PROMOTED"
+                    )
+                version, current = pick.version, pick.state
+            return self.transition(
+                model_id,
+                version,
+                State.ROLLED_BACK,
+                actor=actor,
+                slice=slice_,
+                expected=current,
+                reason=reason,
+                automated=automated,
+                _conn=conn,
+            )
+
+    def _serving_changes(
+        self, conn: Connection, model_id: str, slice_: str
+    ) -> Iterator[_AuditRef]:
+        """The slice's transitions and rollbacks, newest first, read a page at a time."""
+        q = (
+            select(
+                audit_log.c.id,
+                audit_log.c.seq,
+                audit_log.c.version,
+                audit_log.c.action,
+                audit_log.c.actor,
+                audit_log.c.ts,
+                audit_log.c.payload,
+            )
+            .where(
+                audit_log.c.chain == audit_mod.chain_for(model_id),
+                audit_log.c.action.in_(("transition", "rollback")),
+                audit_log.c.seq < _b("below"),
+            )
+            .order_by(audit_log.c.seq.desc())
+            .limit(64)
         )
+        below = 2**31 - 1
+        while True:
+            page = conn.execute(q, {"below": below}).all()
+            for r in page:
+                payload = json.loads(r.payload)
+                if payload.get("slice") == slice_:
+                    yield _AuditRef(r.id, r.version, r.action, r.actor, r.ts, payload)
+            if len(page) < 64:
+                return
+            below = page[-1].seq
+
+    def _last_serving_change(
+        self, conn: Connection, model_id: str, slice_: str
+    ) -> _AuditRef | None:
+        """The newest entry that changed what the slice serves (a traffic state on either
+        side), which is what a bare rollback would undo."""
+        traffic = {s.value for s in TRAFFIC_STATES}
+        for e in self._serving_changes(conn, model_id, slice_):
+            if e.payload.get("from") in traffic or e.payload.get("to") in traffic:
+                return e
+        return None
+
+    def _last_rollback(
+        self, conn: Connection, model_id: str, slice_: str, version: int
+    ) -> _AuditRef | None:
+        for e in self._serving_changes(conn, model_id, slice_):
+            if e.action == "rollback" and e.version == version:
+                return e
+        return None
 
     def record_gate_result(
         self,
@@ -2001,6 +2164,87 @@ class Registry:
                 t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
                 for t in metadata.sorted_tables
             }
+
+
+_ACTOR_RE = re.compile(r"^[a-z0-9][a-z0-9._:@+-]{0,255}$")
+_TEAM_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+
+
+def actor_name(text: str | None) -> str:
+    """The one spelling of an actor: trimmed, lowercase, ASCII.
+
+    The self-approval rule compares names, so `ALICE` must be `alice`; ASCII only, so a
+    look-alike letter from another script cannot make a second name for the same person.
+    """
+    name = (text or "").strip().lower()
+    if not name:
+        raise SpecError("an actor is required: say who is doing this (--actor NAME)")
+    if not _ACTOR_RE.match(name):
+        raise SpecError(
+            f"actor {text!r} is not allowed; allowed: lowercase letters, digits and . _ - : @ +, "
+            "starting with a letter or digit, at most 256 characters"
+        )
+    return name
+
+
+def team_name(text: str | None) -> str:
+    """The one spelling of a team: trimmed and lowercase, as a model's owner_team is."""
+    name = (text or "").strip().lower()
+    if not name:
+        raise SpecError("a team is required: name one (--team TEAM)")
+    if not _TEAM_RE.match(name):
+        raise SpecError(
+            f"team {text!r} is not allowed; allowed: lowercase letters, digits and . _ -, "
+            "starting with a letter or digit, at most 128 characters"
+        )
+    return name
+
+
+# What a bare rollback picks, newest kind of change first.
+_BARE_ROLLBACK_ORDER = (State.CANARY, State.AB_TEST, State.SHADOW, State.PROMOTED)
+
+
+class _AuditRef(NamedTuple):
+    id: int
+    version: int | None
+    action: str
+    actor: str
+    ts: str
+    payload: dict[str, Any]
+
+
+def _already(lock_row: Any, done: _AuditRef, rows: list[SliceRow]) -> TransitionResult:
+    """The idempotent answer to a rollback that an earlier one already made."""
+    prod = next((r.version for r in rows if r.state is State.PROMOTED), None)
+    note = f"already rolled back by {done.actor} at {done.ts} (audit entry {done.id})"
+    if prod is not None:
+        note += f"; to roll back prod version {prod} as well, name it: --version {prod}"
+    return TransitionResult(
+        model_id=lock_row.model_id,
+        version=int(done.version or 0),
+        slice=lock_row.slice,
+        from_state=State(done.payload.get("from", State.ROLLED_BACK.value)),
+        to_state=State.ROLLED_BACK,
+        generation=int(lock_row.generation),
+        restored_version=done.payload.get("restored"),
+        audit_id=done.id,
+        changed=False,
+        note=note,
+    )
+
+
+@contextlib.contextmanager
+def _within(conn: Connection | None, engine: Engine) -> Iterator[Connection]:
+    """The caller's write transaction if it has one, else a new one."""
+    if conn is not None:
+        yield conn
+        return
+    with db.write_tx(engine) as new:
+        yield new
+
+
+def _key(text: str) -> str:
+    return text.strip().lower()
 
 
 def _unknown_slice(spec: ModelSpec, slice_: str) -> NotFoundError:

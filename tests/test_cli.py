@@ -38,6 +38,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_url: str) -> d
     (tmp_path / "data.bin").write_bytes(b"rows")
     assert run(f"dataset register clicks --version 1 --uri {tmp_path}/data.bin")[0] == 0
     assert run("dataset register ev --version 1 --uri s3://b/ev --kind eval_set")[0] == 0
+    assert run("team add ads")[0] == 0
     assert run(f"model create {tmp_path}/ctr.yaml")[0] == 0
     return {"dir": tmp_path}
 
@@ -168,7 +169,11 @@ def test_audit_commands(env: dict[str, Path]) -> None:
     entries = json.loads(out)
     assert [e["action"] for e in entries] == ["register_model"]
     code, out, _ = run("audit - --json")
-    assert [e["action"] for e in json.loads(out)] == ["register_dataset", "register_dataset"]
+    assert [e["action"] for e in json.loads(out)] == [
+        "register_dataset",
+        "register_dataset",
+        "add_team",
+    ]
 
 
 def test_real_process_has_no_traceback(tmp_path: Path) -> None:
@@ -405,3 +410,89 @@ def test_controller_without_the_serving_extra_names_it(tmp_path: Path) -> None:
     one_error_line(p, "pip install 'modelops[serving]'")
     p = cli("serve", "gateway", env={"MODELOPS_HOME": str(tmp_path)}, prelude=_NO_SERVING_EXTRA)
     one_error_line(p, "pip install 'modelops[serving]'")
+
+
+# ---------------------------------------------------------------------------- teams, rollback
+
+
+def test_teams_and_actors_have_one_spelling(env: dict[str, Path]) -> None:
+    code, out, _ = run("team add ' Risk '")
+    assert (code, out) == (0, "team risk\n")
+    code, out, _ = run("team list")
+    assert (code, out) == (0, "ads\nrisk\n")
+    code, out, _ = run("actor add ' ALICE ' --team ADS")
+    assert (code, out) == (0, "actor alice in team ads\n")
+    refused(
+        "actor add bob --team adz",
+        "unknown team 'adz'",
+        "known teams: ads, risk",
+        "modelops team add adz",
+    )
+    refused("actor add 'al ice' --team ads", "actor 'al ice' is not allowed")
+    refused("team add 'a team'", "team 'a team' is not allowed")
+    other = SPEC.replace("model_id: ctr", "model_id: other").replace("ads", "growth")
+    (env["dir"] / "other.yaml").write_text(other)
+    refused(
+        f"model create {env['dir']}/other.yaml",
+        "model 'other': unknown owner_team 'growth'",
+        "known teams: ads, risk",
+    )
+
+
+def _promoted_twice(d: Path) -> None:
+    """ctr@1 deprecated and ctr@2 prod on global (L1: the first version bootstraps; the second
+    walks the canary ladder)."""
+    for w in ("w1", "w2"):
+        code = run(
+            f"version register ctr --weights {d}/{w}.onnx --training-data clicks@1 "
+            "--eval-set ev@1"
+        )[0]
+        assert code == 0
+    assert run("gate ctr 1 --passed --actor gates")[0] == 0
+    assert run("gate ctr 2 --passed --actor gates")[0] == 0
+    assert run("transition ctr 1 PROMOTED --actor a")[0] == 0
+    for st in ("APPROVED_SHADOW", "SHADOW", "APPROVED_CANARY", "CANARY"):
+        assert run(f"transition ctr 2 {st} --actor a")[0] == 0
+
+
+def test_canary_steps_compare_on_the_percent(env: dict[str, Path]) -> None:
+    _promoted_twice(env["dir"])
+    code, out, _ = run(
+        "transition ctr 2 CANARY --percent 5 --expect CANARY --expect-percent 1 --actor a"
+    )
+    assert code == 0 and "CANARY -> CANARY at 5%" in out, out
+    # A step decided on the stale read of 1% is refused, naming the percent now.
+    refused(
+        "transition ctr 2 CANARY --percent 3 --expect CANARY --expect-percent 1 --actor b",
+        "conflict: ctr@2 on slice 'global' is CANARY (5%), not CANARY (1%) as expected",
+    )
+
+
+def test_rollback_is_a_compare_and_set_and_idempotent(env: dict[str, Path]) -> None:
+    _promoted_twice(env["dir"])
+    refused(
+        "rollback ctr --version 2 --expect SHADOW --actor oncall",
+        "conflict: ctr@2 on slice 'global' is CANARY (1%), not SHADOW as expected",
+    )
+    code, out, err = run("rollback ctr --version 2 --expect CANARY --actor oncall")
+    assert (code, err) == (0, ""), err
+    assert out.startswith("ctr@2 [global] CANARY -> ROLLED_BACK"), out
+    # The same rollback again: the answer names the first, exit 0, nothing written.
+    before = counts()
+    code, out, err = run("rollback ctr --version 2 --actor oncall-b")
+    assert (code, err) == (0, "")
+    assert out.startswith("ctr@2 [global] already rolled back by oncall at "), out
+    assert "to roll back prod version 1 as well, name it: --version 1" in out
+    code, out, _ = run("rollback ctr --actor oncall-c")  # bare: the latest change is that one
+    assert code == 0 and out.startswith("ctr@2 [global] already rolled back by oncall"), out
+    assert counts() == before
+    # A strict compare-and-set that no longer holds is a conflict naming the state now.
+    refused(
+        "rollback ctr --version 2 --expect CANARY --actor oncall",
+        "is ROLLED_BACK, not CANARY as expected",
+    )
+    refused("rollback ctr --version 7 --actor oncall", "unknown version ctr@7")
+    code, out, _ = run("rollback ctr --version 1 --expect PROMOTED --actor oncall")
+    assert code == 0 and "ctr@1 [global] PROMOTED -> ROLLED_BACK" in out
+    assert "caveat: no earlier version was promoted" in out
+

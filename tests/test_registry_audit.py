@@ -17,6 +17,7 @@ from test_registry_kit import (
     datasets,
     refused,
     spec,
+    teams,
     version,
     weights_hash,
 )
@@ -62,6 +63,9 @@ def no_entry(reg: Registry, call: Callable[[], Any]) -> Any:
 
 def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     r = registry
+    one_entry(r, None, "add_team", lambda: r.add_team("ranking"))
+    no_entry(r, lambda: r.add_team("ranking"))
+    one_entry(r, None, "add_team", lambda: r.add_team("safety"))
     one_entry(r, None, "add_actor", lambda: r.add_actor("rank-lead", "ranking"))
     for name, team in (("rank-eng", "ranking"), ("safety-lead", "safety"), ("ops", "ranking")):
         r.add_actor(name, team)
@@ -173,6 +177,7 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
 
 
 def test_entries_are_hash_chained(registry: Registry) -> None:
+    teams(registry)
     datasets(registry)
     registry.create_model(spec())
     version(registry)
@@ -223,14 +228,90 @@ def test_the_database_rejects_updates_and_deletes(audited: Registry, sql: str) -
     assert audited.verify_audit().ok
 
 
+def heads(reg: Registry) -> list[tuple[str, int, str]]:
+    with reg.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT * FROM audit_heads ORDER BY chain"))]
+
+
+HEAD_OF = "(SELECT {col} FROM audit_log WHERE chain = 'model:ranker' AND seq = {seq})"
+
+
+@pytest.mark.parametrize(
+    ("sql", "backends"),
+    [
+        ("DELETE FROM audit_heads WHERE chain = 'model:ranker'", "both"),
+        ("DELETE FROM audit_heads", "both"),
+        # Back to an earlier entry that exists: hides the entries after it.
+        (
+            "UPDATE audit_heads SET seq = 9, hash = "
+            + HEAD_OF.format(col="hash", seq=9)
+            + " WHERE chain = 'model:ranker'",
+            "both",
+        ),
+        ("UPDATE audit_heads SET hash = '" + "0" * 64 + "' WHERE chain = 'model:ranker'", "both"),
+        ("UPDATE audit_heads SET seq = seq + 1 WHERE chain = 'model:ranker'", "both"),
+        ("UPDATE audit_heads SET chain = 'model:other' WHERE chain = 'model:ranker'", "both"),
+        ("INSERT INTO audit_heads (chain, seq, hash) VALUES ('model:x', 1, 'ab')", "both"),
+        ("TRUNCATE audit_heads", "postgresql"),
+        # SQLite's REPLACE deletes the row it replaces without firing the delete trigger.
+        (
+            "INSERT OR REPLACE INTO audit_heads (chain, seq, hash) SELECT chain, seq, hash "
+            "FROM audit_log WHERE chain = 'model:ranker' AND seq = 9",
+            "sqlite",
+        ),
+        (
+            "INSERT OR REPLACE INTO audit_log SELECT * FROM audit_log "
+            "WHERE chain = 'model:ranker' AND seq = 10",
+            "sqlite",
+        ),
+    ],
+)
+def test_audit_heads_move_forward_only(audited: Registry, sql: str, backends: str) -> None:
+    if backends not in ("both", audited.engine.dialect.name):
+        pytest.skip(f"{backends} syntax")
+    before = (heads(audited), audited.audit_entries(M))
+    with pytest.raises(exc.DBAPIError, match="(audit_heads moves forward only|append-only)"):
+        with audited.engine.begin() as conn:
+            conn.execute(text(sql))
+    assert (heads(audited), audited.audit_entries(M)) == before
+    assert audited.verify_audit().ok
+
+
+def test_a_head_may_jump_forward_over_entries_appended_together(audited: Registry) -> None:
+    """Bulk appends (the benchmark's history top-up) move a head several entries at once."""
+    last = audited.audit_entries(M)[-1]
+    prev, rows = last.hash, []
+    for seq in (11, 12):
+        h = entry_hash(f"model:{M}", seq, M, None, "note", "t", "ops", "{}", prev)
+        rows.append({"seq": seq, "prev": prev, "h": h})
+        prev = h
+    with audited.engine.begin() as conn:
+        for r in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (chain, seq, model_id, version, action, ts, actor, "
+                    "payload, prev_hash, hash) VALUES (:c, :seq, :m, NULL, 'note', 't', 'ops', "
+                    "'{}', :prev, :h)"
+                ),
+                {"c": f"model:{M}", "m": M, **r},
+            )
+        conn.execute(
+            text("UPDATE audit_heads SET seq = 12, hash = :h WHERE chain = :c"),
+            {"h": prev, "c": f"model:{M}"},
+        )
+    assert [e.seq for e in audited.audit_entries(M)][-3:] == [10, 11, 12]
+    assert audited.verify_audit(M).ok
+
+
 def test_postgres_rejects_truncate(pg_url: str, clock: Any) -> None:
     # TRUNCATE is PostgreSQL's own statement (SQLite has only DELETE), so this runs there.
     with Registry(pg_url, clock=clock) as reg:
+        reg.add_team("ranking")
         reg.add_actor("rank-lead", "ranking")
         with pytest.raises(exc.DBAPIError, match="audit_log is append-only"):
             with reg.engine.begin() as conn:
                 conn.execute(text("TRUNCATE audit_log"))
-        assert [e.action for e in reg.audit_entries(None)] == ["add_actor"]
+        assert [e.action for e in reg.audit_entries(None)] == ["add_team", "add_actor"]
         assert reg.verify_audit().ok
 
 

@@ -27,6 +27,7 @@ from modelops.spec import (
 )
 
 OWNER_TEAM = "ranking"
+TEAMS = (OWNER_TEAM, "safety")
 
 
 def spec(
@@ -67,8 +68,15 @@ def datasets(reg: Registry, train: str = "clicks", evals: str = "clicks-eval") -
     reg.register_dataset(evals, 1, f"s3://data/{evals}/1", kind="eval_set")
 
 
+def teams(reg: Registry) -> None:
+    """The known teams the builders use (adding a known team again is a no-op)."""
+    for team in TEAMS:
+        reg.add_team(team)
+
+
 def new_model(reg: Registry, model_id: str = "ranker", **kw: Any) -> ModelSpec:
-    """Create the model (and the datasets its versions pin, if missing)."""
+    """Create the model (and its team and the datasets its versions pin, if missing)."""
+    teams(reg)
     datasets(reg)
     return reg.create_model(spec(model_id, **kw))
 
@@ -137,6 +145,7 @@ PEOPLE = {
 
 
 def add_people(reg: Registry) -> None:
+    teams(reg)
     for name, team in PEOPLE.items():
         reg.add_actor(name, team)
 

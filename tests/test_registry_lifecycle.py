@@ -517,21 +517,21 @@ def test_rollback_restores_the_most_recently_deprecated_version(registry: Regist
     assert (d.prod_version, d.rollback_target, d.warm_versions) == (v2, v1, [v1, v2])
     assert last_audit(registry)["restored"] == v2
 
-    res = registry.rollback(M, actor="ops", reason="still bad")
+    # Going further back is a decision per step: each names the version it rolls back.
+    res = registry.rollback(M, actor="ops", reason="still bad", expected_version=v2)
     assert (res.version, res.restored_version, res.caveats) == (v2, v1, [])
-    res = registry.rollback(M, actor="ops")
+    res = registry.rollback(M, actor="ops", expected_version=v1)
     assert (res.version, res.restored_version) == (v1, None)
     assert res.caveats == [
         "no earlier version was promoted on slice 'global': the slice now has no prod version"
     ]
     d = registry.desired_state(M)
     assert (d.prod_version, d.rollback_target, d.warm_versions) == (None, None, [])
-    refused(
-        registry,
-        IllegalTransition,
-        lambda: registry.rollback(M, actor="ops"),
-        match="nothing to roll back",
-    )
+    # A bare rollback now repeats the last one: it answers with it and writes nothing.
+    before = registry.row_counts()
+    res = registry.rollback(M, actor="ops")
+    assert (res.version, res.changed) == (v1, False)
+    assert registry.row_counts() == before
     # With no prod left, the slice bootstraps again.
     v4 = bootstrap_prod(registry)
     assert promoted(registry) == [v4]

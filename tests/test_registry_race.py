@@ -8,18 +8,24 @@ processes saw succeed.
 Starting a process costs about a second of CPU here (interpreter, SQLAlchemy, pydantic),
 so one set of eight processes runs every phase, each phase on its own model and each
 started together at a barrier: (a) one compare-and-set tried by all, (b) the L1 ladder,
-(c) the L0 ladder with its skips.
+(c) the L0 ladder with its skips. A second set drives the `modelops` command line the same
+way: a bare rollback, a named rollback, and a canary walked with `--expect-percent`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import multiprocessing
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from test_registry_kit import bootstrap_prod, new_model, version
 
+from modelops.cli import main as cli_main
 from modelops.errors import ConflictError, ModelopsError
 from modelops.registry import Registry
 from modelops.spec import State, Tier
@@ -121,12 +127,12 @@ def _racer(url: str, barrier: Any, queue: Any, idx: int) -> None:
         queue.put(("crash", traceback.format_exc()))
 
 
-def race(url: str) -> list[dict[str, Any]]:
+def race(url: str, racer: Callable[..., None] = _racer) -> list[dict[str, Any]]:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCS)
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_racer, args=(url, barrier, queue, i), daemon=True) for i in range(PROCS)
+        ctx.Process(target=racer, args=(url, barrier, queue, i), daemon=True) for i in range(PROCS)
     ]
     for p in procs:
         p.start()
@@ -141,6 +147,60 @@ def race(url: str) -> list[dict[str, Any]]:
     assert not crashes, "\n".join(crashes)
     assert [p.exitcode for p in procs] == [0] * PROCS
     return [r for _, r in results]
+
+
+RB_BARE, RB_NAMED, WALK = "rb-bare", "rb-named", "walk"
+
+
+def _cli(url: str, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main(["--registry", url, *argv])
+        except SystemExit as exc:  # a usage error
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _walk(url: str, actor: str) -> dict[str, Any]:
+    """Step the canary one percent up from what `show` says, until 10%, as the CLI user would."""
+    wins: list[tuple[int, int]] = []
+    other: list[tuple[int, str, str]] = []
+    conflicts = 0
+    for _ in range(MAX_ATTEMPTS):
+        code, out, err = _cli(url, "show", f"{WALK}@2", "--json")
+        if code != 0:
+            other.append((code, out, err))
+            break
+        pct = json.loads(out)["canary_percent"][SLICE]
+        if pct >= 10:
+            break
+        code, out, err = _cli(
+            url, "transition", WALK, "2", "CANARY", "--percent", str(pct + 1),
+            "--expect", "CANARY", "--expect-percent", str(pct), "--actor", actor,
+        )  # fmt: skip
+        if code == 0:
+            wins.append((pct, pct + 1))
+        elif code == 1 and err.startswith("error: conflict:"):
+            conflicts += 1
+        else:
+            other.append((code, out, err))
+    return {"wins": wins, "conflicts": conflicts, "other": other}
+
+
+def _cli_racer(url: str, barrier: Any, queue: Any, idx: int) -> None:
+    try:
+        actor = f"racer-{idx}"
+        out: dict[str, Any] = {}
+        barrier.wait(TIMEOUT)
+        out["bare"] = _cli(url, "rollback", RB_BARE, "--actor", actor)
+        barrier.wait(TIMEOUT)
+        out["named"] = _cli(url, "rollback", RB_NAMED, "--version", "2", "--actor", actor)
+        barrier.wait(TIMEOUT)
+        out["walk"] = _walk(url, actor)
+        queue.put(("ok", out))
+    except BaseException:  # noqa: BLE001 - the parent fails the test with it
+        queue.put(("crash", traceback.format_exc()))
 
 
 # ---------------------------------------------------------------------------- in the parent
@@ -239,3 +299,80 @@ def test_eight_processes_race_on_one_slice(registry: Registry) -> None:
     check_ladder(registry, L1_MODEL, "L1", [r["l1"] for r in results], seqs[L1_MODEL])
     check_ladder(registry, L0_MODEL, "L0", [r["l0"] for r in results], seqs[L0_MODEL])
     assert registry.verify_audit().ok
+
+
+def check_one_rollback(
+    reg: Registry,
+    model: str,
+    results: list[tuple[int, str, str]],
+    seq_before: int,
+    rolled: tuple[int, str],
+    final: dict[int, State],
+) -> None:
+    """Exactly one process rolled back; the other seven were told who did, and wrote nothing."""
+    version_, from_state = rolled
+    assert [(code, err) for code, _, err in results] == [(0, "")] * PROCS, results
+    won = [out for _, out, _ in results if f"{from_state} -> ROLLED_BACK" in out]
+    assert len(won) == 1, results
+    new = reg.audit_entries(model)[seq_before:]
+    assert [(e.action, e.version, e.payload["from"]) for e in new] == [
+        ("rollback", version_, from_state)
+    ]
+    winner = new[0].actor
+    answers = [out for _, out, _ in results if out not in won]
+    assert len(answers) == PROCS - 1
+    for out in answers:
+        assert out.startswith(f"{model}@{version_} [{SLICE}] already rolled back by {winner} ")
+        assert f"(audit entry {new[0].id})" in out
+    assert {mv.version: mv.state[SLICE] for mv in reg.list_versions(model)} == final
+
+
+def test_eight_cli_processes_roll_back_once_and_step_the_canary_forward(
+    registry: Registry,
+) -> None:
+    # rb-bare: v1 deprecated, v2 prod, v3 in shadow. rb-named: v1 deprecated, v2 prod.
+    for model in (RB_BARE, RB_NAMED):
+        new_model(registry, model, tier=Tier.L0)
+        bootstrap_prod(registry, model)
+        bootstrap_prod(registry, model)
+    version(registry, RB_BARE)
+    for st in (S.APPROVED_SHADOW, S.SHADOW):
+        registry.transition(RB_BARE, 3, st, actor="ops")
+    # walk: v1 prod, v2 in canary at 1%.
+    new_model(registry, WALK, tier=Tier.L1)
+    bootstrap_prod(registry, WALK)
+    version(registry, WALK)
+    for st in (S.APPROVED_SHADOW, S.SHADOW, S.APPROVED_CANARY, S.CANARY):
+        registry.transition(WALK, 2, st, actor="ops")
+    seqs = {m: len(registry.audit_entries(m)) for m in (RB_BARE, RB_NAMED, WALK)}
+
+    results = race(registry.url, _cli_racer)
+
+    check_one_rollback(
+        registry,
+        RB_BARE,
+        [r["bare"] for r in results],
+        seqs[RB_BARE],
+        (3, "SHADOW"),
+        {1: S.DEPRECATED, 2: S.PROMOTED, 3: S.ROLLED_BACK},
+    )
+    check_one_rollback(
+        registry,
+        RB_NAMED,
+        [r["named"] for r in results],
+        seqs[RB_NAMED],
+        (2, "PROMOTED"),
+        {1: S.PROMOTED, 2: S.ROLLED_BACK},
+    )
+    walks = [r["walk"] for r in results]
+    assert [w["other"] for w in walks] == [[]] * PROCS
+    wins = sorted(step for w in walks for step in w["wins"])
+    assert wins == [(p, p + 1) for p in range(1, 10)]  # each step once, none from a stale read
+    steps = [
+        (e.payload["from"], e.payload["to"], e.payload["percent"])
+        for e in registry.audit_entries(WALK)[seqs[WALK] :]
+    ]
+    assert steps == [("CANARY", "CANARY", p) for p in range(2, 11)]  # forward, in commit order
+    assert registry.get_version(WALK, 2).canary_percent == {SLICE: 10}
+    assert registry.verify_audit().ok
+

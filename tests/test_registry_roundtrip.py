@@ -9,6 +9,7 @@ from modelops.spec import CodeRef, ModelSpec, VersionMeta
 def test_register_returns_what_get_version_reads(registry: Registry) -> None:
     registry.register_dataset("c", 1, "s3://x/c", kind="dataset")
     registry.register_dataset("e", 1, "s3://x/e", kind="eval_set")
+    registry.add_team("a")
     registry.create_model(
         ModelSpec(
             model_id="m",

@@ -59,7 +59,8 @@ def test_a_fresh_sqlite_file_upgrades_itself_on_first_open(tmp_path: Path) -> No
 def test_sqlite_without_auto_upgrade_says_how_to_upgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     with pytest.raises(
-        SchemaOutOfDate, match=r"at schema none, code needs 0001_initial; run `modelops db upgrade`"
+        SchemaOutOfDate,
+        match=r"at schema none, code needs 0002_teams_audit_heads; run `modelops db upgrade`",
     ):
         Registry(url, auto_upgrade=False)
 
@@ -70,7 +71,7 @@ def test_an_unmigrated_postgres_database_is_refused(empty_pg_url: str) -> None:
         with pytest.raises(SchemaOutOfDate) as info:
             Registry(empty_pg_url, engine=engine)
         msg = str(info.value)
-        assert "is at schema none, code needs 0001_initial" in msg
+        assert "is at schema none, code needs 0002_teams_audit_heads" in msg
         assert msg.endswith("run `modelops db upgrade`")
         # PostgreSQL never migrates itself: nothing was created.
         assert inspect(engine).get_table_names() == []

@@ -31,7 +31,7 @@ __all__ = [
     "read_tx",
 ]
 
-HEAD_REVISION = "0001_initial"
+HEAD_REVISION = "0002_teams_audit_heads"
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 

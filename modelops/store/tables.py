@@ -179,6 +179,14 @@ dependencies = Table(
     Index("ix_dependencies_downstream", "downstream_model"),
 )
 
+# The known teams: an actor's team and a model's owner_team must name one of these.
+teams = Table(
+    "teams",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_at", String(32), nullable=False),
+)
+
 actors = Table(
     "actors",
     metadata,

@@ -28,6 +28,7 @@ def reg(home: Path, demo_fleet: Fleet) -> Registry:
     r.register_contract(c1)
     r.register_contract(FeatureContract(name=c1.name, version=2, features=[*c1.features[:7]]))
     for decl in demo_fleet.models:
+        r.add_team(decl.spec.owner_team)
         r.create_model(decl.spec)
     return r
 

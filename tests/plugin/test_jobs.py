@@ -83,6 +83,7 @@ def new_model(home: Path, *, versions: int = 3, tier: str = "L1") -> tuple[Regis
     mid = f"ctr_{uuid.uuid4().hex[:8]}"
     reg.register_dataset("clicks", 1, "s3://b/clicks", kind="dataset")
     reg.register_dataset("clicks-eval", 1, "s3://b/eval", kind="eval_set")
+    reg.add_team("ads")
     reg.create_model(
         ModelSpec.model_validate(
             {

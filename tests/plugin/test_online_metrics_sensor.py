@@ -50,6 +50,7 @@ def canary(home: Path, demo_fleet: Fleet) -> Registry:
     reg.register_dataset("ctr_clicks", 1, "file:///data/ctr_clicks/v1.npz")
     reg.register_dataset("ctr_eval", 1, "file:///data/ctr_eval/v1.npz", kind="eval_set")
     reg.register_contract(demo_fleet.contract("ctr_features"))
+    reg.add_team(demo_fleet.model(MODEL).spec.owner_team)
     reg.create_model(demo_fleet.model(MODEL).spec)
     v1 = _version(reg, "a")
     reg.transition(MODEL, v1, State.PROMOTED, actor="ops")

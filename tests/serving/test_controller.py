@@ -52,6 +52,7 @@ def new_registry(tmp_path: Path, clock: Clock | None = None, **spec: str) -> Reg
     reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}", clock=clock)
     reg.register_dataset("clicks", 1, "s3://b/clicks", kind="dataset")
     reg.register_dataset("clicks-eval", 1, "s3://b/eval", kind="eval_set")
+    reg.add_team("ads")
     reg.create_model(
         ModelSpec.model_validate(
             {
