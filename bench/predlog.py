@@ -10,7 +10,13 @@ measures, in one run on one machine:
 2. the same while another OS process polls windowed aggregates (the Dagster sensor's
    query) as fast as it can: the write rate and that reader's query latency;
 3. the caller's cost of one `submit` (p50/p99), which is what the user's request pays;
-4. `window()` over the hot model's whole history and `records()` for replay.
+4. `window()` over the hot model's whole history and `records()` for replay;
+5. what `kill -9` costs: a separate process takes KILL_RATE rows/s with the default flush
+   interval while a busy thread stands for the gateway's event loop, and is killed at an
+   arbitrary moment, KILL_TRIALS times. After each kill the log is reopened (a restart) and
+   counted against the rows `submit` accepted (their times survive in a shared memory map):
+   rows lost, and the loss window (how long before the kill the oldest lost row was
+   accepted) against the configured interval, which is the promise.
 
 Every run checks exactly-once delivery (row count equals rows submitted, nothing dropped
 or failed). The target is 10,000 rows/s on SQLite. The JSON goes to
@@ -242,6 +248,116 @@ def bench_backend(name: str, url: str, rows: int) -> dict[str, Any]:
     return res
 
 
+KILL_TRIALS = 5
+KILL_RATE = 2_000.0  # rows/s: a busy gateway process
+KILL_SLOTS = 100_000
+
+_KILL_CHILD = textwrap.dedent(
+    """
+    import mmap, os, struct, sys, threading, time
+    from serving.predlog import PredictionLog
+    from serving.records import PredictionRecord
+
+    url, acks, model, rate = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    n = int(sys.argv[5])
+    with open(acks, "r+b") as fh:
+        mm = mmap.mmap(fh.fileno(), 8 * n)  # shared pages outlive this process
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def event_loop():  # the gateway's loop under load, on its own core
+        os.sched_setaffinity(0, cpus[:1])
+        x = 0
+        while True:
+            x += 1
+
+    threading.Thread(target=event_loop, daemon=True).start()
+    os.sched_setaffinity(0, cpus[1:] or cpus)  # the writer thread inherits this core
+    pl = PredictionLog(url)  # the default flush interval, as a gateway runs it
+    print(pl.flush_interval_s, flush=True)
+    t0 = time.monotonic()
+    for i in range(n):
+        pause = t0 + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        accepted = time.monotonic()
+        if pl.submit(PredictionRecord(request_id=f"{model}-{i}", ts=time.time(),
+                                      model_id=model, version=1, arm="prod", slice="global",
+                                      latency_ms=1.0, outputs={"score": [0.25, 0.75]})):
+            struct.pack_into("d", mm, 8 * i, accepted)
+    time.sleep(600)
+    """
+)
+
+
+def kill_trial(url: str, trial: int, rng: random.Random) -> dict[str, Any]:
+    """One SIGKILL mid-stream; what a restarted log holds against what was accepted."""
+    import signal
+    import struct
+
+    model = f"kill-{trial}"
+    with tempfile.TemporaryDirectory(prefix="predlog-kill-") as d:
+        acks = Path(d) / "acks"
+        acks.write_bytes(b"\0" * 8 * KILL_SLOTS)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILL_CHILD, url, str(acks), model, str(KILL_RATE)]
+            + [str(KILL_SLOTS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stderr is not None
+            line = child.stdout.readline().strip()
+            assert line, child.stderr.read()
+            interval = float(line)
+            time.sleep(2.0 + rng.random())
+            killed = time.monotonic()
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        data = acks.read_bytes()
+    accepted = {
+        f"{model}-{i}": t
+        for i in range(KILL_SLOTS)
+        if (t := struct.unpack_from("d", data, 8 * i)[0]) > 0
+    }
+    PredictionLog(url).close()  # the restart: the log opens cleanly after the crash
+    with PredictionLogReader(url) as r:
+        found = {x.request_id for x in r.records(model, 1, limit=KILL_SLOTS)}
+    lost = [killed - t for rid, t in accepted.items() if rid not in found]
+    return {
+        "accepted": len(accepted),
+        "found": len(found & accepted.keys()),
+        "lost": len(lost),
+        "window_ms": round(max(lost, default=0.0) * 1000, 1),
+        "interval_ms": round(interval * 1000, 1),
+    }
+
+
+def kill_run(url: str) -> dict[str, Any]:
+    rng = random.Random(7)
+    trials = [kill_trial(url, t, rng) for t in range(KILL_TRIALS)]
+    accepted = sum(t["accepted"] for t in trials)
+    lost = sum(t["lost"] for t in trials)
+    window = max(t["window_ms"] for t in trials)
+    interval = trials[0]["interval_ms"]
+    return {
+        "trials": KILL_TRIALS,
+        "rate_rows_per_s": KILL_RATE,
+        "flush_interval_ms": interval,
+        "accepted": accepted,
+        "found_after_restart": accepted - lost,
+        "lost": lost,
+        "lost_pct": round(100 * lost / max(accepted, 1), 3),
+        "loss_window_ms_max": window,
+        "loss_window_ms_per_trial": [t["window_ms"] for t in trials],
+        "promise_held": window <= interval,
+    }
+
+
 def _v(res: dict[str, Any], b: str, k: str) -> Any:
     return res.get(f"{b}.{k}")
 
@@ -306,6 +422,23 @@ def markdown(res: dict[str, Any], backends: list[str]) -> str:
         "",
         lambda b: f"{_v(res, b, 'query.records_1000_p50_ms')} ms",
     )
+    row(
+        f"kill -9 under load ({KILL_TRIALS} trials): lost / accepted",
+        "",
+        lambda b: (
+            f"{_v(res, b, 'kill9.lost'):,} / {_v(res, b, 'kill9.accepted'):,} "
+            f"({_v(res, b, 'kill9.lost_pct')}%)"
+        ),
+    )
+    row(
+        "… loss window, worst trial",
+        "<= flush interval",
+        lambda b: (
+            f"{_v(res, b, 'kill9.loss_window_ms_max')} ms "
+            f"(interval {_v(res, b, 'kill9.flush_interval_ms')} ms)"
+            + (" ✅" if _v(res, b, "kill9.promise_held") else " ❌")
+        ),
+    )
     m = res["machine"]
     lines.append("")
     lines.append(
@@ -345,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         with backend as url:
             out = bench_backend(b, url, args.rows)
+            log(f"{b}: kill -9 trials")
+            out.update({f"kill9.{k}": v for k, v in kill_run(url).items()})
         res.update({f"{b}.{k}": v for k, v in out.items()})
     met = {}
     if "sqlite" in backends:
@@ -352,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         met["sqlite.write_with_reader.rows_per_s"] = (
             res["sqlite.write_with_reader.rows_per_s"] >= TARGET_ROWS_PER_S
         )
+    for b in backends:
+        # The crash promise: nothing accepted more than the flush interval before a kill lost.
+        res["targets"][f"{b}.kill9.loss_window_ms_max"] = "<= flush interval"
+        met[f"{b}.kill9.loss_window_ms_max"] = bool(res[f"{b}.kill9.promise_held"])
     res["targets_met"] = met
     # Other work on this shared machine moves these figures; the load says how much.
     res["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)

@@ -78,6 +78,14 @@ def register(serve: Any) -> None:
         help="prediction log database (default: the embedded SQLite log)",
     )
     g.add_argument("--no-predlog", action="store_true", help="keep no prediction log")
+    g.add_argument(
+        "--predlog-flush-interval",
+        type=seconds("--predlog-flush-interval", zero=True),
+        default=0.1,
+        metavar="SECONDS",
+        help="commit logged predictions at least this often: the most a crash (kill -9) of "
+        "this process can lose; SIGTERM loses nothing",
+    )
     g.add_argument("--max-body-bytes", type=bounded_int("--max-body-bytes", 1), default=64 * 2**20)
     g.add_argument("--shadow-workers", type=bounded_int("--shadow-workers", 1), default=4)
     g.add_argument("--shadow-queue", type=bounded_int("--shadow-queue", 1), default=1024)
@@ -146,7 +154,7 @@ def build_app_from_args(args: argparse.Namespace, port: int | None = None) -> Fa
     else:
         from serving.predlog import PredictionLog
 
-        sink = PredictionLog(args.predlog)
+        sink = PredictionLog(args.predlog, flush_interval_s=args.predlog_flush_interval)
     schema_source = contracts = None
     if args.schema_dir is not None:
         from modelops.contracts import FileSchemaSource
