@@ -28,7 +28,7 @@ from assets.gates import (
     measure_slo,
 )
 from assets.snapshots import Snapshot, SnapshotData, load_snapshot, newest_snapshot
-from modelops.errors import IllegalTransition, ModelopsError
+from modelops.errors import ConflictError, IllegalTransition, ModelopsError
 from modelops.fleet import DatasetDecl, Fleet, ModelDecl
 from modelops.registry import Registry
 from modelops.spec import (
@@ -401,8 +401,9 @@ def materialize_model(
         passed = all(r.passed for r in results)
         try:
             reg.record_gate_result(decl.model_id, v, passed=passed, results=gate_record(results))
-        except IllegalTransition as exc:
-            # A concurrent run of the same training recorded first; its verdict stands.
+        except (IllegalTransition, ConflictError) as exc:
+            # A concurrent run of the same training recorded first (with its own latency
+            # measurements, say); its verdict stands.
             context.log.warning(f"gate result not recorded: {exc}")
         checks = [(r.name, r.passed, r.detail, r.values) for r in results]
     else:

@@ -98,15 +98,11 @@ def json_object(label: str) -> Callable[[str], dict[str, Any]]:
     """A JSON object of finite numbers (NaN, Infinity and 1e400 are not measurements)."""
     example = "e.g. '{\"auc\": 0.81}'"
 
-    def constant(name: str) -> float:
-        raise SpecError(f"{label}: {name} is not a number; allowed: finite numbers")
-
-    def number(text: str) -> float:
-        return _finite(f"{label}: number", text)
-
     def parse(text: str) -> dict[str, Any]:
+        from modelops.registry import non_finite
+
         try:
-            value = json.loads(text, parse_constant=constant, parse_float=number)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(
                 f"{label} is not JSON ({exc.msg} at character {exc.pos}); "
@@ -114,6 +110,12 @@ def json_object(label: str) -> Callable[[str], dict[str, Any]]:
             ) from None
         if not isinstance(value, dict):
             raise SpecError(f"{label} must be a JSON object, {example}")
+        if found := non_finite(value):  # NaN, Infinity, or a number too large, like 1e400
+            path, number = found
+            spelled = "NaN" if math.isnan(number) else ("-" if number < 0 else "") + "Infinity"
+            raise SpecError(
+                f"{label}: {path} is {spelled}, not a finite number; allowed: finite numbers"
+            )
         return value
 
     return parse

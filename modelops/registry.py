@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -95,6 +97,7 @@ __all__ = [
     "Registry",
     "actor_name",
     "team_name",
+    "non_finite",
     "LiveState",
     "DatasetRecord",
     "TransitionResult",
@@ -1613,9 +1616,12 @@ class Registry:
     ) -> list[TransitionResult]:
         """Offline gates move REGISTERED to OFFLINE_PASSED or FAILED on every slice at once.
 
-        A redelivered identical result is a no-op, because orchestrator events repeat.
+        A version is gated once. A redelivered identical result is a no-op, because
+        orchestrator events repeat; a different one is a conflict naming both, never a
+        silent drop, since the first verdict is what the version was promoted on.
         """
         actor = self._require_actor(actor)
+        _check_finite(results)
         target = State.OFFLINE_PASSED if passed else State.FAILED
         with db.write_tx(self.engine) as conn:
             spec = self._spec(conn, model_id)
@@ -1623,8 +1629,28 @@ class Registry:
                 self._lock_slice(conn, model_id, s)
             srows = {s: self._state_row(conn, model_id, version, s) for s in spec.slices}
             states = {s: State(r.state) for s, r in srows.items()}
-            if all(st is target for st in states.values()):
-                return []
+            first = conn.execute(
+                select(state_changes.c.state, state_changes.c.gate_results_json)
+                .where(
+                    state_changes.c.model_id == model_id,
+                    state_changes.c.version == version,
+                    state_changes.c.from_state == State.REGISTERED.value,
+                    state_changes.c.state.in_([State.OFFLINE_PASSED.value, State.FAILED.value]),
+                )
+                .order_by(state_changes.c.id)
+                .limit(1)
+            ).first()
+            if first is not None:
+                was_passed = first.state == State.OFFLINE_PASSED.value
+                old = (was_passed, json.loads(first.gate_results_json))
+                new = (passed, json.loads(_j(results)))
+                if old == new:
+                    return []
+                raise ConflictError(
+                    f"conflict: {model_id}@{version} already has a gate result, "
+                    f"{_verdict(*old)}; this one is {_verdict(*new)}; a version is gated once: "
+                    "register a new version to gate again"
+                )
             bad = {s: st for s, st in states.items() if st is not State.REGISTERED}
             if bad:
                 where = ", ".join(f"{s}={st.value}" for s, st in sorted(bad.items()))
@@ -2241,6 +2267,36 @@ def _within(conn: Connection | None, engine: Engine) -> Iterator[Connection]:
         return
     with db.write_tx(engine) as new:
         yield new
+
+
+def _verdict(passed: bool, results: dict[str, Any]) -> str:
+    text = _j(results)
+    return f"{'passed' if passed else 'failed'} {text if len(text) <= 400 else text[:400] + '…'}"
+
+
+def non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinity in a JSON-like value, with its key path (`slo.p99_ms`,
+    `gates[1].value`), or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if found := non_finite(v, f"{path}.{k}" if path else str(k)):
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if found := non_finite(v, f"{path}[{i}]"):
+                return found
+    elif isinstance(value, numbers.Real) and not math.isfinite(float(value)):
+        return path or "value", float(value)
+    return None
+
+
+def _check_finite(results: dict[str, Any]) -> None:
+    """NaN and infinities are not measurements; a gate that produced one measured nothing."""
+    if found := non_finite(results):
+        raise SpecError(
+            f"gate results: {found[0]} is {found[1]}, not a finite number; "
+            "allowed: finite numbers"
+        )
 
 
 def _key(text: str) -> str:

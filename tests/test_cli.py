@@ -496,3 +496,33 @@ def test_rollback_is_a_compare_and_set_and_idempotent(env: dict[str, Path]) -> N
     assert code == 0 and "ctr@1 [global] PROMOTED -> ROLLED_BACK" in out
     assert "caveat: no earlier version was promoted" in out
 
+
+def test_a_gate_result_is_recorded_once(env: dict[str, Path]) -> None:
+    d = env["dir"]
+    reg = f"version register ctr --weights {d}/w1.onnx --training-data clicks@1 --eval-set ev@1"
+    assert run(reg)[0] == 0
+    gate = "gate ctr 1 --passed --actor gates --results "
+    assert run(gate + """'{"auc": 0.8, "slo": {"p99_ms": 12.5}}'""")[:2] == (
+        0,
+        "ctr@1 -> OFFLINE_PASSED\n",
+    )
+    code, out, err = run(gate + """'{"slo": {"p99_ms": 12.5}, "auc": 0.8}'""")
+    assert (code, out, err) == (0, "ctr@1 -> OFFLINE_PASSED (already recorded)\n", "")
+    refused(
+        gate + """'{"auc": 0.7}'""",
+        "conflict: ctr@1 already has a gate result, passed",
+        '"auc":0.8',
+        'this one is passed {"auc":0.7}',
+    )
+    refused(
+        """gate ctr 1 --failed --actor gates --results '{"auc": 0.8}'""",
+        'this one is failed {"auc":0.8}',
+    )
+    for bad, where in (
+        ('{"auc": NaN}', "--results: auc is NaN"),
+        ('{"slo": {"p99_ms": Infinity}}', "--results: slo.p99_ms is Infinity"),
+        ('{"gates": [1, -Infinity]}', "--results: gates[1] is -Infinity"),
+        ('{"auc": 1e400}', "--results: auc is Infinity"),
+    ):
+        refused(f"{gate}'{bad}'", where, "not a finite number")
+

@@ -677,9 +677,9 @@ def test_gate_results_move_every_slice_once(registry: Registry) -> None:
     assert registry.row_counts() == before
     refused(
         registry,
-        IllegalTransition,
+        ConflictError,
         lambda: registry.record_gate_result(M, v, passed=False, results={}),
-        match="gate results apply only to REGISTERED versions; it is eu=OFFLINE_PASSED",
+        match="already has a gate result, passed",
     )
     assert registry.get_version(M, v).state_history[-1].gate_results == {"auc": 0.91}
 
