@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelops.state_stores.config import StateStoreSpec
+
 __all__ = [
     "Tier",
     "RollbackClass",
@@ -155,6 +157,11 @@ class ModelSpec(_Strict):
     slices: list[str] = Field(default_factory=lambda: [DEFAULT_SLICE], min_length=1)
     policy: DecisionPolicy
     downstream_dependents: list[str] = Field(default_factory=list)
+    state_stores: list[StateStoreSpec] = Field(
+        default_factory=list,
+        description="state a STATE_SNAPSHOT model keeps outside its weights: snapshotted on "
+        "entry to CANARY and AB_TEST, restored by a rollback",
+    )
 
     @field_validator("model_id")
     @classmethod
@@ -193,6 +200,15 @@ class ModelSpec(_Strict):
             )
         if self.model_id in self.downstream_dependents:
             raise ValueError("a model cannot list itself as a downstream dependent")
+        names = [s.name for s in self.state_stores]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"state_stores names must be unique; repeated: {', '.join(repeated)}")
+        if self.state_stores and self.rollback_class is RollbackClass.STATELESS:
+            raise ValueError(
+                "a STATELESS model declares no state_stores; declare rollback_class "
+                "STATE_SNAPSHOT for a model whose state lives outside its weights"
+            )
         return self
 
 
