@@ -111,10 +111,13 @@ def bench_breaker(tmp: Path, rate: float = 300.0) -> dict[str, Any]:
             repository=str(stack.triton.repository),
             gateways=[stack.gateway_url],
             lock_file=str(home / "controller.lock"),
+            token=stack.token,
         )
         ctl.reconcile(reg, store)
 
-        sim = TrafficSim(stack.gateway_url, [model], users=2000, workers=6, rate_per_s=rate)
+        sim = TrafficSim(
+            stack.gateway_url, [model], users=2000, workers=6, rate_per_s=rate, token=stack.token
+        )
         with sim:
             time.sleep(BreakerPolicy().window_s + 2)  # a full window of healthy canary
             before = sim.counts(model)

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,8 @@ from serving.triton_repo import RepositoryWriter  # noqa: E402
 from serving.triton_server import TritonServer, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serving.json"
+# The service token shared by this run's gateways (each has a home of its own) and controller.
+TOKEN = secrets.token_urlsafe(32)
 ROUNDS = 5
 TARGETS = {
     "added_p50_ms": 1.0,
@@ -119,7 +122,7 @@ class Gateway:
         routes_file = workdir / "routes.json"
         routes_file.write_text(routes.model_dump_json())
         self.log = open(workdir / "gateway.log", "ab")  # noqa: SIM115
-        env = {**os.environ, "MODELOPS_HOME": str(workdir)}
+        env = {**os.environ, "MODELOPS_HOME": str(workdir), "MODELOPS_GATEWAY_TOKEN": TOKEN}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelops.cli", "serve", "gateway", "--port", str(self.port),
              "--workers", str(workers), "--routes", str(routes_file),
@@ -288,6 +291,7 @@ def bench_route_flip(
         {ModelClass.dnn: adapter},
         gateways=[f"http://{g.url}" for g in gws],
         retention=RetentionPolicy(window_s=3600),
+        token=TOKEN,
     )
     try:
         reg.transition("flip", 1, "PROMOTED", actor="bench")

@@ -125,14 +125,21 @@ class Stack:
     gateway_port: int = 0
     triton: TritonServer | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
+    token: str = field(default="", repr=False)  # the service token; resolved for the home
     webserver_port: int | None = None
     workspace: Path = REPO_ROOT / "workspace.yaml"
 
     def __post_init__(self) -> None:
+        from modelops.service_token import service_token
+
         self.home = Path(self.home).resolve()
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         if not self.gateway_port:
             self.gateway_port = free_port()
+        # One service token for every process of the stack: the gateway demands it, the
+        # controller and the traffic simulator send it.
+        if not self.token:
+            self.token = service_token(self.home)
 
     # -- environment -------------------------------------------------------------------
 
@@ -157,6 +164,7 @@ class Stack:
             MODELOPS_GATEWAYS=self.gateway_url,
             PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
             PYTHONUNBUFFERED="1",
+            MODELOPS_GATEWAY_TOKEN=self.token,
         )
         if self.triton is not None:
             env["MODELOPS_TRITON_URL"] = self.triton.url

@@ -367,7 +367,8 @@ def run_demo(
             note = "waiting for two approvals (L3)" if st == "OFFLINE_PASSED" else "gates failed"
             tl(f"demo      {m} v1 is {st}: {note}")
 
-        sim = TrafficSim(stack.gateway_url, auto, rate_per_s=traffic_rate).start()
+        sim = TrafficSim(stack.gateway_url, auto, rate_per_s=traffic_rate, token=stack.token)
+        sim.start()
         tl(f"traffic   started: {len(sim.users)} sticky users, ~{traffic_rate:.0f} req/s")
 
         # -- 2. refresh -------------------------------------------------------------
@@ -489,7 +490,11 @@ def _gateway_table(gateway_url: str, model: str) -> dict[str, Any] | None:
     import httpx
 
     try:
-        tables = httpx.get(f"{gateway_url}/admin/routes", timeout=5).json()["tables"]
+        from modelops.service_token import auth_header, service_token
+
+        headers = auth_header(service_token())  # the stack's token, after Stack.apply_env
+        tables = httpx.get(f"{gateway_url}/admin/routes", timeout=5, headers=headers).json()
+        tables = tables["tables"]
     except Exception:  # noqa: BLE001 - informational
         return None
     return next((t for t in tables if t.get("model_id") == model), None)

@@ -51,8 +51,13 @@ class TrafficSim:
         uplift: float = 0.01,
         slice_: str = "global",
         history: int = 200_000,
+        token: str | None = None,
     ) -> None:
+        from modelops.service_token import auth_header, service_token
+
         self.url = gateway_url.rstrip("/")
+        # Outcome posts are authenticated: the gateway's token (the stack's, or this home's).
+        self._auth = auth_header(token if token is not None else service_token())
         self.models = list(models)
         self.users = [f"user-{i:05d}" for i in range(users)]
         self.workers = workers
@@ -197,6 +202,7 @@ class TrafficSim:
             o = client.post(
                 f"{self.url}/v1/outcomes",
                 json={"request_id": rid, "name": "click", "value": click},
+                headers=self._auth,
             )
             if o.status_code != 202:
                 self.outcome_errors += 1

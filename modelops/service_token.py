@@ -31,6 +31,7 @@ __all__ = [
     "MIN_TOKEN_CHARS",
     "service_token",
     "token_path",
+    "check_token",
     "bearer_ok",
     "auth_header",
 ]
@@ -51,7 +52,8 @@ def token_path(home: Path | None = None) -> Path:
     return (home if home is not None else _home()) / TOKEN_FILE
 
 
-def _check(token: str, where: str) -> str:
+def check_token(token: str, where: str) -> str:
+    """The token itself, if it is strong and header-safe; SpecError naming `where` if not."""
     if len(token) < MIN_TOKEN_CHARS or not _TOKEN_RE.fullmatch(token):
         raise SpecError(
             f"{where}: the service token must be at least {MIN_TOKEN_CHARS} characters of "
@@ -67,7 +69,7 @@ def _read(path: Path) -> str:
             f"{path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"allowed: 0600 (chmod 600 {path})"
         )
-    return _check(path.read_text().strip(), str(path))
+    return check_token(path.read_text().strip(), str(path))
 
 
 def _create(path: Path) -> None:
@@ -95,7 +97,7 @@ def service_token(home: Path | None = None) -> str:
     """The token from the environment, else the home's token file (created if missing)."""
     env = os.environ.get(TOKEN_ENV)
     if env:
-        return _check(env.strip(), TOKEN_ENV)
+        return check_token(env.strip(), TOKEN_ENV)
     path = token_path(home)
     try:
         return _read(path)

@@ -202,6 +202,12 @@ class ControllerResource(dg.ConfigurableResource):
         default=None, description="pass lock; unset means $MODELOPS_HOME/controller.lock"
     )
     lock_timeout_s: float = Field(default=120.0, gt=0, description="give up waiting after this")
+    token: str | None = Field(
+        default=None,
+        description="bearer token for gateway pushes and route reads; pass "
+        "dg.EnvVar('MODELOPS_GATEWAY_TOKEN'), never a literal; unset means the environment "
+        "variable, else $MODELOPS_HOME/gateway.token (the gateway's zero-config token)",
+    )
 
     def build(self, registry: Registry, store: ArtifactStore) -> Controller:
         from serving.controller import triton_controller
@@ -216,6 +222,7 @@ class ControllerResource(dg.ConfigurableResource):
             gateways=self.gateways,
             rendering=self.rendering,
             retention_s=self.retention_s,
+            token=self.token,
         )
 
     @contextmanager
@@ -268,5 +275,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             base_url=os.environ.get("MODELOPS_VLLM_URL", "http://127.0.0.1:8100"),
             api_key=_env("VLLM_API_KEY"),
         ),
-        "controller": ControllerResource(triton_url=triton, gateways=gateways),
+        "controller": ControllerResource(
+            triton_url=triton, gateways=gateways, token=_env("MODELOPS_GATEWAY_TOKEN")
+        ),
     }

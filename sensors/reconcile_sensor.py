@@ -70,10 +70,13 @@ def _routed_versions(d: Any) -> dict[int, str]:
     return out
 
 
-def _gateway_tables(gw: str, timeout_s: float) -> dict[tuple[str, str], int]:
+def _gateway_tables(gw: str, timeout_s: float, token: str) -> dict[tuple[str, str], int]:
     import httpx
 
-    payload = httpx.get(f"{gw}/admin/routes", timeout=timeout_s).raise_for_status().json()
+    from modelops.service_token import auth_header
+
+    r = httpx.get(f"{gw}/admin/routes", timeout=timeout_s, headers=auth_header(token))
+    payload = r.raise_for_status().json()
     tables = payload.get("tables", []) if isinstance(payload, dict) else []
     return {(t["model_id"], t["slice"]): int(t["generation"]) for t in tables}
 
@@ -104,7 +107,7 @@ def find_drift(
     gateways: dict[str, dict[tuple[str, str], int] | None] = {}
     for gw in ctl.gateways:
         try:
-            gateways[gw] = _gateway_tables(gw, timeout_s)
+            gateways[gw] = _gateway_tables(gw, timeout_s, ctl.token)
         except Exception as exc:  # noqa: BLE001
             gateways[gw] = None
             drift.add(f"gateway {gw} is unreachable")

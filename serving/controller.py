@@ -10,6 +10,7 @@ restarted empty, a gateway that lost its table) shows up as work for the next pa
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,12 +18,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from modelops.desired import DesiredState
 from modelops.errors import ModelopsError
 from modelops.registry import Registry
+from modelops.service_token import (
+    TOKEN_ENV,
+    auth_header,
+    bearer_ok,
+    check_token,
+    service_token,
+)
 from modelops.spec import ModelClass, ModelSpec, ModelVersion
+from serving.gateway_routes import ApplyResult
 from serving.routing import (
     ABRoute,
     BackendKind,
@@ -239,8 +248,11 @@ class Controller:
         retention: RetentionPolicy | None = None,
         clock: Callable[[], float] = time.time,
         http_timeout_s: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.registry = registry
+        self._token = token  # None: resolved by service_token() on first use
+        self._epochs: dict[str, int] = {}  # route key -> the epoch our tables carry
         self.backends = backends
         self.gateways = list(gateways)
         self.clock = clock
@@ -343,37 +355,162 @@ class Controller:
 
     # ------------------------------------------------------------------ gateways
 
+    @property
+    def token(self) -> str:
+        """The service token sent to gateways and demanded by ControllerServer."""
+        if self._token is None:
+            self._token = service_token()
+        return self._token
+
     def _push_gateways(self, now: float) -> list[Action]:
+        """Bring every gateway to our tables, and check what each one actually applied.
+
+        Each gateway is read first; only tables whose routing differs from ours are pushed,
+        each with a compare-and-set on the (epoch, generation) read, so a push decided on a
+        stale read never overwrites a newer table. A gateway table at or above our order
+        that is not ours (a stale state file, another registry, a foreign push) is
+        superseded one epoch higher once the registry confirms our generation is still its
+        newest; if the registry has moved on, this pass is stale and the next one pushes.
+        A table the gateway did not apply is an error on this pass, never a push.
+        """
         import httpx
 
         actions: list[Action] = []
-        want = {route_key(*t.key): t.generation for t in self.snapshot.tables}
-        body = self.snapshot.model_dump(mode="json")
-        for gw in self.gateways:
-            try:
-                with httpx.Client(timeout=self.http_timeout_s) as client:
-                    have = _gateway_generations(client.get(f"{gw}/admin/routes").json())
-                    self.status.gateways[gw] = have
-                    # Only tables we publish count: a (model, slice) whose prod cannot load is
-                    # left out on purpose, and the gateway keeps serving its last table.
-                    stale = sorted(k for k in want if have.get(k) != want[k])
-                    if not stale:
-                        continue
-                    r = client.put(f"{gw}/admin/routes", json=body)
+        ours = {route_key(*t.key): t for t in self.snapshot.tables}
+        views: dict[str, dict[str, RouteTable]] = {}
+        with httpx.Client(timeout=self.http_timeout_s, headers=auth_header(self.token)) as client:
+            for gw in self.gateways:
+                try:
+                    r = client.get(f"{gw}/admin/routes")
                     r.raise_for_status()
-                    self.status.gateways[gw] = {**have, **want}
-                    actions.append(Action(ts=now, kind="push", target=gw, detail=", ".join(stale)))
-            except (httpx.HTTPError, ValueError) as exc:
-                actions.append(Action(ts=now, kind="error", target=gw, detail=f"push: {exc}"))
+                    views[gw] = _gateway_tables(r.json())
+                except (httpx.HTTPError, ValueError, ValidationError, KeyError, TypeError) as exc:
+                    actions.append(
+                        Action(ts=now, kind="error", target=gw, detail=f"read routes: {exc}")
+                    )
+            # Never publish below an epoch some gateway holds: our tables must compare newer.
+            epoch = {
+                k: max([self._epochs.get(k, 0), *(v[k].epoch for v in views.values() if k in v)])
+                for k in ours
+            }
+            contested = sorted(
+                k
+                for v in views.values()
+                for k, t in ours.items()
+                if k in v and not v[k].same_route(t) and (epoch[k], t.generation) <= v[k].order
+            )
+            held_back: set[str] = set()
+            for k in dict.fromkeys(contested):
+                t = ours[k]
+                try:
+                    newest = self.registry.desired_state(t.model_id, t.slice).generation
+                except ModelopsError as exc:
+                    held_back.add(k)
+                    actions.append(Action(ts=now, kind="error", target=k, detail=str(exc)))
+                    continue
+                if newest > t.generation:
+                    held_back.add(k)  # our view is stale; the next pass has the newer table
+                else:
+                    epoch[k] += 1
+            self._epochs.update(epoch)
+            self.snapshot = RoutingSnapshot(
+                tables=[t.model_copy(update={"epoch": epoch[k]}) for k, t in ours.items()]
+            )
+            published = {route_key(*t.key): t for t in self.snapshot.tables}
+            for gw, have in views.items():
+                actions.extend(self._push_one(client, gw, have, published, held_back, now))
         return actions
 
-    def routes_json(self) -> str:
-        return self.snapshot.model_dump_json()
+    def _push_one(
+        self,
+        client: Any,
+        gw: str,
+        have: dict[str, RouteTable],
+        published: dict[str, RouteTable],
+        held_back: set[str],
+        now: float,
+    ) -> list[Action]:
+        import httpx
+
+        gens = {k: t.generation for k, t in have.items()}
+        # Only tables we publish count: a (model, slice) whose prod cannot load is left out
+        # on purpose, and the gateway keeps serving its last table.
+        stale = sorted(
+            k
+            for k, t in published.items()
+            if k not in held_back and (k not in have or not have[k].same_route(t))
+        )
+        if not stale:
+            self.status.gateways[gw] = gens
+            return []
+        body = RoutingSnapshot(
+            tables=[published[k] for k in stale],
+            expect={k: have[k].order if k in have else None for k in stale},
+        )
+        try:
+            r = client.put(
+                f"{gw}/admin/routes",
+                content=body.model_dump_json(),
+                headers={"content-type": "application/json"},
+            )
+            r.raise_for_status()
+            result = ApplyResult.model_validate_json(r.content)
+        except (httpx.HTTPError, ValidationError, ValueError) as exc:
+            self.status.gateways[gw] = gens
+            return [Action(ts=now, kind="error", target=gw, detail=f"push: {exc}")]
+        got = {route_key(a.model_id, a.slice): (a.epoch, a.generation) for a in result.applied}
+        kept = {route_key(i.model_id, i.slice): i for i in result.ignored}
+        done = [k for k in stale if got.get(k) == published[k].order]
+        missed = [k for k in stale if got.get(k) != published[k].order]
+        for k in done:
+            gens[k] = published[k].generation
+        for k in missed:
+            if k in kept and kept[k].current is not None:
+                gens[k] = kept[k].current  # type: ignore[assignment]
+        self.status.gateways[gw] = gens
+        actions = []
+        if done:
+            detail = ", ".join(_pushed(k, have.get(k), published[k]) for k in done)
+            actions.append(Action(ts=now, kind="push", target=gw, detail=detail))
+        if missed:
+            detail = "push not applied: " + "; ".join(
+                f"{k} generation {published[k].generation} "
+                f"({kept[k].reason if k in kept else 'not in the reply'})"
+                for k in missed
+            )
+            actions.append(Action(ts=now, kind="error", target=gw, detail=detail))
+        return actions
+
+    def routes_json(self, have: dict[str, tuple[int, int]] | None = None) -> str | None:
+        """The tables a gateway holding `have` (route key -> (epoch, generation)) lacks;
+        None when it is current. Without `have`, every table."""
+        tables = self.snapshot.tables
+        if have is None:
+            return self.snapshot.model_dump_json()
+        newer = [t for t in tables if t.order > have.get(route_key(*t.key), (-1, -1))]
+        if not newer:
+            return None
+        return RoutingSnapshot(tables=newer).model_dump_json()
+
+
+def _pushed(key: str, held: RouteTable | None, ours: RouteTable) -> str:
+    if held is not None and held.generation >= ours.generation:
+        return f"{key} (superseded a table at generation {held.generation} it did not publish)"
+    return key
+
+
+def _gateway_tables(payload: Any) -> dict[str, RouteTable]:
+    """What `GET /admin/routes` says a gateway holds, by route key."""
+    tables = payload.get("tables", []) if isinstance(payload, dict) else []
+    out = {}
+    for raw in tables:
+        t = RouteTable.model_validate(raw)
+        out[route_key(*t.key)] = t
+    return out
 
 
 def _gateway_generations(payload: Any) -> dict[str, int]:
-    tables = payload.get("tables", []) if isinstance(payload, dict) else []
-    return {route_key(t["model_id"], t["slice"]): int(t["generation"]) for t in tables}
+    return {k: t.generation for k, t in _gateway_tables(payload).items()}
 
 
 def _managed(name: str) -> bool:
@@ -434,6 +571,7 @@ def triton_controller(
     gateways: Iterable[str] = (),
     rendering: str = "portable",
     retention_s: float = 3600.0,
+    token: str | None = None,
 ) -> Controller:
     """The embedded deployment: DNN models on one Triton, tables pushed to these gateways.
 
@@ -447,31 +585,79 @@ def triton_controller(
         {ModelClass.dnn: triton},
         gateways=[g.rstrip("/") for g in gateways],
         retention=RetentionPolicy(window_s=retention_s),
+        token=token,
     )
 
 
 class ControllerServer:
-    """Serves `GET /v1/routes` (gateways pull by generation) and `GET /v1/status`."""
+    """Serves `GET /v1/routes` (gateways pull by generation) and `GET /v1/status`, only to
+    callers presenting the service token.
 
-    def __init__(self, controller: Controller, host: str = "127.0.0.1", port: int = 0):
+    A pull names what the gateway holds (`?gen=MODEL/SLICE:GENERATION[:EPOCH]`, repeated);
+    the answer carries only newer tables, or 304 with no body when there are none.
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+    ):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
 
         ctl = controller
+        token = token if token is not None else controller.token
+        check_token(token, "the controller's token")
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                if self.path.startswith("/v1/routes"):
-                    body = ctl.routes_json().encode()
-                elif self.path.startswith("/v1/status"):
-                    body = ctl.status.model_dump_json().encode()
-                else:
-                    self.send_error(404, "unknown path; allowed: /v1/routes, /v1/status")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+            def _answer(self, status: int, body: bytes, **headers: str) -> None:
+                self.send_response(status)
+                if status != 304:
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                for k, v in headers.items():
+                    self.send_header(k.replace("_", "-"), v)
                 self.end_headers()
-                self.wfile.write(body)
+                if status != 304:
+                    self.wfile.write(body)
+
+            def _error(self, status: int, message: str, **headers: str) -> None:
+                self._answer(status, json.dumps({"error": message}).encode(), **headers)
+
+            def _authorized(self) -> bool:
+                if bearer_ok(self.headers.get("authorization"), token):
+                    return True
+                self._error(401, _UNAUTHORIZED, WWW_Authenticate='Bearer realm="modelops"')
+                return False
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if not self._authorized():
+                    return
+                url = urlsplit(self.path)
+                if url.path == "/v1/routes":
+                    gens = parse_qs(url.query, keep_blank_values=True).get("gen")
+                    try:
+                        have = _parse_gens(gens) if gens else None
+                    except ValueError as exc:
+                        self._error(400, str(exc))
+                        return
+                    body = ctl.routes_json(have)
+                    if body is None:
+                        self._answer(304, b"")
+                    else:
+                        self._answer(200, body.encode())
+                elif url.path == "/v1/status":
+                    self._answer(200, ctl.status.model_dump_json().encode())
+                else:
+                    self._error(404, f"unknown path {url.path!r}; allowed: /v1/routes, /v1/status")
+
+            def _not_allowed(self) -> None:
+                if self._authorized():
+                    self._error(405, f"{self.command} is not allowed; allowed: GET", Allow="GET")
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed  # noqa: N815
 
             def log_message(self, *args: object) -> None:
                 return
@@ -491,3 +677,24 @@ class ControllerServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+_UNAUTHORIZED = (
+    "missing or wrong bearer token; send 'Authorization: Bearer <token>' with the token from "
+    f"{TOKEN_ENV} or $MODELOPS_HOME/gateway.token"
+)
+
+
+def _parse_gens(values: list[str]) -> dict[str, tuple[int, int]]:
+    """`MODEL/SLICE:GENERATION[:EPOCH]` per held table, as route key -> (epoch, generation)."""
+    out: dict[str, tuple[int, int]] = {}
+    for v in values:
+        parts = v.rsplit(":", 2)
+        nums = [p for p in parts[1:] if p.isdigit() and len(p) <= 18]
+        if len(parts) == 3 and len(nums) == 2:
+            out[parts[0]] = (int(parts[2]), int(parts[1]))
+        elif len(parts) >= 2 and parts[-1].isdigit() and len(parts[-1]) <= 18:
+            out[v.rsplit(":", 1)[0]] = (0, int(parts[-1]))
+        else:
+            raise ValueError(f"gen={v!r}: allowed: MODEL/SLICE:GENERATION[:EPOCH]")
+    return out

@@ -43,11 +43,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelops.contracts import FeatureSchemaSource
 from modelops.errors import SpecError
+from modelops.service_token import TOKEN_ENV, auth_header, bearer_ok, check_token, service_token
 from serving.gateway_breaker import BreakerBoard, BreakerKey, BreakerState
 from serving.gateway_contracts import ContractGuard, ContractResolver, RegistryContracts, Verdict
 from serving.gateway_http import BackendError, BackendPool, BackendTimeout
@@ -140,6 +141,11 @@ class GatewayConfig(BaseModel):
         gt=0,
         description="half-open an open breaker after this long; None: stay open until the "
         "controller publishes a newer table",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="bearer token for route pushes, outcomes, admin routes and route pulls; "
+        f"None: {TOKEN_ENV}, else $MODELOPS_HOME/gateway.token (created on first use)",
     )
 
 
@@ -424,6 +430,14 @@ class _GatewayApp(FastAPI):
 
     gateway: Gateway
 
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "serviceToken": {"type": "http", "scheme": "bearer"}
+            }
+        return self.openapi_schema  # type: ignore[return-value]
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
@@ -505,11 +519,63 @@ class _BodyLimit:
         await self.app(scope, replayed, send)
 
 
-async def _send_plain(send: Any, status: int, message: str, keep_alive: bool = False) -> None:
+_UNAUTHORIZED = (
+    "missing or wrong bearer token; send 'Authorization: Bearer <token>' with the token from "
+    f"{TOKEN_ENV} or $MODELOPS_HOME/gateway.token"
+)
+
+
+def _protected(path: str) -> bool:
+    """Every write and every admin route: route pushes, outcomes, /admin/*."""
+    return path.startswith(("/admin", "/v1/outcomes"))
+
+
+class _Auth:
+    """401 before anything else runs (body limit, JSON parsing, validation) unless a
+    protected request carries the service token, so an unauthenticated caller can neither
+    change anything nor learn anything about the tables or the validation rules."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not _protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        auth = length = None
+        chunked = False
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                auth = v
+            elif k == b"content-length":
+                length = v
+            elif k == b"transfer-encoding":
+                chunked = True
+        if bearer_ok(auth, self.token):
+            await self.app(scope, receive, send)
+            return
+        drained = True
+        if length is not None or chunked:
+            remaining = int(length) if length is not None and length.isdigit() else None
+            drained = await _drain(receive, remaining)
+        await _send_plain(
+            send, 401, _UNAUTHORIZED, drained, [(b"www-authenticate", b'Bearer realm="modelops"')]
+        )
+
+
+async def _send_plain(
+    send: Any,
+    status: int,
+    message: str,
+    keep_alive: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        *(extra or ()),
     ]
     if not keep_alive:
         headers.append((b"connection", b"close"))
@@ -569,6 +635,11 @@ class Gateway:
         self.config = config
         self.clock = clock
         self.sink = sink
+        self.token = (
+            check_token(config.token.get_secret_value(), "the gateway's token")
+            if config.token is not None
+            else service_token()
+        )
         self.metrics = GatewayMetrics()
         self.recorder = _Recorder(sink, self.metrics, config.record_queue_size)
         self.breakers = BreakerBoard(
@@ -685,10 +756,16 @@ class Gateway:
         import httpx
 
         url = f"{self.config.controller_url.rstrip('/')}/v1/routes"  # type: ignore[union-attr]
-        params = [("gen", f"{k}:{g}") for k, g in self.store.generations().items()]
+        params = [
+            ("gen", f"{k}:{g}" if e == 0 else f"{k}:{g}:{e}")
+            for k, (e, g) in self.store.orders().items()
+        ]
         try:
             r = await self.client.get(
-                url, params=params, timeout=max(1.0, self.config.pull_interval_s * 4)
+                url,
+                params=params,
+                headers=auth_header(self.token),
+                timeout=max(1.0, self.config.pull_interval_s * 4),
             )
             if r.status_code in (204, 304):
                 return ApplyResult()
@@ -1556,6 +1633,8 @@ _IDENTITY_PARAMS: list[dict[str, Any]] = [
 ]
 
 _R = dict[int | str, dict[str, Any]]
+_SECURED: dict[str, Any] = {"security": [{"serviceToken": []}]}
+_R401: dict[str, Any] = {"description": "missing or wrong bearer token; nothing changed"}
 _PROXY_RESPONSES: _R = {
     200: {"description": "the backend's answer"},
     400: {"description": "malformed request"},
@@ -1598,6 +1677,7 @@ def create_app(
     app.state.gateway = gw
     app.gateway = gw
     app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(_Auth, token=gw.token)  # added last: runs first
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -1701,7 +1781,12 @@ def create_app(
         "/v1/outcomes",
         status_code=202,
         tags=["log"],
-        responses={400: {"description": "invalid outcome"}, 503: {"description": "log queue full"}},
+        openapi_extra=_SECURED,
+        responses={
+            400: {"description": "invalid outcome"},
+            401: _R401,
+            503: {"description": "log queue full"},
+        },
     )
     async def outcomes(outcome: OutcomeIn) -> Response:
         o = Outcome(
@@ -1720,7 +1805,8 @@ def create_app(
         "/admin/routes",
         tags=["admin"],
         response_model=ApplyResult,
-        responses={400: {"description": "invalid snapshot"}},
+        openapi_extra=_SECURED,
+        responses={400: {"description": "invalid snapshot"}, 401: _R401},
     )
     async def put_routes(snapshot: RoutingSnapshot) -> Response:
         try:
@@ -1729,18 +1815,18 @@ def create_app(
             return _error_response(400, str(exc))
         return JSONResponse(result.model_dump(mode="json"))
 
-    @app.get("/admin/routes", tags=["admin"])
+    @app.get("/admin/routes", tags=["admin"], openapi_extra=_SECURED, responses={401: _R401})
     async def get_routes() -> dict[str, Any]:
         return {
             "tables": [t.model_dump(mode="json") for t in gw.store.tables()],
             "generations": gw.store.generations(),
         }
 
-    @app.get("/admin/breakers", tags=["admin"])
+    @app.get("/admin/breakers", tags=["admin"], openapi_extra=_SECURED, responses={401: _R401})
     async def get_breakers() -> dict[str, Any]:
         return {"breakers": [s.model_dump(mode="json") for s in gw.breakers.states()]}
 
-    @app.get("/admin/server", tags=["admin"])
+    @app.get("/admin/server", tags=["admin"], openapi_extra=_SECURED, responses={401: _R401})
     async def get_server() -> dict[str, Any]:
         from serving.gateway_server import CONNECTION_STATS
 

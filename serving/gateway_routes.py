@@ -2,7 +2,10 @@
 
 The controller pushes snapshots (`PUT /admin/routes`) and the gateway also pulls them, so a
 lost push heals on the next pull. Each (model, slice) only ever moves to a newer
-generation, which makes both paths idempotent and order-free. The last applied snapshot is
+(epoch, generation), which makes both paths idempotent and order-free. The epoch is how the
+controller supersedes a table whose generation it never issued (a stale state file, another
+registry, a foreign push): it reads what the gateway holds, and pushes its own table one
+epoch higher with a compare-and-set on what it read. The last applied snapshot is
 written to a state file, so a restarted gateway serves its last tables before the
 controller answers, and so sibling worker processes sharing one port pick up a push that
 only one of them received.
@@ -33,7 +36,10 @@ class TableRef(BaseModel):
     model_id: str
     slice: str
     generation: int
+    epoch: int = 0
     current: int | None = Field(default=None, description="the generation kept, if ignored")
+    current_epoch: int | None = Field(default=None, description="the epoch kept, if ignored")
+    reason: str | None = Field(default=None, description="why it was ignored")
 
 
 class ApplyResult(BaseModel):
@@ -72,6 +78,10 @@ def validate_endpoint_url(url: str) -> str | None:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         return f"{url!r} is not an http(s) URL with a host; allowed: http(s)://HOST[:PORT][/PATH]"
     return None
+
+
+def _order(order: tuple[int, int] | list[int] | None) -> str:
+    return "no table" if order is None else f"epoch {order[0]} generation {order[1]}"
 
 
 def _check_snapshot(snapshot: RoutingSnapshot) -> None:
@@ -122,6 +132,10 @@ class RouteStore:
     def generations(self) -> dict[str, int]:
         return {route_key(*k): t.generation for k, t in sorted(self._tables.items())}
 
+    def orders(self) -> dict[str, tuple[int, int]]:
+        """(epoch, generation) per route key: what a pull tells the controller we hold."""
+        return {route_key(*k): t.order for k, t in sorted(self._tables.items())}
+
     def snapshot(self) -> RoutingSnapshot:
         return RoutingSnapshot(tables=self.tables())
 
@@ -131,11 +145,13 @@ class RouteStore:
     # ------------------------------------------------------------------ writes
 
     def apply(self, snapshot: RoutingSnapshot) -> ApplyResult:
-        """Take each table whose generation is newer than ours; ignore the rest.
+        """Take each table newer (by epoch, then generation) than ours; ignore the rest.
 
-        Tables missing from the snapshot are kept: a controller omits a table it cannot
-        currently serve, and the gateway keeps serving the last good one. A snapshot with an
-        unusable endpoint URL is refused whole (SpecError), so it never half-applies.
+        A table whose key the snapshot's `expect` names is taken only if we still hold
+        exactly the (epoch, generation) expected. Tables missing from the snapshot are kept:
+        a controller omits a table it cannot currently serve, and the gateway keeps serving
+        the last good one. A snapshot with an unusable endpoint URL is refused whole
+        (SpecError), so it never half-applies.
         """
         _check_snapshot(snapshot)
         result = ApplyResult()
@@ -143,20 +159,32 @@ class RouteStore:
         changed: list[tuple[RouteTable, RouteTable | None]] = []
         for t in snapshot.tables:
             cur = new.get(t.key)
-            if cur is not None and t.generation <= cur.generation:
+            k = route_key(*t.key)
+            reason = None
+            if k in snapshot.expect:
+                want = snapshot.expect[k]
+                held = cur.order if cur is not None else None
+                if (tuple(want) if want is not None else None) != held:
+                    reason = f"expected {_order(want)}, holds {_order(held)}"
+            if reason is None and cur is not None and t.order <= cur.order:
+                reason = "not newer"
+            if reason is not None:
                 result.ignored.append(
                     TableRef(
                         model_id=t.model_id,
                         slice=t.slice,
                         generation=t.generation,
-                        current=cur.generation,
+                        epoch=t.epoch,
+                        current=cur.generation if cur is not None else None,
+                        current_epoch=cur.epoch if cur is not None else None,
+                        reason=reason,
                     )
                 )
                 continue
             new[t.key] = t
             changed.append((t, cur))
             result.applied.append(
-                TableRef(model_id=t.model_id, slice=t.slice, generation=t.generation)
+                TableRef(model_id=t.model_id, slice=t.slice, generation=t.generation, epoch=t.epoch)
             )
         if changed:
             self._tables = new
@@ -193,8 +221,8 @@ class RouteStore:
         Worker processes sharing a port all read and write the one state file; rewriting it
         when it lacks a newer table we hold makes their views converge whatever the order.
         """
-        in_file = {t.key: t.generation for t in snapshot.tables}
-        return any(in_file.get(k, -1) < t.generation for k, t in self._tables.items())
+        in_file = {t.key: t.order for t in snapshot.tables}
+        return any(in_file.get(k, (-1, -1)) < t.order for k, t in self._tables.items())
 
     def load_state(self) -> ApplyResult | None:
         """Startup: apply the state file if there is one; a corrupt file is logged and ignored."""

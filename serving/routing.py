@@ -89,6 +89,14 @@ class RouteTable(_M):
     model_id: str
     slice: str
     generation: int
+    epoch: int = Field(
+        default=0,
+        ge=0,
+        description="raised by the controller when it replaces a table it did not publish "
+        "(a stale state file, another registry, a foreign push): tables order by "
+        "(epoch, generation), so the controller's table can always supersede one whose "
+        "generation it never issued",
+    )
     model_class: str = "dnn"
     prod: Endpoint | None = None
     canary: WeightedEndpoint | None = None
@@ -105,11 +113,26 @@ class RouteTable(_M):
     def key(self) -> tuple[str, str]:
         return (self.model_id, self.slice)
 
+    @property
+    def order(self) -> tuple[int, int]:
+        """What "newer" means: a gateway takes a table only if this is larger."""
+        return (self.epoch, self.generation)
+
+    def same_route(self, other: RouteTable) -> bool:
+        """The same routing, whatever the epoch it was stamped with."""
+        return self.model_copy(update={"epoch": 0}) == other.model_copy(update={"epoch": 0})
+
 
 class RoutingSnapshot(_M):
     """Everything a gateway routes by; pushed by the controller and pulled by generation."""
 
     tables: list[RouteTable] = Field(default_factory=list)
+    expect: dict[str, tuple[int, int] | None] = Field(
+        default_factory=dict,
+        description="compare-and-set, by route key: a table for that key is applied only if "
+        "the gateway still holds the (epoch, generation) the pusher read from it (null: no "
+        "table), so a push decided on a stale read never overwrites a newer table",
+    )
 
 
 class Assignment(_M):

@@ -425,7 +425,11 @@ class Gateway:
         self.sock.close()
 
     def table(self, model_id: str) -> dict[str, Any]:
-        tables = httpx.get(f"{self.url}/admin/routes").json()["tables"]
+        from modelops.service_token import auth_header, service_token
+
+        # The gateway and the controller resource read the same $MODELOPS_HOME token.
+        headers = auth_header(service_token())
+        tables = httpx.get(f"{self.url}/admin/routes", headers=headers).json()["tables"]
         return next(t for t in tables if t["model_id"] == model_id)
 
 

@@ -38,6 +38,10 @@ from serving.routing import (
 )
 from serving.triton_server import TritonServer
 
+# The service token the test gateways are configured with, and the header that carries it.
+TOKEN = "gateway-test-token-0123456789"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
 # ---------------------------------------------------------------------- the sink double
 
 
@@ -280,6 +284,7 @@ def make_app(
     tables: list[RouteTable] | None = None,
     **config: Any,
 ) -> Any:
+    config.setdefault("token", TOKEN)
     app = create_app(
         GatewayConfig(**config),
         sink=sink if sink is not None else MemorySink(),
@@ -292,11 +297,15 @@ def make_app(
 
 
 @asynccontextmanager
-async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan (ASGITransport does not) and give an in-process client."""
+async def running(app: Any, *, token: str | None = TOKEN) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (ASGITransport does not) and give an in-process client that
+    sends the service token (none when `token` is None)."""
+    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", headers=headers
+        ) as client:
             yield client
 
 

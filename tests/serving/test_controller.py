@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from demo_models import DemoModel, build_onnx_ctr
+from gateway_fixtures import TOKEN
 
 from modelops.artifacts import LocalArtifactStore
 from modelops.registry import Registry
@@ -87,7 +88,10 @@ def setup(tmp_path: Path, server: TritonServer, onnx_models: list[DemoModel]):  
         reg.record_gate_result("ctr", i, passed=True, results={})
     adapter = TritonAdapter(server.url, server.repository, store, contracts=reg.get_contract)
     ctl = Controller(
-        reg, {ModelClass.dnn: adapter}, retention=RetentionPolicy(window_s=600, clock=clock)
+        reg,
+        {ModelClass.dnn: adapter},
+        retention=RetentionPolicy(window_s=600, clock=clock),
+        token=TOKEN,
     )
     yield reg, ctl, TritonBackend(server.url), clock
     reg.close()
@@ -258,7 +262,8 @@ class GatewayProcess:
             [sys.executable, "-m", "modelops.cli", "serve", "gateway", "--port", str(self.port),
              "--state-file", str(workdir / "routes.json"), "--no-predlog"],
             stdout=open(workdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            env={**os.environ, "MODELOPS_HOME": str(workdir)}, start_new_session=True,
+            env={**os.environ, "MODELOPS_HOME": str(workdir), "MODELOPS_GATEWAY_TOKEN": TOKEN},
+            start_new_session=True,
         )  # fmt: skip
         import httpx
 
@@ -406,3 +411,225 @@ def test_escape_hatch_versions_run_on_ray_serve(
         for name in adapter.present():
             adapter.remove(name)
         reg.close()
+
+# ---------------------------------------------------------------------- route authority
+
+
+def _foreign_backend(hits: list[str]):  # type: ignore[no-untyped-def]
+    """A backend that is not ours: answers every inference and counts what it saw."""
+    import json
+
+    from gateway_fixtures import json_server
+
+    def handler(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        hits.append(path)
+        answer = {"model_name": "ctr", "model_version": "1", "outputs": []}
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+
+    return json_server(handler)
+
+
+def _hijack_table(url: str, generation: int):  # type: ignore[no-untyped-def]
+    from gateway_fixtures import snapshot, table
+
+    from serving.routing import BackendKind, Endpoint
+
+    ep = Endpoint(version=1, backend=BackendKind.triton, url=url, backend_model="ctr__v1")
+    return snapshot(table("ctr", ep, generation=generation))
+
+
+def test_a_gateway_holding_a_table_the_controller_never_issued_is_taken_back(
+    setup,
+    onnx_models,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """A token holder (or a stale state file) leaves the gateway on a foreign table with a
+    generation far above the registry's. The controller must not be locked out: its next
+    pass supersedes the table (one epoch higher), it says so, and a restarted gateway and
+    a restarted controller keep agreeing."""
+    import httpx
+    from gateway_fixtures import AUTH
+
+    reg, ctl, _, _ = setup
+    sample = onnx_models[0].sample[:2]
+    hits: list[str] = []
+    gw = GatewayProcess(tmp_path / "gw")
+    try:
+        with _foreign_backend(hits) as evil:
+            ctl.gateways = [gw.url]
+            reg.transition("ctr", 1, "PROMOTED", actor="a")
+            ctl.reconcile_once()
+            assert served_version(gw, sample) == 1 and hits == []
+            hijack = _hijack_table(evil, 10**9).model_dump(mode="json")
+            r = httpx.put(f"{gw.url}/admin/routes", json=hijack, headers=AUTH)
+            assert r.status_code == 200 and r.json()["applied"]
+            served_version(gw, sample)
+            assert hits, "the planted table routes prod to the foreign backend"
+
+            acts = ctl.reconcile_once()
+            assert [(a.kind, a.target) for a in acts] == [("push", gw.url)], acts
+            assert "did not publish" in acts[0].detail
+            n = len(hits)
+            assert served_version(gw, sample) == 1 and len(hits) == n
+            (held,) = httpx.get(f"{gw.url}/admin/routes", headers=AUTH).json()["tables"]
+            assert held["prod"]["url"] == ctl.snapshot.tables[0].prod.url
+            assert (held["epoch"], held["generation"]) == (1, 1)
+            assert ctl.reconcile_once() == []
+
+            # The same table survives in a stale state file: the restarted gateway serves it
+            # until the next pass takes it back.
+            gw.stop()
+            (tmp_path / "gw" / "routes.json").write_text(
+                _hijack_table(evil, 10**9).model_dump_json()
+            )
+            gw = GatewayProcess(tmp_path / "gw")
+            served_version(gw, sample)
+            assert len(hits) > n
+            ctl.gateways = [gw.url]
+            acts = ctl.reconcile_once()
+            assert [(a.kind, a.target) for a in acts] == [("push", gw.url)], acts
+            n = len(hits)
+            assert served_version(gw, sample) == 1 and len(hits) == n
+            gw.stop()
+            gw = GatewayProcess(tmp_path / "gw")  # its state file now holds our table
+            assert served_version(gw, sample) == 1 and len(hits) == n
+
+            # A restarted controller remembers no epoch: it learns it from the gateway, so
+            # its next table is still newer and is applied.
+            fresh = Controller(
+                reg, ctl.backends, gateways=[gw.url], retention=ctl.retention, token=TOKEN
+            )
+            for st in ("APPROVED_SHADOW", "SHADOW", "APPROVED_CANARY", "CANARY", "PROMOTED"):
+                reg.transition("ctr", 2, st, actor="a")
+            acts = fresh.reconcile_once()
+            assert ("push", gw.url) in [(a.kind, a.target) for a in acts]
+            assert not [a for a in acts if a.kind == "error"], acts
+            assert served_version(gw, sample) == 2 and len(hits) == n
+    finally:
+        gw.stop()
+
+
+def test_a_push_the_gateway_did_not_apply_is_an_error_and_a_stale_pass_overrides_nothing(
+    setup,
+    onnx_models,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Between the controller's read and its push, another pass lands a newer table: the
+    compare-and-set refuses the push and the controller records an error, not a push. A
+    pass whose view of the registry is stale does not supersede the newer table either."""
+    from gateway_fixtures import ServerThread, make_app
+
+    from serving.routing import RoutingSnapshot
+
+    reg, ctl, _, _ = setup
+    app = make_app(state_file=tmp_path / "routes.json")
+    gw_store = app.state.gateway.store
+    race: dict[str, object] = {}
+    inner = app.build_middleware_stack
+
+    def with_race():  # type: ignore[no-untyped-def]
+        stack = inner()
+
+        async def call(scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] == "http" and scope["method"] == "PUT" and race.get("table"):
+                gw_store.apply(race.pop("table"))  # the concurrent pass wins the race
+            await stack(scope, receive, send)
+
+        return call
+
+    app.build_middleware_stack = with_race
+    with ServerThread(app) as gw:
+        url = gw.http_url
+        ctl.gateways = [url]
+        reg.transition("ctr", 1, "PROMOTED", actor="a")
+        ctl.reconcile_once()
+        assert gw_store.generations() == {"ctr/global": 1}
+        for st in ("APPROVED_SHADOW", "SHADOW", "APPROVED_CANARY", "CANARY"):
+            reg.transition("ctr", 2, st, actor="a")
+        newer = ctl.snapshot.tables[0].model_copy(update={"generation": 99})
+        race["table"] = RoutingSnapshot(tables=[newer])
+        acts = ctl.reconcile_once()
+        errors = [a for a in acts if a.kind == "error"]
+        assert [a.target for a in errors] == [url] and not [a for a in acts if a.kind == "push"]
+        assert "push not applied" in errors[0].detail and "expected" in errors[0].detail
+        assert gw_store.generations() == {"ctr/global": 99}
+        assert ctl.status.gateways[url] == {"ctr/global": 99}
+
+        # A stale pass: the registry has moved past our snapshot, and the gateway holds a
+        # table at the newer generation. Our older table must not supersede it.
+        other = Controller(reg, ctl.backends, gateways=[url], retention=ctl.retention, token=TOKEN)
+        reg.transition("ctr", 2, "PROMOTED", actor="a")
+        other.reconcile_once()  # the up-to-date pass: prod v2 at the registry's generation
+        (current,) = gw_store.tables()
+        assert current.prod.version == 2
+        acts = ctl._push_gateways(time.time())  # the old snapshot, pushed late
+        assert acts == [] and gw_store.tables() == [current]
+
+
+def test_route_pulls_need_the_token_and_answer_only_what_is_newer(setup, onnx_models) -> None:  # type: ignore[no-untyped-def]
+    """`GET /v1/routes?gen=…` names what the gateway holds: the controller answers only
+    newer tables, or 304 when there are none; without the token it answers nothing."""
+    import asyncio
+
+    import httpx
+    from gateway_fixtures import AUTH, make_app, running, until
+
+    from serving.controller import ControllerServer
+
+    reg, ctl, _, _ = setup
+    reg.transition("ctr", 1, "PROMOTED", actor="a")
+    ctl.reconcile_once()
+    (t,) = ctl.snapshot.tables
+    g = t.generation
+    server = ControllerServer(ctl).start()
+    try:
+        base = server.url
+        for path in ("/v1/routes", f"/v1/routes?gen=ctr/global:{g}", "/v1/status"):
+            for headers in ({}, {"authorization": "Bearer wrong-token-0123456789"}):
+                r = httpx.get(base + path, headers=headers)
+                assert r.status_code == 401 and list(r.json()) == ["error"], r.text
+        r = httpx.post(f"{base}/v1/routes", headers=AUTH)
+        assert r.status_code == 405
+        assert httpx.post(f"{base}/v1/routes").status_code == 401
+
+        def pull(*gens: str) -> httpx.Response:
+            return httpx.get(f"{base}/v1/routes", params=[("gen", x) for x in gens], headers=AUTH)
+
+        assert [x["generation"] for x in pull().json()["tables"]] == [g]
+        assert [x["generation"] for x in pull(f"ctr/global:{g - 1}").json()["tables"]] == [g]
+        assert [x["model_id"] for x in pull("other/global:5").json()["tables"]] == ["ctr"]
+        for current in (f"ctr/global:{g}", f"ctr/global:{g}:0", f"ctr/global:{g - 1}:1"):
+            r = pull(current)
+            assert r.status_code == 304 and r.content == b"", current
+        r = pull("ctr/global")
+        assert r.status_code == 400 and "MODEL/SLICE:GENERATION" in r.json()["error"]
+        assert httpx.get(f"{base}/v1/status", headers=AUTH).json()["passes"] == 1
+
+        async def gateways() -> None:
+            good = make_app(controller_url=base, pull_interval_s=0.05)
+            bad = make_app(
+                controller_url=base, pull_interval_s=0.05, token="not-the-token-0123456789"
+            )
+            async with running(good) as c, running(bad):
+                store = good.state.gateway.store
+                await until(lambda: store.generations() == {"ctr/global": g}, 10, "a pull")
+                sample = onnx_models[0].sample[:2]
+                body = {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "shape": list(sample.shape),
+                            "datatype": "FP32",
+                            "data": sample.ravel().tolist(),
+                        }
+                    ]
+                }
+                r = await c.post("/v2/models/ctr/infer", json=body)
+                assert r.status_code == 200 and r.headers["x-modelops-version"] == "1"
+                failures = bad.state.gateway.metrics.route_pull_failures
+                await until(lambda: failures._value.get() >= 3, 10, "refused pulls")
+                assert len(bad.state.gateway.store) == 0
+
+        asyncio.run(gateways())
+    finally:
+        server.stop()

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
+    AUTH,
+    TOKEN,
     ServerThread,
     gw_models,
     infer_body,
@@ -37,7 +39,7 @@ from serving.triton_server import free_port
 
 
 def _get(conn: http.client.HTTPConnection, path: str) -> dict:
-    conn.request("GET", path)
+    conn.request("GET", path, headers=AUTH)
     r = conn.getresponse()
     return json.loads(r.read())
 
@@ -71,6 +73,7 @@ def gateway_process(gw_models, tmp_path: Path) -> Iterator[tuple[int, Path]]:  #
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "MODELOPS_GATEWAY_TOKEN": TOKEN},
     )
     try:
         assert proc.stdout is not None
@@ -137,7 +140,7 @@ def test_a_push_to_one_worker_reaches_all_of_them(gateway_process, gw_models) ->
     try:
         newer = snapshot(table("multi", gw_models.endpoint(2), generation=2)).model_dump_json()
         conns[0].request(
-            "PUT", "/admin/routes", body=newer, headers={"content-type": "application/json"}
+            "PUT", "/admin/routes", body=newer, headers={"content-type": "application/json", **AUTH}
         )
         r = conns[0].getresponse()
         assert r.status == 200 and json.loads(r.read())["applied"][0]["generation"] == 2
