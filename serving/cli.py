@@ -35,6 +35,13 @@ def register(sub: Any) -> None:
     _controller_args(run)
     run.add_argument("--interval", type=seconds("--interval"), default=2.0, metavar="SECONDS")
     run.add_argument(
+        "--max-backoff",
+        type=seconds("--max-backoff"),
+        default=10.0,
+        metavar="SECONDS",
+        help="after failed passes, wait at most this long before the next (default 10)",
+    )
+    run.add_argument(
         "--port", type=port("--port"), default=8090, help="port for /v1/routes and /v1/status"
     )
     run.set_defaults(fn=cmd_controller_run)
@@ -117,7 +124,7 @@ def cmd_controller_run(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from serving.controller import ControllerServer
+    from serving.controller import ControllerServer, PassBackoff
 
     ctl = _controller(args)
     server = ControllerServer(ctl, port=args.port).start()
@@ -130,11 +137,24 @@ def cmd_controller_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    backoff = PassBackoff(base_s=args.interval, cap_s=max(args.interval, args.max_backoff))
     try:
         while not stop:
-            for a in ctl.reconcile_once():
+            # Nothing a pass meets ends the loop: a dead backend or registry is an error
+            # on this pass, and the next one comes after a backoff. Only a signal stops it.
+            try:
+                actions = ctl.reconcile_once()
+                failed = any(a.kind == "error" for a in actions)
+            except Exception:  # noqa: BLE001 - the loop outlives any one pass; status has it
+                actions = ctl.status.last_actions
+                failed = True
+            for a in actions:
                 print(f"{a.kind:<7} {a.target} {a.detail}".rstrip(), flush=True)
-            deadline = time.monotonic() + args.interval
+            delay = backoff.next_delay(failed)
+            ctl.status.next_pass_in_s = round(delay, 3)
+            if failed:
+                print(f"retry   next pass in {delay:.1f}s", flush=True)
+            deadline = time.monotonic() + delay
             while not stop and time.monotonic() < deadline:
                 time.sleep(0.05)
     finally:

@@ -11,9 +11,11 @@ restarted empty, a gateway that lost its table) shows up as work for the next pa
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field, ValidationError
 
 from modelops.desired import DesiredState
-from modelops.errors import ModelopsError
+from modelops.errors import BackendUnavailable, ModelLoadError, ModelopsError
 from modelops.registry import Registry
 from modelops.service_token import (
     TOKEN_ENV,
@@ -54,6 +56,7 @@ __all__ = [
     "ControllerStatus",
     "SliceStatus",
     "Action",
+    "PassBackoff",
     "ControllerServer",
     "triton_controller",
 ]
@@ -96,7 +99,8 @@ class TritonAdapter:
         from serving.triton_repo import RepositoryWriter
 
         self.url = url if url.startswith("http") else f"http://{url}"
-        self.client = TritonBackend(self.url.removeprefix("http://"))
+        # A short connect timeout: a vanished host must fail the pass, not hang the loop.
+        self.client = TritonBackend(self.url.removeprefix("http://"), connect_timeout_s=10.0)
         self.writer = RepositoryWriter(Path(repository), store)
         self.rendering = rendering
         self.contracts = contracts or (lambda ref: None)
@@ -148,7 +152,7 @@ class RayAdapter:
         return f"{model_id}__v{version}"
 
     def present(self) -> set[str]:
-        return set(self.backend.deployed())
+        return set(_ray_call("listing applications", self.backend.deployed, BackendUnavailable))
 
     def ensure(self, version: ModelVersion) -> float:
         name = self.name_for(version.model_id, version.version)
@@ -156,17 +160,36 @@ class RayAdapter:
             return 0.0
         t0 = time.perf_counter()
         path = self.store.fetch(version.weights_hash, self.workdir / version.weights_hash)
-        self._endpoints[name] = self.backend.deploy(version, path)
+        self._endpoints[name] = _ray_call(
+            f"deploy of {name!r}", lambda: self.backend.deploy(version, path), ModelLoadError
+        )
         return time.perf_counter() - t0
 
     def endpoint(self, version: ModelVersion) -> Endpoint:
+        """Remembered from the deploy, or derived: a restarted controller finds the
+        applications already running and must still route to them."""
         name = self.name_for(version.model_id, version.version)
-        ep = self._endpoints[name]
+        ep = self._endpoints.get(name) or _ray_call(
+            f"endpoint of {name!r}", lambda: self.backend.endpoint(version), BackendUnavailable
+        )
         return ep.model_copy(update={"feature_contract_ref": version.feature_contract_ref})
 
     def remove(self, name: str) -> None:
-        self.backend.undeploy(name)
+        _ray_call(f"undeploy of {name!r}", lambda: self.backend.undeploy(name), BackendUnavailable)
         self._endpoints.pop(name, None)
+
+
+def _ray_call(what: str, fn: Callable[[], Any], error: type[ModelopsError]) -> Any:
+    """Ray's client raises its own exception types (and SystemExit when it loses the GCS);
+    the controller branches on ours, so a lost cluster is one error on the pass."""
+    try:
+        return fn()
+    except ModelopsError:
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - Ray's many error types
+        raise error(
+            f"Ray Serve failed during {what}: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
 
 
 class VLLMAdapter:
@@ -234,6 +257,39 @@ class ControllerStatus(BaseModel):
     last_actions: list[Action] = Field(default_factory=list)
     slices: list[SliceStatus] = Field(default_factory=list)
     gateways: dict[str, dict[str, int]] = Field(default_factory=dict)
+    backends: dict[str, str] = Field(
+        default_factory=dict,
+        description="per model class: 'ok', or why its backend could not be asked this pass",
+    )
+    error_passes: int = Field(default=0, description="passes that recorded an error, ever")
+    consecutive_error_passes: int = Field(
+        default=0, description="error passes since the last clean one; drives the backoff"
+    )
+    last_clean_pass_ts: float | None = None
+    next_pass_in_s: float | None = Field(
+        default=None, description="set by the loop: its wait before the next pass"
+    )
+
+
+@dataclass
+class PassBackoff:
+    """How long the loop waits after a pass: `base_s` after a clean one; after failures,
+    bounded exponential backoff with equal jitter (a uniform draw in [d/2, d] for
+    d = min(cap_s, base_s * 2**(failures-1))), so controllers that failed together do not
+    retry in lockstep, and none waits longer than `cap_s`. A clean pass resets it."""
+
+    base_s: float
+    cap_s: float
+    rng: random.Random = field(default_factory=random.Random)
+    failures: int = 0
+
+    def next_delay(self, failed: bool) -> float:
+        if not failed:
+            self.failures = 0
+            return self.base_s
+        self.failures += 1
+        d = min(self.cap_s, self.base_s * 2.0 ** min(self.failures - 1, 30))
+        return d / 2 + self.rng.uniform(0.0, d / 2)
 
 
 class Controller:
@@ -268,9 +324,22 @@ class Controller:
     # ------------------------------------------------------------------ pass
 
     def reconcile_once(self) -> list[Action]:
-        """One pass. Returns what it did; an empty list means actual already matched."""
+        """One pass. Returns what it did; an empty list means actual already matched.
+
+        A backend that fails (unreachable, or failing a load, an unload or a listing) is an
+        `error` action on the pass, never an exception: the other backends are still
+        reconciled, and the next pass retries. A pass that cannot read the desired state
+        raises, after recording the failure in `status`.
+        """
         with self._lock:
-            return self._reconcile()
+            try:
+                return self._reconcile()
+            except Exception as exc:
+                now = self.clock()
+                detail = f"{type(exc).__name__}: {_one_line(exc)}"
+                err = Action(ts=now, kind="error", target="pass", detail=detail)
+                self._record_pass(now, [err], self.status.slices, self.status.backends)
+                raise
 
     def _spec(self, model_id: str) -> ModelSpec:
         if model_id not in self._specs:
@@ -297,61 +366,107 @@ class Controller:
         now = self.clock()
         actions: list[Action] = []
         desired = self.registry.all_desired_states()
-        present = {kind: b.present() for kind, b in self.backends.items()}
+        previous = {t.key: t for t in self.snapshot.tables}
+        # A backend that cannot say what it holds is "down" for this pass: nothing is loaded
+        # onto it or unloaded from it, and the slices it serves keep the table they had.
+        present: dict[ModelClass, set[str]] = {}
+        down: dict[ModelClass, str] = {}
+        for kind, b in self.backends.items():
+            try:
+                present[kind] = set(b.present())
+            except _BACKEND_ERRORS as exc:
+                present[kind], down[kind] = set(), _one_line(exc)
+        reported: set[ModelClass] = set()
         needed: dict[ModelClass, set[str]] = {kind: set() for kind in self.backends}
         tables: list[RouteTable] = []
         slices: list[SliceStatus] = []
         for d in desired:
             spec = self._spec(d.model_id)
-            backend = self.backends.get(spec.model_class)
+            kind = spec.model_class
+            backend = self.backends.get(kind)
             st = SliceStatus(model_id=d.model_id, slice=d.slice, desired_generation=d.generation)
             slices.append(st)
             if backend is None:
                 if d.prod_version is not None:
-                    st.errors.append(f"no backend configured for model class {spec.model_class}")
+                    st.errors.append(f"no backend configured for model class {kind}")
                 continue
             decision = self.retention.decide(d, promoted_at=self._prod_since(d))
             ready: dict[int, Endpoint] = {}
             for v in sorted(decision.keep):
-                mv = self._version(d.model_id, v)
                 name = backend.name_for(d.model_id, v)
-                needed[spec.model_class].add(name)
+                needed[kind].add(name)
+                if kind in down:
+                    reported.add(kind)
+                    st.errors.append(f"{name}: {down[kind]}")
+                    actions.append(Action(ts=now, kind="error", target=name, detail=down[kind]))
+                    continue
                 try:
-                    if name not in present[spec.model_class]:
+                    mv = self._version(d.model_id, v)
+                    if name not in present[kind]:
                         secs = backend.ensure(mv)
-                        present[spec.model_class].add(name)
+                        present[kind].add(name)
                         actions.append(
                             Action(ts=now, kind="load", target=name, seconds=round(secs, 3))
                         )
                     ready[v] = backend.endpoint(mv)
-                except ModelopsError as exc:
-                    st.errors.append(f"{name}: {exc}")
-                    actions.append(Action(ts=now, kind="error", target=name, detail=str(exc)))
+                except _BACKEND_ERRORS as exc:
+                    detail = _one_line(exc)
+                    if isinstance(exc, BackendUnavailable):
+                        down[kind] = detail  # gone mid-pass: spare the rest of it the wait
+                        reported.add(kind)
+                    st.errors.append(f"{name}: {detail}")
+                    actions.append(Action(ts=now, kind="error", target=name, detail=detail))
             st.versions = sorted(ready)
             table = _table(d, spec, ready)
+            if table is None and kind in down and (d.model_id, d.slice) in previous:
+                table = previous[(d.model_id, d.slice)]  # what gateways hold: keep publishing
             if table is not None:
                 tables.append(table)
                 st.routed_generation = table.generation
-        # Unload what no desired state needs any more, but only names we manage.
+        for kind in down.keys() - reported:  # down, and no slice of it said so
+            target = f"{kind.value} backend"
+            actions.append(Action(ts=now, kind="error", target=target, detail=down[kind]))
+        # Unload what no desired state needs any more, but only names we manage, and only
+        # from a backend that answered: an empty listing from a dead one proves nothing.
         for kind, backend in self.backends.items():
+            if kind in down:
+                continue
             for name in sorted(present[kind] - needed[kind]):
                 if not _managed(name):
                     continue
                 try:
                     backend.remove(name)
                     actions.append(Action(ts=now, kind="unload", target=name))
-                except ModelopsError as exc:
-                    actions.append(Action(ts=now, kind="error", target=name, detail=str(exc)))
+                except _BACKEND_ERRORS as exc:
+                    detail = _one_line(exc)
+                    actions.append(Action(ts=now, kind="error", target=name, detail=detail))
         self.snapshot = RoutingSnapshot(tables=tables)
         actions.extend(self._push_gateways(now))
+        backends = {k.value: down.get(k, "ok") for k in self.backends}
+        self._record_pass(now, actions, slices, backends)
+        return actions
+
+    def _record_pass(
+        self,
+        now: float,
+        actions: list[Action],
+        slices: list[SliceStatus],
+        backends: dict[str, str],
+    ) -> None:
+        failed = any(a.kind == "error" for a in actions)
+        prev = self.status
         self.status = ControllerStatus(
-            passes=self.status.passes + 1,
+            passes=prev.passes + 1,
             last_pass_ts=now,
             last_actions=actions,
             slices=slices,
-            gateways=self.status.gateways,
+            gateways=prev.gateways,
+            backends=backends,
+            error_passes=prev.error_passes + failed,
+            consecutive_error_passes=prev.consecutive_error_passes + 1 if failed else 0,
+            last_clean_pass_ts=prev.last_clean_pass_ts if failed else now,
+            next_pass_in_s=prev.next_pass_in_s,
         )
-        return actions
 
     # ------------------------------------------------------------------ gateways
 
@@ -511,6 +626,15 @@ def _gateway_tables(payload: Any) -> dict[str, RouteTable]:
 
 def _gateway_generations(payload: Any) -> dict[str, int]:
     return {k: t.generation for k, t in _gateway_tables(payload).items()}
+
+
+# What a backend call may raise for reasons outside this process: typed errors from our
+# clients, and the OS's (a repository entry that cannot be written, a socket refused).
+_BACKEND_ERRORS = (ModelopsError, OSError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _managed(name: str) -> bool:

@@ -98,9 +98,19 @@ class TritonBackend:
     the server should own its own TritonBackend.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 300.0, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 300.0,
+        concurrency: int = 1,
+        connect_timeout_s: float | None = None,
+    ) -> None:
+        """`timeout_s` bounds a call (a load can take minutes); `connect_timeout_s` (default
+        the same) bounds reaching the server, which a long-running caller keeps short."""
         self.url = url.removeprefix("http://").rstrip("/")
         self.timeout_s = timeout_s
+        self.connect_timeout_s = timeout_s if connect_timeout_s is None else connect_timeout_s
         self.concurrency = concurrency
         self._client: Any = None
 
@@ -115,7 +125,7 @@ class TritonBackend:
             self._client = httpclient.InferenceServerClient(
                 self.url,
                 concurrency=self.concurrency,
-                connection_timeout=self.timeout_s,
+                connection_timeout=self.connect_timeout_s,
                 network_timeout=self.timeout_s,
             )
         return self._client
@@ -162,12 +172,26 @@ class TritonBackend:
         closed under us, which says nothing about the server now."""
         for attempt in (1, 2):
             try:
-                with self._calls("repository index"):
-                    return list(self.client.get_model_repository_index())
+                return list(
+                    self._server_call("repository index", self.client.get_model_repository_index)
+                )
             except BackendUnavailable:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _server_call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """A call about the server rather than one model: Triton's own error (a server still
+        starting, or shutting down) is BackendUnavailable too, so callers see typed errors."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            with self._calls(what):
+                return fn()
+        except InferenceServerException as exc:
+            raise BackendUnavailable(
+                f"Triton at {self.url} failed the {what}: {_one_line(exc.message())}"
+            ) from None
 
     def loaded(self) -> set[str]:
         """Names of models with a READY version, as the repository index reports them."""
@@ -245,8 +269,9 @@ class TritonBackend:
             time.sleep(0.02)
 
     def is_ready(self, name: str) -> bool:
-        with self._calls(f"readiness of {name!r}"):
-            return bool(self.client.is_model_ready(name))
+        return bool(
+            self._server_call(f"readiness of {name!r}", lambda: self.client.is_model_ready(name))
+        )
 
     def _model_call(self, name: str, what: str, fn: Callable[[], Any]) -> Any:
         from tritonclient.utils import InferenceServerException
