@@ -14,12 +14,16 @@ and no guardrail tripped). Per look, in this order:
    out at the declared power); reaching the planned horizon (the design's maximum
    information) between the two ends it as "no detectable effect" too. Neither ever promotes.
 
-Plan. `plan_ab` is the fixed-horizon sample size for two proportions with unpooled variances,
-n = (z_{1-alpha/2} + z_{power})^2 (p_t q_t / s + p_c q_c / (1 - s)) / delta^2 users in all,
-split s : 1 - s (Chow, Shao & Wang 2008, "Sample Size Calculations in Clinical Research",
-section 4.2); the tests check it against statsmodels' NormalIndPower on Cohen's h. It also
-reports what the always-valid design expects: users and days at no effect and at the MDE
-(Wald's expected sample for the sequential test) and at most (its horizon).
+Plan. `plan_ab` is the fixed-horizon sample size for two proportions on Cohen's h, the
+arcsine transform phi = 2 asin(sqrt(p)), whose estimate has variance 1/n whatever p is
+(Cohen 1988, "Statistical Power Analysis for the Behavioral Sciences", ch. 6):
+N = (z_{1-alpha/2} + z_{power})^2 (1/s + 1/(1-s)) / h^2 users in all, split s : 1 - s. Being
+variance-stabilised it does not depend on which arm carries the larger variance, which the
+unpooled Wald formula does at unequal splits (by up to ~2% here; 0.01% at 50/50). The tests
+check it against statsmodels' NormalIndPower, which solves the same power equation
+numerically. It also reports what the always-valid design expects: users and days at no
+effect and at the MDE (Wald's expected sample for the sequential test) and at most (its
+horizon).
 """
 
 from __future__ import annotations
@@ -397,9 +401,9 @@ def plan_ab(
     if daily_users is not None and daily_users <= 0:
         raise ValueError("daily_users must be positive")
     pc, pt = baseline, baseline * (1 + relative_mde)
-    delta = pt - pc
+    h = 2 * math.asin(math.sqrt(pt)) - 2 * math.asin(math.sqrt(pc))
     zsum = _normal.z(1 - alpha / 2) + _normal.z(power)
-    total = zsum**2 * (pt * (1 - pt) / split + pc * (1 - pc) / (1 - split)) / delta**2
+    total = zsum**2 * (1 / split + 1 / (1 - split)) / h**2
     n_t, n_c = math.ceil(total * split), math.ceil(total * (1 - split))
 
     policy = ABPolicy(
