@@ -2161,23 +2161,52 @@ class Registry:
         ]
 
     def verify_audit(self, model_id: str | None = None) -> audit_mod.AuditReport:
-        """Check one model's chain, or every chain in the registry."""
+        """Check one model's chain, or every chain in the registry, and what they replay to.
+
+        A chain whose hashes, links or head do not hold is reported as such and not
+        replayed (its replay would only repeat the damage). An intact chain is replayed and
+        every table row it describes is compared with it: states and percents, desired
+        state, approvals, overrides, specs and versions, and (registry-wide) teams, actors,
+        datasets and contracts. A model row whose chain is gone is named too.
+        """
         with db.read_tx(self.engine) as conn:
             if model_id is not None:
                 self._spec(conn, model_id)
+                model_ids = [model_id]
                 chains = [audit_mod.chain_for(model_id)]
             else:
+                model_ids = list(conn.execute(select(models.c.model_id)).scalars())
                 chains = sorted(
                     set(conn.execute(select(audit_log.c.chain).distinct()).scalars())
                     | set(conn.execute(text("SELECT chain FROM audit_heads")).scalars())
+                    | {audit_mod.chain_for(m) for m in model_ids}
                 )
             total = 0
+            counted = 0
             problems: list[audit_mod.AuditProblem] = []
             for c in chains:
-                n, p = audit_mod.verify_chain(conn, c)
-                total += n
+                rows, p = audit_mod.check_chain(conn, c)
+                total += len(rows)
+                mid = c.removeprefix("model:") if c.startswith("model:") else None
+                if not rows and not p and mid is not None:
+                    has_head = conn.execute(
+                        text("SELECT 1 FROM audit_heads WHERE chain = :c"), {"c": c}
+                    ).first()
+                    if has_head is None:
+                        problems.append(audit_mod.missing_chain(mid))
+                        counted += 1
+                        continue
+                counted += 1 if (rows or p) else 0
                 problems.extend(p)
-        return audit_mod.AuditReport(chains=len(chains), entries=total, problems=problems)
+                if p:
+                    continue
+                if mid is not None:
+                    problems.extend(audit_mod.cross_check_model(conn, mid, list(rows)))
+                elif c == audit_mod.REGISTRY_CHAIN:
+                    problems.extend(audit_mod.cross_check_registry(conn, list(rows)))
+            if model_id is None and audit_mod.REGISTRY_CHAIN not in chains:
+                problems.extend(audit_mod.cross_check_registry(conn, []))
+        return audit_mod.AuditReport(chains=counted, entries=total, problems=problems)
 
     # ------------------------------------------------------------------ counts
 

@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import exc, text
 from test_registry_kit import (
     add_people,
+    bootstrap_prod,
     contract,
     datasets,
+    new_model,
     refused,
     spec,
     teams,
@@ -22,7 +24,7 @@ from test_registry_kit import (
     weights_hash,
 )
 
-from modelops.audit import GENESIS, REGISTRY_CHAIN, entry_hash
+from modelops.audit import GENESIS, REGISTRY_CHAIN, canonical_json, entry_hash
 from modelops.errors import IllegalTransition, NotFoundError
 from modelops.registry import Registry
 from modelops.spec import RollbackClass, State, Tier
@@ -319,13 +321,26 @@ def test_postgres_rejects_truncate(pg_url: str, clock: Any) -> None:
 
 
 def drop_triggers(reg: Registry) -> None:
-    """What an attacker with DDL rights does first."""
+    """What an attacker with DDL rights does first: every guard on the audit tables goes."""
     with reg.engine.begin() as conn:
         if reg.engine.dialect.name == "sqlite":
-            conn.execute(text("DROP TRIGGER audit_log_no_update"))
-            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+            names = conn.execute(
+                text(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name IN ('audit_log', 'audit_heads')"
+                )
+            ).scalars()
+            for name in list(names):
+                conn.execute(text(f'DROP TRIGGER "{name}"'))
         else:
-            conn.execute(text("DROP TRIGGER audit_log_no_update_delete ON audit_log"))
+            rows = conn.execute(
+                text(
+                    "SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal "
+                    "AND tgrelid IN ('audit_log'::regclass, 'audit_heads'::regclass)"
+                )
+            ).all()
+            for name, table in rows:
+                conn.execute(text(f'DROP TRIGGER "{name}" ON {table}'))
 
 
 def sql(reg: Registry, *statements: str, **params: Any) -> None:
@@ -425,3 +440,184 @@ def test_a_removed_last_entry_is_truncation(tampered: Registry) -> None:
     p = _only_problem(tampered, "TRUNCATED")
     assert p.seq == 10 and p.entry_id is None
     assert "the head records seq 10 but the chain ends at seq 9" in p.detail
+
+
+# ------------------------------------------------------------------------ what chains replay to
+
+
+def kinds(reg: Registry, model: str | None = M) -> list[tuple[str, str]]:
+    """(kind, detail) of every problem, for one model's verify and for the whole registry's."""
+    one = reg.verify_audit(model) if model is not None else None
+    whole = reg.verify_audit()
+    if one is not None:
+        assert [p for p in whole.problems if p.chain == f"model:{model}"] == one.problems
+    return [(p.kind, p.detail) for p in whole.problems]
+
+
+def test_a_model_whose_chain_and_head_were_deleted_is_named(tampered: Registry) -> None:
+    sql(
+        tampered,
+        "DELETE FROM audit_log WHERE chain = :c",
+        "DELETE FROM audit_heads WHERE chain = :c",
+        c=f"model:{M}",
+    )
+    assert kinds(tampered) == [
+        (
+            "MISSING",
+            f"model:{M}: model {M!r} exists but has no audit chain (no entries and no head): "
+            "its history was deleted",
+        )
+    ]
+
+
+def test_a_deleted_head_row_is_named(tampered: Registry) -> None:
+    sql(tampered, "DELETE FROM audit_heads WHERE chain = :c", c=f"model:{M}")
+    assert kinds(tampered) == [
+        (
+            "MISSING",
+            f"model:{M}: the head row is missing, though the chain has 10 entries: "
+            "audit_heads was edited",
+        )
+    ]
+
+
+def test_a_version_whose_entries_were_removed_is_named(tampered: Registry) -> None:
+    """Its register_version entry removed and the chain re-linked: no link is broken."""
+    rewrite_without(tampered, lambda e: e.version == 3)
+    problems = kinds(tampered)
+    assert ("MISSING", f"model:{M}: {M}@3 exists but its chain has no register_version entry") in (
+        problems
+    )
+    assert (
+        "MISMATCH",
+        f"model:{M}: {M}@3 on slice 'global' is PROMOTED in slice_states, but its chain never "
+        "registered it",
+    ) in problems
+
+
+def rewrite_without(reg: Registry, drop: Any) -> None:
+    """Remove entries and recompute every later hash, link and the head: no broken link."""
+    kept = [e for e in reg.audit_entries(M) if not drop(e)]
+    with reg.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE chain = :c"), {"c": f"model:{M}"})
+        prev = GENESIS
+        for seq, e in enumerate(kept, start=1):
+            payload = canonical_json(e.payload)
+            h = entry_hash(e.chain, seq, e.model_id, e.version, e.action, e.ts, e.actor,
+                           payload, prev)  # fmt: skip
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (chain, seq, model_id, version, action, ts, actor, "
+                    "payload, prev_hash, hash) VALUES (:c, :s, :m, :v, :a, :t, :u, :p, :prev, :h)"
+                ),
+                {"c": e.chain, "s": seq, "m": e.model_id, "v": e.version, "a": e.action,
+                 "t": e.ts, "u": e.actor, "p": payload, "prev": prev, "h": h},  # fmt: skip
+            )
+            prev = h
+        conn.execute(
+            text("UPDATE audit_heads SET seq = :s, hash = :h WHERE chain = :c"),
+            {"s": len(kept), "h": prev, "c": f"model:{M}"},
+        )
+
+
+def test_a_forged_approval_appended_with_its_head_is_named(audited: Registry) -> None:
+    """With every trigger in place: an append and a forward head move are allowed, but no
+    approval row backs the forged entry."""
+    last = audited.audit_entries(M)[-1]
+    payload = canonical_json(
+        {"slice": "global", "from": "PROMOTED", "to": "ROLLED_BACK", "team": "safety"}
+    )
+    ts = "2026-01-01T00:00:01+00:00"
+    h = entry_hash(f"model:{M}", 11, M, 3, "approval", ts, "safety-lead", payload, last.hash)
+    with audited.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (chain, seq, model_id, version, action, ts, actor, "
+                "payload, prev_hash, hash) VALUES (:c, 11, :m, 3, 'approval', :t, "
+                "'safety-lead', :p, :prev, :h)"
+            ),
+            {"c": f"model:{M}", "m": M, "t": ts, "p": payload, "prev": last.hash, "h": h},
+        )
+        conn.execute(
+            text("UPDATE audit_heads SET seq = 11, hash = :h WHERE chain = :c"),
+            {"h": h, "c": f"model:{M}"},
+        )
+    assert kinds(audited) == [
+        (
+            "MISMATCH",
+            f"model:{M}: approval of {M}@3 -> ROLLED_BACK on slice 'global' by safety-lead "
+            "(safety) is in the audit chain but not in the table",
+        )
+    ]
+
+
+def test_a_state_set_directly_is_named(audited: Registry) -> None:
+    sql(
+        audited,
+        "UPDATE slice_states SET state = 'DEPRECATED' WHERE version = 3",
+        "UPDATE slice_states SET state = 'PROMOTED' WHERE version = 1",
+    )
+    assert kinds(audited) == [
+        (
+            "MISMATCH",
+            f"model:{M}: {M}@1 on slice 'global' is PROMOTED in slice_states, but its audit "
+            "chain replays to DEPRECATED",
+        ),
+        (
+            "MISMATCH",
+            f"model:{M}: {M}@3 on slice 'global' is DEPRECATED in slice_states, but its audit "
+            "chain replays to PROMOTED",
+        ),
+        (
+            "MISMATCH",
+            f"model:{M}: the desired state of slice 'global' is not what its slice states "
+            "derive: prod_version 3, not 1; warm_versions [2, 3], not [1, 2]",
+        ),
+    ]
+
+
+def test_a_percent_or_desired_state_set_directly_is_named(registry: Registry) -> None:
+    new_model(registry, tier=Tier.L1)
+    bootstrap_prod(registry)
+    v = version(registry).version
+    for st, pct in ((S.APPROVED_SHADOW, None), (S.SHADOW, None), (S.APPROVED_CANARY, None),
+                    (S.CANARY, 5)):  # fmt: skip
+        registry.transition(M, v, st, actor="ops", percent=pct)
+    assert registry.verify_audit().ok
+    sql(registry, "UPDATE slice_states SET percent = 10 WHERE version = 2")
+    assert kinds(registry) == [
+        (
+            "MISMATCH",
+            f"model:{M}: {M}@2 on slice 'global' is CANARY (10%) in slice_states, but its audit "
+            "chain replays to CANARY (5%)",
+        ),
+        (
+            "MISMATCH",
+            f"model:{M}: the desired state of slice 'global' is not what its slice states "
+            "derive: canary {'version': 2, 'percent': 5}, not {'version': 2, 'percent': 10}",
+        ),
+    ]
+    sql(registry, "UPDATE slice_states SET percent = 5 WHERE version = 2")
+    sql(registry, "UPDATE model_slices SET generation = generation + 1")
+    assert [k for k, _ in kinds(registry)] == ["MISMATCH"]
+
+
+def test_a_team_membership_or_spec_changed_directly_is_named(audited: Registry) -> None:
+    sql(audited, "UPDATE actors SET team = 'safety' WHERE name = 'rank-eng'")
+    sql(audited, "INSERT INTO teams (name, created_at) VALUES ('ghosts', 'now')")
+    with audited.engine.connect() as conn:
+        raw = conn.execute(text("SELECT spec_json FROM models")).scalar_one()
+    sql(audited, "UPDATE models SET spec_json = :s", s=raw.replace('"L0"', '"L1"'))
+    assert kinds(audited) == [
+        ("MISMATCH", "_registry: team 'ghosts' has no add_team entry"),
+        (
+            "MISMATCH",
+            "_registry: actor 'rank-eng' is in team 'safety', but was added to team 'ranking'",
+        ),
+        (
+            "MISMATCH",
+            f"model:{M}: model {M!r}: the stored spec differs from its register_model entry "
+            "(seq 1) in tier",
+        ),
+    ]
+
