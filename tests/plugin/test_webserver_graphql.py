@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -136,20 +137,68 @@ def test_graphql_lists_the_whole_location(webserver: Stack) -> None:
     assert not {f"refresh_{m}_schedule" for m in l3} & got["schedules"]
 
 
-def _png_size(path: Path) -> tuple[int, int]:
-    head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", head[16:24])
+GROUPS_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    groupName
+  }
+}
+"""
 
 
-def test_asset_graph_screenshot(webserver: Stack, tmp_path: Path) -> None:
+def _graphql_assets(stack: Stack) -> dict[str, set[str]]:
+    """What the webserver says exists: asset group -> the names its graph nodes carry."""
+    r = httpx.post(
+        f"http://127.0.0.1:{stack.webserver_port}/graphql",
+        json={"query": GROUPS_QUERY},
+        timeout=60,
+    )
+    assert r.status_code == 200 and "errors" not in r.json(), r.text
+    groups: dict[str, set[str]] = {}
+    for node in r.json()["data"]["assetNodes"]:
+        groups.setdefault(node["groupName"], set()).add(node["assetKey"]["path"][-1])
+    return groups
+
+
+class _GraphNodes(HTMLParser):
+    """The labels of the nodes an SVG graph drew: the first text inside each foreignObject
+    (the UI draws every asset or group node, and only those, as a foreignObject)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[str] = []
+        self._depth = 0
+        self._need_label = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "foreignobject":
+            self._depth += 1
+            self._need_label = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "foreignobject":
+            self._depth -= 1
+            self._need_label = False
+
+    def handle_data(self, data: str) -> None:
+        if self._depth and self._need_label and data.strip():
+            self.labels.append(data.strip())
+            self._need_label = False
+
+
+def _graph_labels(dom: str) -> list[str]:
+    parser = _GraphNodes()
+    parser.feed(dom)
+    return parser.labels
+
+
+def _chromium(url: str, profile: Path, window: str, screenshot: Path | None = None) -> str:
+    """Load `url` headless, let the app render, and return the DOM it built (the screenshot,
+    when asked for, is of the same page load)."""
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.fail(f"chromium is required for the asset-graph screenshot; not found at {CHROMIUM}")
     binary = str(CHROMIUM) if CHROMIUM.exists() else str(shutil.which("chromium"))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "asset_graph.png"
-    shot.unlink(missing_ok=True)
-    url = f"http://127.0.0.1:{webserver.webserver_port}/asset-groups"
     cmd = [
         binary,
         "--headless",
@@ -163,17 +212,60 @@ def test_asset_graph_screenshot(webserver: Stack, tmp_path: Path) -> None:
         "--disable-sync",
         "--disable-extensions",
         "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1600,1000",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
         "--virtual-time-budget=15000",
-        f"--screenshot={shot}",
+        "--dump-dom",
+        *([f"--screenshot={screenshot}"] if screenshot else []),
         url,
     ]
-    proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    assert shot.exists(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]!r}"
-    width, height = _png_size(shot)
-    assert (width, height) == (1600, 1000)
-    # A rendered page, not a blank one: a blank 1600x1000 PNG compresses to a few KB.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"chromium exit {proc.returncode}: {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_asset_graph_screenshot(webserver: Stack, tmp_path: Path) -> None:
+    """The global lineage page draws one node per asset group GraphQL reports, and nothing
+    else: an error page, an empty graph or a half-loaded app draws none."""
+    groups = _graphql_assets(webserver)
+    assert {"datasets", "features", "models", "eval_reports"} <= groups.keys(), groups
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "asset_graph.png"
+    shot.unlink(missing_ok=True)
+    dom = _chromium(
+        f"http://127.0.0.1:{webserver.webserver_port}/asset-groups",
+        tmp_path / "profile-global",
+        "1600,1000",
+        screenshot=shot,
+    )
+    assert shot.exists(), "no screenshot"
+    assert _png_size(shot) == (1600, 1000)
+    # Painted, not blank: a blank 1600x1000 PNG compresses to a few KB.
     assert shot.stat().st_size > 30_000, (
         f"screenshot is suspiciously small ({shot.stat().st_size} B)"
     )
+    labels = _graph_labels(dom)
+    assert sorted(labels) == sorted(groups), f"graph nodes {labels}, GraphQL groups {groups}"
+
+
+def test_asset_group_graph_draws_every_model(webserver: Stack, tmp_path: Path) -> None:
+    """One group's lineage draws each of its assets by name (a window tall enough that the
+    graph, which only draws what is in view, has every node in view), and its neighbours
+    are assets GraphQL knows too."""
+    groups = _graphql_assets(webserver)
+    known = set().union(*groups.values())
+    dom = _chromium(
+        f"http://127.0.0.1:{webserver.webserver_port}"
+        "/locations/__repository__@modelops/asset-groups/models/lineage",
+        tmp_path / "profile-models",
+        "1600,4000",
+    )
+    labels = set(_graph_labels(dom))
+    assert groups["models"] <= labels, f"models not drawn: {sorted(groups['models'] - labels)}"
+    assert labels <= known, f"nodes GraphQL does not know: {sorted(labels - known)}"
