@@ -212,6 +212,19 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_grant_app(args: argparse.Namespace) -> int:
+    from modelops.store import db
+    from modelops.store.roles import grant_app_role
+
+    engine = db.make_engine(db.resolve_url(args.registry))
+    try:
+        for statement in grant_app_role(engine, args.role):
+            print(f"{statement};")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def cmd_actor_add(args: argparse.Namespace) -> int:
     from modelops.registry import actor_name, team_name
 
@@ -606,6 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
     dbp = sub.add_parser("db", help="registry schema").add_subparsers(dest="sub", required=True)
     dbp.add_parser("upgrade", help="apply migrations").set_defaults(fn=cmd_db_upgrade)
     dbp.add_parser("current", help="show the schema revision").set_defaults(fn=cmd_db_current)
+    g = dbp.add_parser(
+        "grant-app",
+        help="PostgreSQL, run as the owner: give ROLE (which owns nothing) the registry's row "
+        "rights and no more; rerun after every upgrade",
+    )
+    g.add_argument("role")
+    g.set_defaults(fn=cmd_db_grant_app)
 
     ap = sub.add_parser("actor", help="people and their teams").add_subparsers(
         dest="sub", required=True
