@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from modelops.errors import SchemaOutOfDate
 from modelops.registry import Registry
@@ -100,3 +100,42 @@ def test_downgrade_to_base_and_upgrade_again(backend: str, request: pytest.Fixtu
             assert schema_diff(reg) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_upgrading_a_0001_registry_makes_its_valid_teams_known(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Teams its actors and models already name become known, each with an audit entry, so
+    the upgraded registry still verifies; a blank or malformed team is not made known."""
+    from datetime import UTC, datetime
+
+    from modelops import audit
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "empty_pg_url")
+    engine = db.make_engine(url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001_initial")
+            ts = datetime(2025, 1, 1, tzinfo=UTC)
+            for name, team in (("ann", "ads"), ("bob", " Risk "), ("cy", ""), ("di", "a b")):
+                conn.execute(
+                    text("INSERT INTO actors (name, team, created_at) VALUES (:n, :t, 'x')"),
+                    {"n": name, "t": team},
+                )
+                audit.append(conn, model_id=None, version=None, action="add_actor", ts=ts,
+                             actor="admin", payload={"name": name, "team": team})  # fmt: skip
+        db.upgrade(engine)
+        with Registry(url, engine=engine) as reg:
+            assert reg.list_teams() == ["ads", "risk"]
+            added = [e for e in reg.audit_entries(None) if e.action == "add_team"]
+            assert [(e.payload, e.actor) for e in added] == [
+                ({"name": "ads"}, "migration:0002"),
+                ({"name": "risk"}, "migration:0002"),
+            ]
+            assert reg.verify_audit().ok
+    finally:
+        engine.dispose()
+
