@@ -33,7 +33,7 @@ import os
 import re
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -141,6 +141,18 @@ class GatewayConfig(BaseModel):
         gt=0,
         description="half-open an open breaker after this long; None: stay open until the "
         "controller publishes a newer table",
+    )
+    outcome_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="an outcome is accepted only for a request this process served this "
+        "recently",
+    )
+    outcome_max_ids: int = Field(
+        200_000,
+        gt=0,
+        description="served request ids remembered for outcomes (about 200 bytes each); the "
+        "oldest are forgotten first",
     )
     token: SecretStr | None = Field(
         None,
@@ -319,6 +331,63 @@ class _Recorder:
             self.submitted += 1
         else:
             self._metrics.inc(self._metrics.records_dropped, kind)
+
+
+class _ServedIds:
+    """Request ids this process served, oldest first, bounded by age and by count, with the
+    outcome names already accepted for each.
+
+    An outcome may only name a request that was served here, and only once per name: a
+    made-up or replayed id cannot move a window. The value is the serve time, or once an
+    outcome arrived (time, name, ...), so an id costs about 200 bytes.
+    """
+
+    __slots__ = ("_ids", "max_ids", "window_s")
+
+    def __init__(self, max_ids: int, window_s: float) -> None:
+        self._ids: OrderedDict[str, Any] = OrderedDict()
+        self.max_ids = max_ids
+        self.window_s = window_s
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, rid: str, now: float) -> None:
+        ids = self._ids
+        old = ids.pop(rid, None)
+        ids[rid] = now if old is None or type(old) is float else (now, *old[1:])
+        horizon = now - self.window_s
+        while ids:
+            first = next(iter(ids.values()))
+            ts = first if type(first) is float else first[0]
+            if len(ids) <= self.max_ids and ts >= horizon:
+                break
+            ids.popitem(last=False)
+
+    def claim(self, rid: str, name: str, now: float) -> str | None:
+        """None if this outcome is the first of its name for a request served here; else
+        why not: 'unknown' or 'duplicate'."""
+        entry = self._ids.get(rid)
+        if entry is None:
+            return "unknown"
+        if type(entry) is float:
+            if entry < now - self.window_s:
+                return "unknown"
+            self._ids[rid] = (entry, name)
+            return None
+        if entry[0] < now - self.window_s:
+            return "unknown"
+        if name in entry[1:]:
+            return "duplicate"
+        self._ids[rid] = (*entry, name)
+        return None
+
+    def unclaim(self, rid: str, name: str) -> None:
+        """An accepted outcome could not be queued after all: the name may be posted again."""
+        entry = self._ids.get(rid)
+        if entry is not None and type(entry) is not float and name in entry[1:]:
+            rest = tuple(n for n in entry[1:] if n != name)
+            self._ids[rid] = (entry[0], *rest) if rest else entry[0]
 
 
 # ---------------------------------------------------------------------- routing decisions
@@ -642,6 +711,7 @@ class Gateway:
         )
         self.metrics = GatewayMetrics()
         self.recorder = _Recorder(sink, self.metrics, config.record_queue_size)
+        self.served = _ServedIds(config.outcome_max_ids, config.outcome_window_s)
         self.breakers = BreakerBoard(
             on_trip=self._on_trip,
             on_close=self._on_breaker_close,
@@ -1032,12 +1102,19 @@ class Gateway:
         hlen: str | None = None,
         **extra: Any,
     ) -> None:
-        """Queue this request's record (O(1)); it is built and submitted off the request path."""
+        """Queue this request's record (O(1)); it is built and submitted off the request path.
+
+        A request that got its answer becomes one an outcome may name; that happens here,
+        before the answer leaves, so an outcome posted right after it is never refused.
+        """
         t = d.table
+        now = self.clock()
+        if error is None and status is not None and status < 400:
+            self.served.add(rid, now)
         self.recorder.put(
             _Pending(
                 rid,
-                self.clock(),
+                now,
                 t.model_id,
                 d.endpoint.version,
                 d.arm,
@@ -1785,17 +1862,38 @@ def create_app(
         responses={
             400: {"description": "invalid outcome"},
             401: _R401,
+            404: {"description": "the request id was not served by this gateway process"},
+            409: {"description": "an outcome of this name for this request was accepted"},
             503: {"description": "log queue full"},
         },
     )
     async def outcomes(outcome: OutcomeIn) -> Response:
+        now = gw.clock()
+        rid, name = outcome.request_id, outcome.name
+        refused = gw.served.claim(rid, name, now)
+        if refused == "unknown":
+            return _error_response(
+                404,
+                f"request id {rid!r} was not served by this gateway process in the last "
+                f"{gw.served.window_s:g} s (it remembers the newest {gw.served.max_ids}); "
+                "outcomes are accepted only for requests the gateway served",
+                request_id=rid,
+            )
+        if refused == "duplicate":
+            return _error_response(
+                409,
+                f"an outcome {name!r} for request {rid!r} was already accepted; the first "
+                "one counts",
+                request_id=rid,
+            )
         o = Outcome(
-            request_id=outcome.request_id,
-            ts=outcome.ts if outcome.ts is not None else gw.clock(),
-            name=outcome.name,
+            request_id=rid,
+            ts=outcome.ts if outcome.ts is not None else now,
+            name=name,
             value=outcome.value,
         )
         if not gw.recorder.put(o):
+            gw.served.unclaim(rid, name)
             return _error_response(503, "the prediction log is full", gw._retry)
         return JSONResponse({"accepted": True, "request_id": o.request_id}, status_code=202)
 

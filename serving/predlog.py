@@ -68,7 +68,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HEAD_REVISION = "predlog_0001"
+HEAD_REVISION = "predlog_0002"
 VERSION_TABLE = "predlog_alembic_version"
 TIMEOUT_ERROR = "timeout"  # the error code the gateway records for a backend timeout
 _MIGRATIONS = Path(__file__).resolve().parent / "predlog_migrations"
@@ -94,7 +94,7 @@ class _Json(sa.types.TypeDecorator[Any]):
 
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-# The query-side mirror of predlog_0001; the migration, not this, creates the tables.
+# The query-side mirror of the migrations; they, not this, create the tables.
 metadata = sa.MetaData()
 predictions = sa.Table(
     "predictions",
@@ -126,7 +126,8 @@ outcomes = sa.Table(
     sa.Column("ts", sa.Double(), nullable=False),
     sa.Column("name", sa.String(), nullable=False),
     sa.Column("value", sa.Double(), nullable=False),
-    sa.Index("ix_outcomes_request", "request_id", "name"),
+    # One outcome per (request, name): a replayed post cannot count twice (predlog_0002).
+    sa.Index("uq_outcomes_request_name", "request_id", "name", unique=True),
 )
 events = sa.Table(
     "events",
@@ -319,7 +320,12 @@ class PredictionLog:
         # The driver's own DataError too: COPY runs beneath SQLAlchemy, which wraps nothing.
         self._rejected = (*_REJECTED, self.engine.dialect.loaded_dbapi.DataError)
         self._pred_sql = _insert_sql(dialect, "predictions", _PRED_COLS)
-        self._outcome_sql = _insert_sql(dialect, "outcomes", _OUTCOME_COLS)
+        # The first outcome of a (request, name) wins; a later one, from any gateway process,
+        # is dropped by the unique index instead of failing its batch.
+        self._outcome_sql = (
+            _insert_sql(dialect, "outcomes", _OUTCOME_COLS)
+            + " ON CONFLICT (request_id, name) DO NOTHING"
+        )
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -489,14 +495,12 @@ class PredictionLog:
                 # PostgreSQL: COPY streams the batch in one round trip; an executemany is one
                 # bind/execute per row on the server, about a third of the rate here.
                 cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                for table, cols, rows in (
-                    ("predictions", _PRED_COLS, preds),
-                    ("outcomes", _OUTCOME_COLS, outs),
-                ):
-                    if rows:
-                        with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
-                            for row in rows:
-                                cp.write_row(row)
+                if preds:
+                    with cur.copy(f"COPY predictions ({', '.join(_PRED_COLS)}) FROM STDIN") as cp:
+                        for row in preds:
+                            cp.write_row(row)
+                if outs:  # COPY has no ON CONFLICT; outcomes are few
+                    cur.executemany(self._outcome_sql, outs)
                 return
             # Multi-row statements, not executemany: sqlite3 releases the GIL around every
             # statement step, and a busy gateway thread holds it for a switch interval (5 ms)
@@ -755,11 +759,15 @@ class PredictionLogReader:
                     cols.append(func.percentile_cont(q).within_group(col).label(f"{name}_{label}"))
         agg = select(*cols).where(*conds).group_by(*grp)
         o = outcomes
+        # A request counts once per series however often its id was logged (a client may
+        # reuse x-request-id), and the unique index leaves one outcome per (request, name):
+        # so n is the number of distinct requests with that outcome, never more.
+        served = select(p.c.request_id, *grp).where(*conds).distinct().subquery()
+        sgrp = (served.c.version, served.c.arm, served.c.slice)
         joined = (
-            select(*grp, o.c.name, func.count().label("n"), func.avg(o.c.value).label("mean"))
-            .select_from(p.join(o, o.c.request_id == p.c.request_id))
-            .where(*conds)
-            .group_by(*grp, o.c.name)
+            select(*sgrp, o.c.name, func.count().label("n"), func.avg(o.c.value).label("mean"))
+            .select_from(served.join(o, o.c.request_id == served.c.request_id))
+            .group_by(*sgrp, o.c.name)
         )
         lat: dict[_Key, list[float]] = {}
         tok: dict[_Key, list[int]] = {}

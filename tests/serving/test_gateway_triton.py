@@ -261,11 +261,17 @@ def test_breaker_half_opens_after_cooldown_and_closes_on_a_good_probe(gw_models)
         asyncio.run(scenario(url))
 
 
-def test_outcomes_are_handed_to_the_log() -> None:
+@pytest.mark.timeout(60)
+def test_outcomes_are_handed_to_the_log(gw_models) -> None:  # noqa: F811
     sink = MemorySink()
 
     async def scenario() -> None:
-        async with running(make_app(sink=sink)) as c:
+        async with running(make_app(sink=sink, tables=[table("o", gw_models.endpoint(1))])) as c:
+            for rid in ("r1", "r2"):  # outcomes name requests the gateway served
+                r = await c.post(
+                    "/v2/models/o/infer", json=infer_body([1.0]), headers={"x-request-id": rid}
+                )
+                assert r.status_code == 200
             r = await c.post("/v1/outcomes", json={"request_id": "r1", "value": 1.0})
             assert r.status_code == 202
             r = await c.post(

@@ -251,6 +251,74 @@ def test_outcomes_join_by_request_id(
 
 
 @pytest.mark.timeout(60)
+def test_an_outcome_counts_once_per_request_whoever_posts_it_again(
+    open_log: Callable[..., PredictionLog], reader: PredictionLogReader
+) -> None:
+    """Outcome poisoning at the log: one canary request, then 1,500 `click=0` posts against
+    its id from another writer (another gateway process, or the same one restarted), and
+    the id logged twice (a client reusing x-request-id). The window counts one outcome,
+    the first."""
+    first, other = open_log(), open_log()
+    first.submit(rec("x", ts=T0, version=2, arm="canary"))
+    first.submit_outcome(Outcome(request_id="rx", ts=T0 + 1, name="click", value=1.0))
+    assert first.flush(30)
+    other.submit(rec("x", ts=T0 + 2, version=2, arm="canary"))
+    for i in range(1_500):
+        assert other.submit_outcome(Outcome(request_id="rx", ts=T0 + 3 + i, name="click", value=0))
+    other.submit_outcome(Outcome(request_id="rx", ts=T0 + 9, name="label", value=2.0))
+    assert other.flush(30)
+    assert other.failed == 0  # duplicates are dropped by the index, not failed batches
+    (canary,) = reader.window("m", since_ts=T0)
+    assert canary.requests == 2
+    assert canary.outcomes["click"].model_dump() == {"count": 1, "mean": 1.0}
+    assert canary.outcomes["label"].model_dump() == {"count": 1, "mean": 2.0}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database the log has never been migrated into."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old-predictions.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.mark.timeout(60)
+def test_predlog_0002_keeps_the_first_outcome_of_each_pair_and_makes_them_unique(
+    unmigrated_url: str,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    engine = db.make_engine(unmigrated_url)
+    try:
+        upgrade(engine, "predlog_0001")  # a log written before outcomes were unique
+        rows = [("a", 1.0, "click", 1.0), ("a", 2.0, "click", 0.0), ("a", 3.0, "label", 5.0)]
+        rows += [("b", 4.0, "click", 0.0)] * 3
+        with engine.begin() as conn:
+            for r in rows:
+                conn.execute(
+                    text("INSERT INTO outcomes (request_id, ts, name, value) VALUES (:r,:t,:n,:v)"),
+                    {"r": r[0], "t": r[1], "n": r[2], "v": r[3]},
+                )
+        upgrade(engine)
+        assert current_revision(engine) == HEAD_REVISION
+        with engine.connect() as conn:
+            kept = conn.execute(
+                text("SELECT request_id, name, value FROM outcomes ORDER BY request_id, name")
+            ).all()
+        want = [("a", "click", 1.0), ("a", "label", 5.0), ("b", "click", 0.0)]
+        assert [tuple(k) for k in kept] == want
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO outcomes (request_id, ts, name, value) VALUES ('a', 9, 'c', 1)")
+            )
+            conn.execute(
+                text("INSERT INTO outcomes (request_id, ts, name, value) VALUES ('a', 9, 'c', 0)")
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.timeout(60)
 def test_window_aggregates_match_hand_computed(
     open_log: Callable[..., PredictionLog], reader: PredictionLogReader
 ) -> None:
@@ -550,7 +618,7 @@ def test_default_url_is_under_modelops_home_and_env_overrides(
 
 
 def test_the_query_tables_match_what_the_migration_built(url: str) -> None:
-    """The module's Table objects mirror predlog_0001; autogenerate finds no difference."""
+    """The module's Table objects mirror the migrations; autogenerate finds no difference."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
@@ -564,7 +632,7 @@ def test_the_query_tables_match_what_the_migration_built(url: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_unmigrated_postgres_raises_then_shares_the_registry_database(pg_url: str) -> None:
-    with pytest.raises(SchemaOutOfDate, match="predlog_0001"):
+    with pytest.raises(SchemaOutOfDate, match=HEAD_REVISION):
         PredictionLog(pg_url)
     with pytest.raises(SchemaOutOfDate):
         PredictionLogReader(pg_url)
