@@ -54,7 +54,7 @@ from modelops.state_stores.config import SqlTableStoreSpec
 
 __all__ = ["SqlTableStore"]
 
-_DUMP_FORMATS = {"sqlite": "modelops-sqlite-rows-v1", "postgresql": "modelops-pg-jsonb-copy-v1"}
+_DUMP_FORMATS = {"sqlite": "modelops-sqlite-rows-v1", "postgresql": "modelops-pg-copy-text-v1"}
 WRITE_OPS = ("I", "U", "D")
 # Log operations: I insert, U update (old row), D delete (old row), K a key an update moved
 # a row to (absent before), R reset marker (log not continuous across it: full restore).
@@ -97,36 +97,27 @@ def _q(ident: str) -> str:
 # ------------------------------------------------------------------------------ SQLite
 
 
-def _enc(v: Any) -> Any:
-    """Exact and typed: SQLite keeps int, real, text and blob apart, and so does the dump."""
-    t = type(v)
-    if v is None or t is int or t is str:
-        return v
-    if t is float:
-        return {"r": v.hex()}
-    if t is bytes:
+def _bytes_to_json(v: Any) -> Any:
+    if type(v) is bytes:
         return {"b": v.hex()}
-    raise SpecError(f"unsupported SQLite value of type {t.__name__}")
+    raise SpecError(f"unsupported SQLite value of type {type(v).__name__}")
 
 
-def _dec(v: Any) -> Any:
-    if isinstance(v, dict):
-        if "r" in v:
-            return float.fromhex(v["r"])
-        return bytes.fromhex(v["b"])
-    return v
-
-
-def _row_line(row: tuple[Any, ...]) -> bytes:
-    return (
-        json.dumps([_enc(v) for v in row], ensure_ascii=False, separators=(",", ":")) + "\n"
-    ).encode()
+# One encoder and one decoder, so each row is a single call into the C implementation.
+# Floats need no tag: their JSON spelling is Python's repr, which round-trips every bit and
+# always carries a '.', an exponent or a name (NaN, Infinity), so an int never reads back as
+# a float or the other way round. Blobs are the one SQLite type JSON lacks.
+_ENCODE = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_bytes_to_json
+).encode
+_DECODE = json.JSONDecoder(object_hook=lambda d: bytes.fromhex(d["b"])).decode
 
 
 def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
+    """Equal values of equal types: 1 and 1.0 differ, as SQLite keeps them apart."""
     if a is None or b is None:
         return a is b
-    return [_enc(x) for x in a] == [_enc(x) for x in b]
+    return bool(_ENCODE(a) == _ENCODE(b))
 
 
 class _Sqlite:
@@ -301,16 +292,13 @@ class _Sqlite:
         cols = ", ".join(_q(c) for c in info.columns)
         order = ", ".join(_q(c) for c in info.key)
         n = 0
-        buf: list[bytes] = []
-        for row in conn.execute(f"SELECT {cols} FROM {self.t} ORDER BY {order}"):
-            buf.append(_row_line(row))
-            n += 1
-            if len(buf) >= 4096:
-                sink.write(b"".join(buf))
-                buf.clear()
-        if buf:
-            sink.write(b"".join(buf))
-        return n
+        cur = conn.execute(f"SELECT {cols} FROM {self.t} ORDER BY {order}")
+        while True:
+            rows = cur.fetchmany(4096)
+            if not rows:
+                return n
+            sink.write("".join([_ENCODE(r) + "\n" for r in rows]).encode())
+            n += len(rows)
 
     def snapshot(self, sink: _Sink) -> tuple[dict[str, Any], int]:
         self.install()
@@ -363,8 +351,9 @@ class _Sqlite:
 
     def _key_text(self, values: tuple[Any, ...]) -> str:
         return json.dumps(
-            {k: _enc(v) for k, v in zip(self.info().key, values, strict=True)},
+            dict(zip(self.info().key, values, strict=True)),
             ensure_ascii=False,
+            default=_bytes_to_json,
         )
 
     def stats(self, cursor: dict[str, Any]) -> _LogStats:
@@ -486,7 +475,7 @@ class _Sqlite:
         with open(dump, "rb") as fh:
             batch: list[list[Any]] = []
             for line in fh:
-                batch.append([_dec(v) for v in json.loads(line)])
+                batch.append(_DECODE(line.decode()))
                 if len(batch) >= 10000:
                     conn.executemany(ins, batch)
                     rows += len(batch)
@@ -684,8 +673,12 @@ class _Postgres:
         return True
 
     def _dump_sql(self) -> str:
-        order = ", ".join(_q(k) for k in self.info().key)
-        return f"COPY (SELECT to_jsonb(t)::text FROM {self.t} t ORDER BY {order}) TO STDOUT"
+        """PostgreSQL's own COPY text format: each type's output function, which its input
+        function reads back exactly under the session settings pinned in _SESSION."""
+        info = self.info()
+        cols = ", ".join(_q(c) for c in info.columns)
+        order = ", ".join(_q(k) for k in info.key)
+        return f"COPY (SELECT {cols} FROM {self.t} ORDER BY {order}) TO STDOUT"
 
     def _dump(self, conn: Any, sink: _Sink) -> int:
         rows = 0
@@ -863,18 +856,20 @@ class _Postgres:
         info = self.info()
         conn.execute(f"ALTER TABLE {self.t} DISABLE TRIGGER {self.trg_row}")
         conn.execute(f"ALTER TABLE {self.t} DISABLE TRIGGER {self.trg_trunc}")
-        conn.execute(f"DELETE FROM ONLY {self.t}")
-        conn.execute("CREATE TEMP TABLE modelops_reload (doc jsonb) ON COMMIT DROP")
-        with conn.cursor() as cur, cur.copy("COPY modelops_reload (doc) FROM STDIN") as cp:
-            with open(dump, "rb") as fh:
-                for chunk in iter(lambda: fh.read(CHUNK_SIZE), b""):
-                    cp.write(chunk)
+        import psycopg
+
+        try:
+            with conn.transaction():  # a savepoint: TRUNCATE fails if a foreign key points here
+                conn.execute(f"TRUNCATE ONLY {self.t}")
+        except psycopg.errors.FeatureNotSupported:
+            conn.execute(f"DELETE FROM ONLY {self.t}")
         cols = ", ".join(_q(c) for c in info.columns)
-        rcols = ", ".join(f"r.{_q(c)}" for c in info.columns)
-        rows = conn.execute(
-            f"INSERT INTO {self.t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {rcols} "
-            f"FROM modelops_reload, LATERAL jsonb_populate_record(NULL::{self.t}, doc) AS r"
-        ).rowcount
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {self.t} ({cols}) FROM STDIN") as cp:
+                with open(dump, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(CHUNK_SIZE), b""):
+                        cp.write(chunk)
+            rows = cur.rowcount
         conn.execute(f"ALTER TABLE {self.t} ENABLE TRIGGER {self.trg_row}")
         conn.execute(f"ALTER TABLE {self.t} ENABLE TRIGGER {self.trg_trunc}")
         # The reload bypassed the triggers: older cursors cannot be replayed across it.
