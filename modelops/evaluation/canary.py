@@ -34,7 +34,13 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelops.evaluation.ratio import ArmArrays, ArmStats, as_arrays, log_ratio_difference
+from modelops.evaluation.ratio import (
+    ArmArrays,
+    ArmStats,
+    as_arrays,
+    log_ratio_difference,
+    users_for_information,
+)
 from modelops.evaluation.sequential import (
     SequentialDesign,
     SequentialReport,
@@ -70,6 +76,21 @@ class CanaryPolicy(BaseModel):
     min_events: int = Field(default=50, ge=1, description="outcomes (sum x) per arm, likewise")
     max_information_factor: float = Field(default=3.0, ge=1)
     srm: SRMPolicy = Field(default_factory=SRMPolicy)
+
+    def fixed_horizon_users(
+        self,
+        var_candidate: float,
+        var_prod: float,
+        prod_per_candidate: float = 9.0,
+        family: int = 1,
+    ) -> float:
+        """Candidate users a fixed-horizon one-sided z-test needs for the same error rates,
+        with per-user log-rate variances measured on prod (ratio.per_user_log_variance) and
+        `prod_per_candidate` prod users per candidate user (9 at a 10% canary): the
+        denominator the sequential test's average sample is compared with."""
+        return users_for_information(
+            self.design(family).fixed_information, var_candidate, var_prod, prod_per_candidate
+        )
 
     def design(self, family: int = 1) -> SequentialDesign:
         m = self.harm_margin

@@ -77,11 +77,13 @@ class FeatureReference(BaseModel):
             idx = np.searchsorted(np.asarray(self.edges, dtype=float), x, side="right")
             return np.where(np.isnan(x), missing_bin, idx)
         missing = _missing(v)
-        uniq, inv = np.unique(np.where(missing, "", v).astype(str), return_inverse=True)
-        lookup = {c: i for i, c in enumerate(self.categories)}
-        other = len(self.categories)
-        codes = np.array([lookup.get(u, other) for u in uniq], dtype=np.int64)
-        return np.where(missing, missing_bin, codes[inv.reshape(-1)])
+        text = v if v.dtype.kind in "US" else np.where(missing, "", v).astype(str)
+        # One vectorised comparison per category (at most max_categories): no sort.
+        codes = np.full(text.shape, len(self.categories), dtype=np.int64)
+        for i, c in enumerate(self.categories):
+            codes[text == c] = i
+        codes[missing] = missing_bin
+        return codes
 
 
 class DriftReference(BaseModel):

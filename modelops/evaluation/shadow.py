@@ -191,11 +191,12 @@ def shadow_divergence(
             uniq, codes = np.unique(raw, return_inverse=True)
             names = [str(u) for u in uniq]
     n_slices = len(names)
-    c_ok = codes[ok]
-    hp = np.bincount(c_ok * nb + bp[ok], minlength=n_slices * nb).reshape(n_slices, nb)
-    hs = np.bincount(c_ok * nb + bs[ok], minlength=n_slices * nb).reshape(n_slices, nb)
+    sel: Any = slice(None) if ok.all() else ok  # a view, not a copy, when nothing failed
+    c_ok = codes[sel]
+    hp = np.bincount(c_ok * nb + bp[sel], minlength=n_slices * nb).reshape(n_slices, nb)
+    hs = np.bincount(c_ok * nb + bs[sel], minlength=n_slices * nb).reshape(n_slices, nb)
     n_slice = hp.sum(axis=1)
-    agree_slice = np.bincount(c_ok, weights=agree[ok], minlength=n_slices)
+    agree_slice = np.bincount(c_ok, weights=agree[sel], minlength=n_slices)
 
     n = int(ok.sum())
     tp, ts = hp.sum(axis=0), hs.sum(axis=0)
@@ -221,9 +222,9 @@ def shadow_divergence(
 
     ece_p = ece_s = None
     if labels is not None:
-        y = np.asarray(labels)[ok]
-        ece_p = expected_calibration_error(ps[ok], y, pol.calibration_bins)
-        ece_s = expected_calibration_error(ss[ok], y, pol.calibration_bins)
+        y = np.asarray(labels)[sel]
+        ece_p = expected_calibration_error(ps[sel], y, pol.calibration_bins)
+        ece_s = expected_calibration_error(ss[sel], y, pol.calibration_bins)
 
     lat50 = lat99 = None
     if prod_latency_ms is not None and shadow_latency_ms is not None:

@@ -218,3 +218,17 @@ def test_simulated_power_at_the_margin_and_beyond() -> None:
 
 def test_state_enum_is_stable_for_batches() -> None:
     assert [s.value for s in SequentialState] == [0, 1, 2, 3, 4]
+
+
+def test_fixed_horizon_users_is_statsmodels_two_sample_z() -> None:
+    """The ASN benchmark's denominator: a one-sided two-sample z-test with 9 prod users per
+    candidate user, effect log(0.9) over a per-user sd sqrt(v), at alpha 0.005 and power 0.9."""
+    from statsmodels.stats.power import NormalIndPower
+
+    v = 5.46
+    pol = CanaryPolicy()
+    n = NormalIndPower().solve_power(
+        effect_size=abs(math.log(1 - pol.harm_margin)) / math.sqrt(v), alpha=pol.alpha,
+        power=pol.power, ratio=9.0, alternative="larger",
+    )
+    assert pol.fixed_horizon_users(v, v, 9.0) == pytest.approx(n, rel=1e-6)
