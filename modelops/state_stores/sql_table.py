@@ -32,7 +32,7 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,33 +367,41 @@ class _Sqlite:
     # -- restore
 
     def restore(
-        self, cursor: dict[str, Any], dump: Path, expected: str, mode: str, origin: str
+        self,
+        cursor: dict[str, Any],
+        dump: Callable[[], Path],
+        expected: str,
+        mode: str,
+        origin: str,
     ) -> StoreRestoreReport:
         self.install()
         clock = timer()
         conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")  # writers wait; readers in WAL mode do not
+        note = ""
         try:
-            stats = self._stats(conn, cursor)
-            note = ""
-            if mode != "full" and stats.resets == 0:
-                rewritten = self._revert(conn, int(cursor["seq"]), origin)
-                got, rows = self._hash_in(conn)
-                if got == expected:
-                    conn.execute("COMMIT")
-                    return self._report(
-                        "incremental" if rewritten else "noop", expected, stats, rewritten,
-                        rows, clock(), "",
+            if mode != "full":
+                conn.execute("BEGIN IMMEDIATE")  # writers wait; readers in WAL mode do not
+                stats = self._stats(conn, cursor)
+                if stats.resets == 0:
+                    rewritten = self._revert(conn, int(cursor["seq"]), origin)
+                    got, rows = self._hash_in(conn)
+                    if got == expected:
+                        conn.execute("COMMIT")
+                        return self._report(
+                            "incremental" if rewritten else "noop", expected, stats, rewritten,
+                            rows, clock(), "",
+                        )
+                    note = (
+                        "the change log did not reproduce the snapshot (writes bypassed the "
+                        "triggers?); reloaded the full dump"
                     )
+                else:
+                    note = "the change log was reset after the cursor; reloaded the full dump"
                 conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                note = (
-                    "the change log did not reproduce the snapshot (writes bypassed the "
-                    "triggers?); reloaded the full dump"
-                )
-            elif stats.resets:
-                note = "the change log was reset after the cursor; reloaded the full dump"
-            rows = self._reload(conn, dump, origin)
+            path = dump()  # fetched and verified outside the write lock
+            conn.execute("BEGIN IMMEDIATE")
+            stats = self._stats(conn, cursor)
+            rows = self._reload(conn, path, origin)
             got, _ = self._hash_in(conn)
             if got != expected:
                 conn.execute("ROLLBACK")
@@ -752,7 +760,12 @@ class _Postgres:
             return self._stats(conn, cursor)
 
     def restore(
-        self, cursor: dict[str, Any], dump: Path, expected: str, mode: str, origin: str
+        self,
+        cursor: dict[str, Any],
+        dump: Callable[[], Path],
+        expected: str,
+        mode: str,
+        origin: str,
     ) -> StoreRestoreReport:
         self.install()
         clock = timer()
@@ -789,11 +802,12 @@ class _Postgres:
                 )
             except _Fallback:
                 pass
+        path = dump()  # fetched and verified before the table is locked
         with conn.transaction():
             conn.execute(f"LOCK TABLE {self.t} IN ACCESS EXCLUSIVE MODE")
             conn.execute("SELECT set_config('modelops.origin', %s, true)", (origin,))
             stats = self._stats(conn, cursor)
-            rows = self._reload(conn, dump, origin)
+            rows = self._reload(conn, path, origin)
             got, _ = self._hash_in(conn)
             if got != expected:
                 raise _mismatch(self.store, expected, got)
@@ -994,9 +1008,13 @@ class SqlTableStore(StateStore):
     ) -> PreparedRestore:
         with self._reachable("preparing the restore", "the store was not changed"):
             self._check_entry(entry)
-        dump = staging / f"{self.name}.dump"
-        artifacts.fetch(entry.content_sha256, dump)  # verified: a corrupt dump is refused here
-        return _SqlPrepared(self, entry, dump, mode)
+        # Verified before any store changes: a corrupt dump refuses the restore here. The
+        # change-log path never reads it, so it is fetched only if a reload needs it.
+        if mode == "full":
+            artifacts.fetch(entry.content_sha256, staging / f"{self.name}.dump")
+        else:
+            artifacts.verify(entry.content_sha256)
+        return _SqlPrepared(self, entry, artifacts, staging / f"{self.name}.dump", mode)
 
     def changes_since(
         self, entry: StoreManifestEntry, artifacts: ArtifactStore
@@ -1017,19 +1035,29 @@ class SqlTableStore(StateStore):
 
 class _SqlPrepared(PreparedRestore):
     def __init__(
-        self, store: SqlTableStore, entry: StoreManifestEntry, dump: Path, mode: str
+        self,
+        store: SqlTableStore,
+        entry: StoreManifestEntry,
+        artifacts: ArtifactStore,
+        dump: Path,
+        mode: str,
     ) -> None:
-        self.store, self.entry, self.dump, self.mode = store, entry, dump, mode
+        self.store, self.entry, self.artifacts = store, entry, artifacts
+        self.dump, self.mode = dump, mode
+
+    def _dump_path(self) -> Path:
+        if not self.dump.exists():
+            self.artifacts.fetch(self.entry.content_sha256, self.dump)
+        return self.dump
 
     def apply(self) -> StoreRestoreReport:
         assert self.entry.cursor is not None
         origin = f"restore:{self.entry.content_sha256[:16]}"
         with self.store._reachable("restoring", "the table was rolled back and is untouched"):
             return self.store.backend.restore(
-                self.entry.cursor, self.dump, self.entry.content_sha256, self.mode, origin
+                self.entry.cursor, self._dump_path, self.entry.content_sha256, self.mode, origin
             )
 
     def discard(self) -> None:
         with suppress(FileNotFoundError):
             self.dump.unlink()
-
