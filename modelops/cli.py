@@ -840,27 +840,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_gone():  # some other pipe or socket broke: that is an error
+            return _unexpected(exc)
         # `modelops show … | head -1`: the reader has what it wanted. Exit as a writer killed
         # by SIGPIPE would, without a word, and without a second failure flushing at exit.
         _silence_stdout()
         return 141
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
-        from sqlalchemy.exc import OperationalError
+        return _unexpected(exc)
 
-        if isinstance(exc, OperationalError):
-            _error(f"cannot use the registry database: {exc.orig}")
-            return 1
-        if isinstance(exc, ModuleNotFoundError) and (hint := _missing_extra(exc.name)):
-            _error(hint)
-            return 1
-        if os.environ.get("MODELOPS_DEBUG"):
-            raise
-        _error(
-            f"internal error ({type(exc).__name__}: {exc}); "
-            "rerun with MODELOPS_DEBUG=1 for a traceback"
-        )
-        return 70
+
+def _unexpected(exc: Exception) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, OperationalError):
+        _error(f"cannot use the registry database: {exc.orig}")
+        return 1
+    if isinstance(exc, ModuleNotFoundError) and (hint := _missing_extra(exc.name)):
+        _error(hint)
+        return 1
+    if os.environ.get("MODELOPS_DEBUG"):
+        raise exc
+    _error(
+        f"internal error ({type(exc).__name__}: {exc}); rerun with MODELOPS_DEBUG=1 for a traceback"
+    )
+    return 70
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll reports an error on its end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        return False
 
 
 def _error(message: str) -> None:
