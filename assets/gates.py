@@ -14,10 +14,12 @@ from typing import Any
 
 from assets.offline_eval import higher_is_better
 from modelops.fleet import GatePolicy
+from modelops.spec import Tier
 from resources.triton_slo import SloMeasurement, measure_slo, slo_model_name
 
 __all__ = [
     "GATE_NAMES",
+    "NOT_MEASURED",
     "GateResult",
     "SloMeasurement",
     "gate_no_regression",
@@ -36,6 +38,8 @@ GATE_NAMES = (
 )
 
 NO_PROD = "no prod to compare"
+NOT_MEASURED = "NOT_MEASURED"
+"""A gate result of its own, never a pass: what it allows follows the tier."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,12 @@ class GateResult:
     passed: bool
     detail: str
     values: dict[str, Any] = field(default_factory=dict)
+    warn: bool = False
+    """Passed, with something to flag: a WARN asset check rather than a quiet pass."""
 
     def as_record(self) -> dict[str, Any]:
-        return {"passed": self.passed, "detail": self.detail, **self.values}
+        warn = {"warn": True} if self.warn else {}
+        return {"passed": self.passed, "detail": self.detail, **warn, **self.values}
 
 
 def _drop(candidate: float, prod: float, metric: str) -> float:
@@ -166,35 +173,88 @@ def gate_fairness(
 
 
 def gate_latency_memory_slo(
-    m: SloMeasurement | None, policy: GatePolicy, *, why: str = ""
+    m: SloMeasurement | None,
+    policy: GatePolicy,
+    *,
+    tier: Tier,
+    why: str = "",
+    override: Mapping[str, Any] | None = None,
+    subject: str = "MODEL VERSION",
 ) -> GateResult:
-    """p99 of single-row requests and the serving process's memory, against the policy."""
+    """p99 of single-row requests and the serving process's memory, against the policy.
+
+    A half that could not be measured is NOT_MEASURED, with its reason, and never a pass. A
+    measured breach fails the gate whatever else is missing. Otherwise NOT_MEASURED means
+    what the tier says: allowed at L0; allowed with a warning at L1; blocking at L2 and L3
+    unless an override of kind `slo_not_measured` is recorded for the version (`override`:
+    its actor and reason). `subject` names the version in the command that records one.
+    """
     name = "gate_latency_memory_slo"
-    if m is None:
-        return GateResult(name, True, why or "not measured", {})
     values: dict[str, Any] = {
-        "p50_ms": round(m.p50_ms, 3),
-        "p99_ms": round(m.p99_ms, 3),
         "latency_p99_ms_max": policy.latency_p99_ms,
-        "requests": m.requests,
-        "load_s": round(m.load_s, 3),
         "memory_mb_max": policy.memory_mb,
     }
-    problems = []
-    if m.p99_ms > policy.latency_p99_ms:
-        problems.append(f"p99 {m.p99_ms:.2f} ms exceeds {policy.latency_p99_ms} ms")
-    if m.rss_mb is None:
-        mem = "memory not measurable (serving process not on this host)"
+    problems: list[str] = []
+    within: list[str] = []
+    missing: dict[str, str] = {}
+    if m is None:
+        reason = why or "no measurement was taken"
+        missing = {"latency": reason, "memory": reason}
     else:
-        values["rss_mb"] = round(m.rss_mb, 1)
-        mem = f"rss {m.rss_mb:.0f} MB"
-        if m.rss_mb > policy.memory_mb:
-            problems.append(f"rss {m.rss_mb:.0f} MB exceeds {policy.memory_mb} MB")
+        values.update(
+            p50_ms=round(m.p50_ms, 3),
+            p99_ms=round(m.p99_ms, 3),
+            requests=m.requests,
+            load_s=round(m.load_s, 3),
+        )
+        if m.p99_ms > policy.latency_p99_ms:
+            problems.append(f"p99 {m.p99_ms:.2f} ms exceeds {policy.latency_p99_ms} ms")
+        else:
+            within.append(f"p99 {m.p99_ms:.2f} ms within {policy.latency_p99_ms} ms")
+        if m.rss_mb is None:
+            missing["memory"] = (
+                "the serving process is not on this host (a remote Triton), so its resident "
+                "memory cannot be read"
+            )
+        else:
+            values["rss_mb"] = round(m.rss_mb, 1)
+            if m.rss_mb > policy.memory_mb:
+                problems.append(f"rss {m.rss_mb:.0f} MB exceeds {policy.memory_mb} MB")
+            else:
+                within.append(f"rss {m.rss_mb:.0f} MB within {policy.memory_mb} MB")
+    if missing:
+        values["not_measured"] = dict(missing)
     if problems:
+        values["result"] = "FAIL"
         return GateResult(name, False, "; ".join(problems), values)
+    if not missing:
+        values["result"] = "PASS"
+        return GateResult(name, True, "; ".join(within), values)
+    values["result"] = NOT_MEASURED
+    values["tier"] = tier.value
+    reasons = set(missing.values())
+    if len(reasons) == 1 and len(missing) > 1:
+        gap = f"{' and '.join(missing)} {NOT_MEASURED}: {reasons.pop()}"
+    else:
+        gap = "; ".join(f"{half} {NOT_MEASURED}: {reason}" for half, reason in missing.items())
+    head = "; ".join([*within, gap])
+    if tier is Tier.L0:
+        return GateResult(name, True, f"{head}; allowed at L0", values)
+    if tier is Tier.L1:
+        return GateResult(name, True, f"{head}; allowed at L1, with a warning", values, warn=True)
+    if override is not None:
+        values["override"] = {"actor": override["actor"], "reason": override["reason"]}
+        return GateResult(
+            name,
+            True,
+            f"{head}; accepted at {tier.value} by the override of {override['actor']}: "
+            f"{override['reason']}",
+            values,
+        )
     return GateResult(
         name,
-        True,
-        f"p99 {m.p99_ms:.2f} ms within {policy.latency_p99_ms} ms; {mem}",
+        False,
+        f"{head}; {tier.value} blocks an unmeasured SLO unless someone takes responsibility: "
+        f"modelops override {subject} --kind slo_not_measured --actor NAME --reason WHY",
         values,
     )

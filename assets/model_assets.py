@@ -20,7 +20,9 @@ import dagster as dg
 
 from assets.gates import (
     GATE_NAMES,
+    NOT_MEASURED,
     GateResult,
+    SloMeasurement,
     gate_fairness,
     gate_latency_memory_slo,
     gate_no_regression,
@@ -30,7 +32,7 @@ from assets.gates import (
 from assets.snapshots import Snapshot, SnapshotData, load_snapshot, newest_snapshot
 from modelops.errors import ConflictError, IllegalTransition, ModelopsError
 from modelops.fleet import DatasetDecl, Fleet, ModelDecl
-from modelops.registry import Registry
+from modelops.registry import SLO_NOT_MEASURED_OVERRIDE, Registry
 from modelops.spec import (
     DatasetRef,
     ModelClass,
@@ -397,15 +399,27 @@ def materialize_model(
             triton,
             held_out,
             contract,
+            reg,
         )
         passed = all(r.passed for r in results)
-        try:
-            reg.record_gate_result(decl.model_id, v, passed=passed, results=gate_record(results))
-        except (IllegalTransition, ConflictError) as exc:
-            # A concurrent run of the same training recorded first (with its own latency
-            # measurements, say); its verdict stands.
-            context.log.warning(f"gate result not recorded: {exc}")
-        checks = [(r.name, r.passed, r.detail, r.values) for r in results]
+        if not passed and all(r.passed or r.values.get("result") == NOT_MEASURED for r in results):
+            # Blocked only because the SLO could not be measured: nothing is wrong with the
+            # candidate, so it is not FAILED. It stays REGISTERED until a run measures it or
+            # someone records an override; the next materialization runs the gates again.
+            context.log.warning(
+                f"{decl.model_id}@{v}: gate result not recorded; only the unmeasured SLO blocks "
+                f"it at {spec.tier.value}, so it stays REGISTERED"
+            )
+        else:
+            try:
+                reg.record_gate_result(
+                    decl.model_id, v, passed=passed, results=gate_record(results)
+                )
+            except (IllegalTransition, ConflictError) as exc:
+                # A concurrent run of the same training recorded first (with its own latency
+                # measurements, say); its verdict stands.
+                context.log.warning(f"gate result not recorded: {exc}")
+        checks = [(r.name, r.passed, r.warn, r.detail, r.values) for r in results]
     else:
         # Unchanged inputs gave the same version; it has moved on, so report what stands.
         states = ", ".join(f"{s}={st.value}" for s, st in sorted(version.state.items()))
@@ -414,10 +428,11 @@ def materialize_model(
         failed = any(st is State.FAILED for st in version.state.values())
         checks = []
         for name in GATE_NAMES:
-            rec = recorded.get(name, {})
-            ok = bool(rec.get("passed", not failed))
-            detail = str(rec.get("detail", f"recorded earlier; version is {states}"))
-            checks.append((name, ok, f"v{v} (recorded earlier): {detail}", {}))
+            rec = dict(recorded.get(name, {}))
+            ok = bool(rec.pop("passed", not failed))
+            warn = bool(rec.pop("warn", False))
+            detail = str(rec.pop("detail", f"recorded earlier; version is {states}"))
+            checks.append((name, ok, warn, f"v{v} (recorded earlier): {detail}", rec))
 
     final = reg.get_version(decl.model_id, v)
     metadata: dict[str, Any] = {
@@ -439,6 +454,7 @@ def materialize_model(
             per_slice, baseline.slice_metrics, decl.gates.metric
         ),
         "gates_passed": all(c[1] for c in checks),
+        "gates_warned": ", ".join(c[0] for c in checks if c[2]) or "none",
     }
     if spec.rollback_class is RollbackClass.IRREVERSIBLE:
         metadata["warning"] = IRREVERSIBLE_WARNING
@@ -447,12 +463,13 @@ def materialize_model(
         metadata=metadata,
         data_version=dg.DataVersion(weights_sha),
     )
-    for name, ok, detail, values in checks:
+    for name, ok, warn, detail, values in checks:
+        # A warning is a failed WARN check: flagged in the UI, never blocking.
         yield dg.AssetCheckResult(
             asset_key=model_key(decl.model_id),
             check_name=name,
-            passed=ok,
-            severity=dg.AssetCheckSeverity.ERROR,
+            passed=ok and not warn,
+            severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,
             description=detail,
             metadata={"detail": detail, "version": v, **_flat(values)},
         )
@@ -471,6 +488,20 @@ def _flat(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _slo_override(registry: Registry, model_id: str, version: int) -> dict[str, Any] | None:
+    """The newest `slo_not_measured` override of this version, from its audit chain: the
+    record of who took responsibility is the tamper-evident one."""
+    found = None
+    for e in registry.audit_entries(model_id):
+        if (
+            e.action == "override"
+            and e.version == version
+            and e.payload.get("kind") == SLO_NOT_MEASURED_OVERRIDE
+        ):
+            found = {"actor": e.actor, "reason": e.payload.get("reason", ""), "ts": e.ts}
+    return found
+
+
 def _run_gates(
     context: dg.AssetExecutionContext,
     decl: ModelDecl,
@@ -482,6 +513,7 @@ def _run_gates(
     triton: TritonResource,
     held_out: SnapshotData,
     contract: Any,
+    registry: Registry,
 ) -> list[GateResult]:
     policy = decl.gates
     results = [
@@ -493,8 +525,24 @@ def _run_gates(
     ]
     from modelops.errors import BackendUnavailable
 
+    def slo(m: SloMeasurement | None, why: str = "") -> GateResult:
+        tier = decl.spec.tier
+        subject = f"{decl.model_id} {version.version}"
+        r = gate_latency_memory_slo(m, policy, tier=tier, why=why, subject=subject)
+        if r.passed or r.values.get("result") != NOT_MEASURED:
+            return r
+        found = _slo_override(registry, decl.model_id, version.version)
+        if found is None:
+            return r
+        return gate_latency_memory_slo(
+            m, policy, tier=tier, why=why, override=found, subject=subject
+        )
+
     if decl.spec.model_class is not ModelClass.dnn:
-        results.append(gate_latency_memory_slo(None, policy, why="not served by Triton"))
+        cls = decl.spec.model_class.value
+        results.append(
+            slo(None, why=f"{cls} models are not served by Triton, where this gate measures")
+        )
     else:
         try:
             m = measure_slo(
@@ -511,7 +559,7 @@ def _run_gates(
                 f"rss {m.rss_mb if m.rss_mb is None else round(m.rss_mb)} MB, "
                 f"load {m.load_s:.1f} s"
             )
-            results.append(gate_latency_memory_slo(m, policy))
+            results.append(slo(m))
         except BackendUnavailable:
             # Infrastructure, not the candidate: fail the step and leave it REGISTERED, so
             # the next run measures it instead of marking good weights FAILED forever.

@@ -427,10 +427,19 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_override(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         reg.override(
-            args.model, args.version, actor=args.actor, reason=args.reason, slice=args.slice
+            args.model,
+            args.version,
+            actor=args.actor,
+            reason=args.reason,
+            slice=args.slice,
+            kind=args.kind,
         )
+    what = {
+        "promote_irreversible": "promoting",
+        "slo_not_measured": "passing the unmeasured latency/memory SLO of",
+    }.get(args.kind, args.kind)
     print(
-        f"override recorded: {args.actor} takes responsibility for promoting "
+        f"override recorded: {args.actor} takes responsibility for {what} "
         f"{args.model}@{args.version} on slice {args.slice}: {args.reason}"
     )
     return 0
@@ -774,11 +783,21 @@ def build_parser() -> argparse.ArgumentParser:
     actor_opt(a, required=True)
     a.set_defaults(fn=cmd_approve)
 
-    o = sub.add_parser("override", help="take responsibility for promoting an IRREVERSIBLE model")
+    o = sub.add_parser(
+        "override",
+        help="take responsibility for promoting an IRREVERSIBLE model, or for an L2/L3 "
+        "version whose latency/memory SLO could not be measured",
+    )
     o.add_argument("model")
     o.add_argument("version", type=int)
     o.add_argument("--slice", default="global")
     o.add_argument("--reason", required=True)
+    o.add_argument(
+        "--kind",
+        default="promote_irreversible",
+        metavar="KIND",
+        help="promote_irreversible (default) or slo_not_measured",
+    )
     actor_opt(o, required=True)
     o.set_defaults(fn=cmd_override)
 

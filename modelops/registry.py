@@ -108,6 +108,8 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 IRREVERSIBLE_OVERRIDE = "promote_irreversible"
+SLO_NOT_MEASURED_OVERRIDE = "slo_not_measured"
+OVERRIDE_KINDS = (IRREVERSIBLE_OVERRIDE, SLO_NOT_MEASURED_OVERRIDE)
 
 # Hot-path statements, built once: constructing a statement costs more than running it.
 _b = bindparam
@@ -1810,30 +1812,53 @@ class Registry:
         actor: str,
         reason: str,
         slice: str = DEFAULT_SLICE,  # noqa: A002
+        kind: str = IRREVERSIBLE_OVERRIDE,
     ) -> None:
-        """Record who takes responsibility for promoting an IRREVERSIBLE model, and why."""
+        """Record who takes responsibility, and why: for promoting an IRREVERSIBLE model (the
+        default kind), or (`slo_not_measured`) for passing an L2/L3 version whose latency and
+        memory SLO could not be measured, given while it awaits its offline gates."""
         actor = self._require_actor(actor)
+        if kind not in OVERRIDE_KINDS:
+            raise SpecError(
+                f"override kind {kind!r} is not allowed; allowed: {', '.join(OVERRIDE_KINDS)}"
+            )
         if not reason or not reason.strip():
             raise SpecError("an override needs a reason (--reason WHY)")
         with db.write_tx(self.engine) as conn:
             self._lock_slice(conn, model_id, slice)
             spec = self._spec(conn, model_id)
             team = self._actor_team(conn, actor)
-            if spec.rollback_class is not RollbackClass.IRREVERSIBLE:
+            if (
+                kind == IRREVERSIBLE_OVERRIDE
+                and spec.rollback_class is not RollbackClass.IRREVERSIBLE
+            ):
                 raise IllegalTransition(
                     f"model {model_id!r} is {spec.rollback_class.value}; overrides are only for "
                     "IRREVERSIBLE models"
                 )
+            if kind == SLO_NOT_MEASURED_OVERRIDE and spec.tier not in (Tier.L2, Tier.L3):
+                raise IllegalTransition(
+                    f"model {model_id!r} is {spec.tier.value}; an unmeasured SLO blocks only at "
+                    "L2 and L3, so there is nothing to override"
+                )
             row = self._state_row(conn, model_id, version, slice)
+            target = State.PROMOTED
+            if kind == SLO_NOT_MEASURED_OVERRIDE:
+                target = State.OFFLINE_PASSED
+                if row.state != State.REGISTERED.value:
+                    raise IllegalTransition(
+                        f"{model_id}@{version} is {row.state} on slice {slice!r}; an SLO override "
+                        "is given while the version awaits its offline gates (REGISTERED)"
+                    )
             ts = self._now()
             conn.execute(
                 insert(overrides).values(
                     model_id=model_id,
                     version=version,
                     slice=slice,
-                    target_state=State.PROMOTED.value,
+                    target_state=target.value,
                     epoch=row.epoch,
-                    kind=IRREVERSIBLE_OVERRIDE,
+                    kind=kind,
                     actor=actor,
                     reason=reason,
                     ts=ts.isoformat(),
@@ -1848,7 +1873,7 @@ class Registry:
                 actor=actor,
                 payload={
                     "slice": slice,
-                    "kind": IRREVERSIBLE_OVERRIDE,
+                    "kind": kind,
                     "reason": reason,
                     "team": team,
                     "at_state": row.state,

@@ -16,6 +16,7 @@ import assets
 from assets.gates import (
     GATE_NAMES,
     NO_PROD,
+    NOT_MEASURED,
     SloMeasurement,
     gate_fairness,
     gate_latency_memory_slo,
@@ -30,7 +31,7 @@ from demo.data import main as data_main
 from demo.data import write_snapshot
 from modelops.fleet import Fleet, GatePolicy
 from modelops.registry import Registry
-from modelops.spec import State
+from modelops.spec import State, Tier
 from resources import (
     ArtifactStoreResource,
     RegistryResource,
@@ -209,16 +210,200 @@ def test_gate_functions() -> None:
     assert gate_fairness(fair, [], pol).passed
 
     fast = SloMeasurement(p50_ms=2, p99_ms=5, requests=100, rss_mb=300, load_s=1, triton_name="x")
-    assert gate_latency_memory_slo(fast, pol).passed
+    ok = gate_latency_memory_slo(fast, pol, tier=Tier.L3)
+    assert ok.passed and not ok.warn and ok.values["result"] == "PASS"
     slow = SloMeasurement(p50_ms=2, p99_ms=25, requests=100, rss_mb=900, load_s=1, triton_name="x")
-    r = gate_latency_memory_slo(slow, pol)
+    r = gate_latency_memory_slo(slow, pol, tier=Tier.L0)
     assert not r.passed and "p99" in r.detail and "rss" in r.detail
+    name = slo_model_name("a__vb", 3)
+    assert "__v" not in name and name.startswith("slo-")
+
+
+def test_slo_gate_not_measured_is_a_result_whose_meaning_follows_the_tier() -> None:
+    """What was not measured is NOT_MEASURED with its reason, never a silent pass: allowed at
+    L0, a warning at L1, blocking at L2/L3 unless an override is recorded. A measured breach
+    fails whatever else is missing."""
+    pol = GatePolicy(latency_p99_ms=20, memory_mb=500)
     remote = SloMeasurement(
         p50_ms=1, p99_ms=2, requests=100, rss_mb=None, load_s=1, triton_name="x"
     )
-    assert gate_latency_memory_slo(remote, pol).passed
-    name = slo_model_name("a__vb", 3)
-    assert "__v" not in name and name.startswith("slo-")
+    cases = {
+        "not served by Triton": (None, {"latency", "memory"}),
+        "remote Triton": (remote, {"memory"}),
+    }
+    override = {"actor": "oncall", "reason": "memory measured on the GPU node by hand"}
+    for label, (m, halves) in cases.items():
+        why = "llm models are not served by Triton" if m is None else ""
+        results = {t: gate_latency_memory_slo(m, pol, tier=t, why=why) for t in Tier}
+        for t, r in results.items():
+            assert r.values["result"] == NOT_MEASURED, (label, t)
+            assert set(r.values["not_measured"]) == halves, (label, t)
+            assert NOT_MEASURED in r.detail and all(h in r.detail for h in halves)
+            assert r.as_record()["result"] == NOT_MEASURED  # what the registry keeps
+        assert results[Tier.L0].passed and not results[Tier.L0].warn
+        assert results[Tier.L1].passed and results[Tier.L1].warn
+        assert results[Tier.L1].as_record()["warn"] is True
+        for t in (Tier.L2, Tier.L3):
+            assert not results[t].passed, (label, t)
+            assert "--kind slo_not_measured" in results[t].detail
+            accepted = gate_latency_memory_slo(m, pol, tier=t, why=why, override=override)
+            assert accepted.passed and accepted.values["override"] == override
+            assert accepted.values["result"] == NOT_MEASURED and "oncall" in accepted.detail
+        if m is None:
+            assert "llm models are not served by Triton" in results[Tier.L0].detail
+        else:
+            assert results[Tier.L3].values["p99_ms"] == 2  # the measured half is kept
+            assert "remote Triton" in results[Tier.L3].values["not_measured"]["memory"]
+    slow_remote = SloMeasurement(
+        p50_ms=1, p99_ms=30, requests=100, rss_mb=None, load_s=1, triton_name="x"
+    )
+    for t in Tier:
+        r = gate_latency_memory_slo(slow_remote, pol, tier=t, override=override)
+        assert not r.passed and r.values["result"] == "FAIL" and "exceeds" in r.detail
+        assert r.values["not_measured"] == {"memory": r.values["not_measured"]["memory"]}
+
+
+def test_slo_override_kind_is_recorded_only_where_it_means_something(home: Path) -> None:
+    """`override --kind slo_not_measured`: an L2/L3 version awaiting its gates; refused
+    (nothing written) for a lower tier, a version past its gates, or an unknown kind. The
+    IRREVERSIBLE override stays the default kind and keeps its rule."""
+    from modelops.cli import main
+    from modelops.errors import IllegalTransition, SpecError
+    from modelops.spec import ModelSpec
+
+    reg = Registry()
+    reg.add_team("ads")
+    reg.add_actor("oncall", "ads")
+    for model_id, tier in (("hi", "L2"), ("lo", "L1")):
+        reg.create_model(
+            ModelSpec.model_validate(
+                {
+                    "model_id": model_id,
+                    "owner_team": "ads",
+                    "tier": tier,
+                    "model_class": "llm",
+                    "framework": "vllm_engine",
+                    "rollback_class": "STATELESS",
+                    "policy": {"primary_metric": "ctr"},
+                }
+            )
+        )
+        reg.register_dataset("d", 1, "s3://b/d", kind="dataset")
+        reg.register_dataset("e", 1, "s3://b/e", kind="eval_set")
+        for v in (1, 2):
+            reg.register_version(
+                model_id,
+                weights_hash=f"{v}" * 64,
+                weights_uri="s3://b/w",
+                training_run_id=f"r{v}",
+                training_data="d@1",
+                eval_set="e@1",
+            )
+    reg.record_gate_result("hi", 2, passed=True, results={})
+
+    def refused(exc: type[Exception], match: str, **kw: Any) -> None:
+        before = reg.row_counts()
+        with pytest.raises(exc, match=match):
+            reg.override(actor="oncall", reason="measured by hand", **kw)
+        assert reg.row_counts() == before
+
+    refused(
+        IllegalTransition, "only at L2 and L3", model_id="lo", version=1, kind="slo_not_measured"
+    )
+    refused(IllegalTransition, "REGISTERED", model_id="hi", version=2, kind="slo_not_measured")
+    refused(
+        SpecError,
+        "allowed: promote_irreversible, slo_not_measured",
+        model_id="hi",
+        version=1,
+        kind="slo",
+    )
+    refused(IllegalTransition, "only for IRREVERSIBLE", model_id="hi", version=1)  # the default
+
+    code = main(
+        ["override", "hi", "1", "--kind", "slo_not_measured", "--actor", "oncall",
+         "--reason", "memory measured on the GPU node by hand"]
+    )  # fmt: skip
+    assert code == 0
+    (entry,) = [e for e in reg.audit_entries("hi") if e.action == "override"]
+    assert entry.version == 1 and entry.actor == "oncall"
+    assert entry.payload["kind"] == "slo_not_measured" and entry.payload["at_state"] == "REGISTERED"
+
+
+def _escape_hatch(demo_fleet: Fleet, tier: str) -> Fleet:
+    """The demo model declared as an escape-hatch model: not served by Triton, so the SLO
+    gate has nothing to measure it in."""
+    return _fleet(
+        demo_fleet,
+        trainer_params={"n_estimators": 10},
+        spec={"model_class": "escape_hatch", "tier": tier},
+    )
+
+
+@pytest.mark.xdist_group("triton")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("tier", ["L0", "L1"])
+def test_unmeasured_slo_at_l0_and_l1_passes_visibly(
+    home: Path, demo_fleet: Fleet, triton: Any, tier: str
+) -> None:
+    _write_data(home, n=1200)
+    fleet = _escape_hatch(demo_fleet, tier)
+    model_id = fleet.models[0].model_id
+    result = _materialize(fleet, triton, dg.DagsterInstance.ephemeral())
+    assert result.success  # an L1 warning does not block
+    slo = _checks(result)["gate_latency_memory_slo"]
+    warned = tier == "L1"
+    # At L1 a failed WARN check: flagged in the UI, never blocking.
+    assert slo.passed is not warned
+    assert slo.severity is (dg.AssetCheckSeverity.WARN if warned else dg.AssetCheckSeverity.ERROR)
+    assert slo.metadata["result"].value == NOT_MEASURED
+    assert "escape_hatch models are not served by Triton" in slo.metadata["detail"].value
+    reg = Registry()
+    [v1] = reg.list_versions(model_id)
+    assert v1.state == {"global": State.OFFLINE_PASSED}
+    recorded = v1.state_history[-1].gate_results["gate_latency_memory_slo"]
+    assert recorded["result"] == NOT_MEASURED and recorded["passed"] is True
+    assert recorded.get("warn", False) is warned
+    reg.close()
+
+
+@pytest.mark.xdist_group("triton")
+@pytest.mark.timeout(240)
+def test_unmeasured_slo_at_l2_blocks_until_an_override_is_recorded(
+    home: Path, demo_fleet: Fleet, triton: Any
+) -> None:
+    _write_data(home, n=1200)
+    fleet = _escape_hatch(demo_fleet, "L2")
+    model_id = fleet.models[0].model_id
+    instance = dg.DagsterInstance.ephemeral()
+
+    blocked = _materialize(fleet, triton, instance)
+    assert not blocked.success  # the blocking ERROR check fails the step
+    slo = _checks(blocked)["gate_latency_memory_slo"]
+    assert not slo.passed and slo.severity is dg.AssetCheckSeverity.ERROR
+    assert slo.metadata["result"].value == NOT_MEASURED
+    assert f"modelops override {model_id} 1 --kind slo_not_measured" in slo.metadata["detail"].value
+    reg = Registry()
+    [v1] = reg.list_versions(model_id)
+    # Not FAILED: nothing is wrong with the candidate; it waits for a measurement or a human.
+    assert v1.state == {"global": State.REGISTERED}
+    assert not [e for e in reg.audit_entries(model_id) if e.action == "gate_result"]
+
+    reg.add_actor("oncall", fleet.models[0].spec.owner_team)
+    reg.override(
+        model_id, 1, actor="oncall", reason="load-tested on Ray by hand", kind="slo_not_measured"
+    )
+    passed = _materialize(fleet, triton, instance)
+    assert passed.success
+    slo = _checks(passed)["gate_latency_memory_slo"]
+    assert slo.passed and slo.metadata["result"].value == NOT_MEASURED
+    assert "oncall" in slo.metadata["detail"].value
+    [v1] = reg.list_versions(model_id)
+    assert v1.state == {"global": State.OFFLINE_PASSED}
+    recorded = v1.state_history[-1].gate_results["gate_latency_memory_slo"]
+    assert recorded["result"] == NOT_MEASURED
+    assert recorded["override"]["actor"] == "oncall"
+    reg.close()
 
 
 # --- materialization through Dagster, gates in the real Triton ----------------------------------
