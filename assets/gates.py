@@ -212,7 +212,7 @@ def gate_latency_memory_slo(
         else:
             within.append(f"p99 {m.p99_ms:.2f} ms within {policy.latency_p99_ms} ms")
         if m.rss_mb is None:
-            missing["memory"] = (
+            missing["memory"] = m.rss_missing or (
                 "the serving process is not on this host (a remote Triton), so its resident "
                 "memory cannot be read"
             )

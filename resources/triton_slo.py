@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -35,6 +36,8 @@ class SloMeasurement:
     rss_mb: float | None
     load_s: float
     triton_name: str
+    rss_missing: str | None = None
+    """Why `rss_mb` is None: the gate reports memory as NOT_MEASURED with this reason."""
 
 
 def slo_model_name(model_id: str, version: int) -> str:
@@ -65,6 +68,19 @@ def _rss_mb_of(name: str) -> float | None:
         except (OSError, ValueError):
             continue
     return total_kb / 1024.0 if found else None
+
+
+def _why_no_rss(triton_url: str, name: str) -> str:
+    host = urlsplit(triton_url if "://" in triton_url else f"http://{triton_url}").hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return (
+            f"Triton at {triton_url} is not on this host, so the memory of the process "
+            "serving the model cannot be read"
+        )
+    return (
+        f"no process on this host serves {name} alone (a native backend runs inside "
+        "tritonserver, whose memory is not the model's)"
+    )
 
 
 def measure_slo(
@@ -114,6 +130,7 @@ def measure_slo(
             times.append((time.perf_counter() - t0) * 1000.0)
         rss = _rss_mb_of(name)
         return SloMeasurement(
+            rss_missing=None if rss is not None else _why_no_rss(triton_url, name),
             p50_ms=float(np.percentile(times, 50)),
             p99_ms=float(np.percentile(times, 99)),
             requests=requests,

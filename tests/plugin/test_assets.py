@@ -263,6 +263,24 @@ def test_slo_gate_not_measured_is_a_result_whose_meaning_follows_the_tier() -> N
         assert r.values["not_measured"] == {"memory": r.values["not_measured"]["memory"]}
 
 
+def test_slo_probe_says_why_memory_was_not_measured() -> None:
+    from resources.triton_slo import _why_no_rss
+
+    assert "not on this host" in _why_no_rss("http://10.1.2.3:8000", "slo-m-1-ab")
+    assert "native backend" in _why_no_rss("127.0.0.1:8000", "slo-m-1-ab")
+    m = SloMeasurement(
+        p50_ms=1,
+        p99_ms=2,
+        requests=100,
+        rss_mb=None,
+        load_s=1,
+        triton_name="slo-m-1-ab",
+        rss_missing=_why_no_rss("http://10.1.2.3:8000", "slo-m-1-ab"),
+    )
+    r = gate_latency_memory_slo(m, GatePolicy(), tier=Tier.L2)
+    assert not r.passed and "10.1.2.3" in r.values["not_measured"]["memory"]
+
+
 def test_slo_override_kind_is_recorded_only_where_it_means_something(home: Path) -> None:
     """`override --kind slo_not_measured`: an L2/L3 version awaiting its gates; refused
     (nothing written) for a lower tier, a version past its gates, or an unknown kind. The
