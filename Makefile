@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/predlog.py
 	$(BIN)/python bench/dagster.py
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/decisions.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
