@@ -639,6 +639,25 @@ def test_route_pulls_need_the_token_and_answer_only_what_is_newer(setup, onnx_mo
 # ---------------------------------------------------------------------- a controller that stays up
 
 
+def test_a_swapped_repository_copy_reloads_as_the_right_version(setup, onnx_models) -> None:  # type: ignore[no-untyped-def]
+    """The incident: v1's model.onnx replaced by v2's bytes, manifest untouched, then v1
+    reloaded (a drift heal, a Triton restart). The entry is rehashed against the registry's
+    weights_hash before the load and rewritten from the store, so v1 answers as v1."""
+    reg, ctl, triton, _ = setup
+    reg.transition("ctr", 1, "PROMOTED", actor="a")
+    ctl.reconcile_once()
+    writer = ctl.backends[ModelClass.dnn].writer
+    v2 = reg.get_version("ctr", 2)
+    copy = writer.root / "ctr__v1" / "1" / "model.onnx"
+    copy.write_bytes(writer.store.read_bytes(v2.weights_hash))
+    triton.unload("ctr__v1")  # behind the controller's back; the next pass reloads it
+    assert [(a.kind, a.target) for a in ctl.reconcile_once()] == [("load", "ctr__v1")]
+    sample = onnx_models[0].sample
+    got = triton.infer("ctr__v1", {"features": sample})["probability"]
+    assert abs(got - onnx_models[0].predict(sample)).max() < 1e-5
+    assert abs(got - onnx_models[1].predict(sample)).max() > 1e-3
+
+
 def test_pass_backoff_is_bounded_exponential_with_jitter_and_resets() -> None:
     """The loop's wait: base after a clean pass; after the k-th failed pass in a row, a draw
     in [d/2, d] with d = min(cap, base * 2**(k-1)); a clean pass resets it."""
