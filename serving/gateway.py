@@ -11,10 +11,12 @@ Status codes a client can get from the gateway itself:
 
 | case | status |
 |---|---|
-| malformed body, bad header or parameter | 400, `{"error": ...}` |
-| unknown model | 404 |
+| malformed body, bad header or parameter, JSON nested too deep, a number out of range | 400 |
+| missing or wrong service token on an admin route, outcome post or route push | 401 |
+| unknown model, or a version it does not serve | 404 |
 | broken feature contract, fail_closed (no usable fallback) | 409, x-modelops-contract: breaking |
-| body larger than `max_body_bytes` | 413 |
+| body larger than `max_body_bytes` (also once decompressed) | 413 |
+| a Content-Encoding other than gzip, deflate or identity | 415 |
 | backend answered 5xx | 502 with the backend's body |
 | backend down, unreachable, version not loaded, nothing serving | 503 with Retry-After |
 | backend timeout | 504 with Retry-After |
@@ -101,6 +103,8 @@ H_FALLBACK = "x-modelops-fallback"
 H_CONTRACT = "x-modelops-contract"
 _CANDIDATE_ARMS = ("canary", "ab")
 _MAX_ID_LEN = 256
+_MAX_JSON_DEPTH = 64  # OpenAI bodies: messages, content parts, tool schemas
+_TOO_DEEP = f"request body is not valid JSON: it nests deeper than {_MAX_JSON_DEPTH} levels"
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 
 
@@ -145,8 +149,7 @@ class GatewayConfig(BaseModel):
     outcome_window_s: float = Field(
         3600.0,
         gt=0,
-        description="an outcome is accepted only for a request this process served this "
-        "recently",
+        description="an outcome is accepted only for a request this process served this recently",
     )
     outcome_max_ids: int = Field(
         200_000,
@@ -424,6 +427,61 @@ class _Refusal(Exception):
         self.endpoint = endpoint
         self.arm = arm
         self.error = error
+
+
+_ENCODINGS = {"gzip": 16 + 15, "x-gzip": 16 + 15, "deflate": 15}  # zlib wbits
+
+
+def _decode_sync(body: bytes, encoding: str, limit: int) -> bytes:
+    enc = encoding.strip().lower()
+    wbits = _ENCODINGS.get(enc)
+    if wbits is None:
+        raise _Refusal(
+            415, f"Content-Encoding {encoding!r} is not supported; allowed: gzip, deflate, identity"
+        )
+    import zlib
+
+    for bits in (wbits, -15) if enc == "deflate" else (wbits,):  # zlib-wrapped, or raw
+        d = zlib.decompressobj(bits)
+        try:
+            out = d.decompress(body, limit + 1)
+        except zlib.error as exc:
+            error: str = str(exc)
+            continue
+        if len(out) > limit:
+            raise _Refusal(413, f"request body exceeds {limit} bytes once decompressed")
+        if not d.eof:
+            error = "the compressed stream is truncated"
+            continue
+        if d.unused_data:
+            error = f"{len(d.unused_data)} bytes follow the compressed stream"
+            continue
+        return out
+    raise _Refusal(400, f"request body is not valid {enc} data ({error})")
+
+
+async def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body with its Content-Encoding undone (off the event loop: a 64 MiB inflate)."""
+    if len(body) < 65536:
+        return _decode_sync(body, encoding, limit)
+    return await asyncio.to_thread(_decode_sync, body, encoding, limit)
+
+
+def _nests_deeper(obj: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests deeper than `limit` (iteratively: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            items = v.values()
+        elif isinstance(v, list):
+            items = v
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((x, depth + 1) for x in items if isinstance(x, dict | list))
+    return False
 
 
 def _error_body(message: str, **extra: Any) -> bytes:
@@ -1264,13 +1322,16 @@ class Gateway:
             table = self._table(model, slice_)
             hlen = h.get("inference-header-content-length")
             encoding = h.get("content-encoding")
+            if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+                # Decoded here, so the body is checked like any other and the backend gets
+                # plain bytes; a bomb stops at max_body_bytes.
+                body = await _decoded(body, encoding, self.config.max_body_bytes)
             header: dict[str, Any] | None = None
             header_size = 0
-            if encoding is None or encoding == "identity":
-                try:
-                    header, header_size = parse_infer_header(body, hlen)
-                except BadRequest as exc:
-                    raise _Refusal(400, str(exc)) from None
+            try:
+                header, header_size = parse_infer_header(body, hlen)
+            except BadRequest as exc:
+                raise _Refusal(400, str(exc)) from None
             d = await self.decide(table, user)
             if d.endpoint.backend is BackendKind.vllm:
                 raise _Refusal(
@@ -1283,8 +1344,6 @@ class Gateway:
         fwd = {"content-type": h.get("content-type") or "application/json"}
         if hlen is not None:
             fwd["inference-header-content-length"] = hlen
-        if encoding is not None:
-            fwd["content-encoding"] = encoding
         status, rbody, rheaders, error = await self._post(d, infer_url(d.endpoint), body, fwd)
         headers = self._headers(rid, d)
         resp_hlen = None
@@ -1428,11 +1487,20 @@ class Gateway:
         try:
             rid = self._request_id(req)
             user, slice_ = self._identity(req)
+            encoding = req.headers.get("content-encoding")
+            if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+                raise _Refusal(
+                    415, f"Content-Encoding {encoding!r} is not supported here; allowed: identity"
+                )
             raw = await self._read_body(request)
             try:
                 payload = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _Refusal(400, f"request body is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise _Refusal(400, _TOO_DEEP) from None
+            if _nests_deeper(payload, _MAX_JSON_DEPTH):
+                raise _Refusal(400, _TOO_DEEP)
             if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
                 raise _Refusal(400, "request body must be a JSON object with a 'model' string")
             if route == "chat/completions" and not isinstance(payload.get("messages"), list):

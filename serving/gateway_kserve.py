@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from typing import Any
 
 __all__ = [
     "BadRequest",
     "DATATYPES",
+    "TOO_DEEP",
     "parse_infer_header",
     "decode_infer_request",
     "response_outputs",
@@ -93,6 +95,8 @@ def parse_infer_header(body: bytes, header_length: str | None) -> tuple[dict[str
         obj = json.loads(head, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(TOO_DEEP) from None
     if not isinstance(obj, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' list")
     inputs = obj.get("inputs")
@@ -194,34 +198,63 @@ def _check_parameters(params: Any, where: str, known: dict[str, tuple[type, ...]
             raise BadRequest(f"{where}.{k} must be {names}")
 
 
+# The range each numeric datatype can hold. JSON numbers beyond it (`1e400` parses as inf,
+# `1e39` overflows FP32) would reach the backend as inf or a wrapped integer: a wrong answer,
+# not an error, so they are refused here.
+_RANGES: dict[str, tuple[float, float]] = {
+    "FP16": (-65504.0, 65504.0),
+    "BF16": (-3.3895313892515355e38, 3.3895313892515355e38),
+    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+    "FP64": (-sys.float_info.max, sys.float_info.max),
+    **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
+    **{f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)},
+}
+TOO_DEEP = (
+    "request body is not valid JSON: it nests too deeply (tensor data nests at most "
+    f"{_MAX_RANK} levels)"
+)
+
+
 def _element_ok(dtype: str) -> Any:
     if dtype == "BOOL":
         return lambda v: type(v) is bool
     if dtype == "BYTES":
         return lambda v: type(v) is str
-    if dtype.startswith(("FP", "BF")):
-        return lambda v: type(v) is float or (type(v) is int and -(2**63) <= v < 2**64)
-    if dtype.startswith("UINT"):
-        return lambda v: type(v) is int and 0 <= v < 2**64
-    return lambda v: type(v) is int and -(2**63) <= v < 2**63
+    lo, hi = _RANGES[dtype]
+    if dtype.startswith(("FP", "BF")):  # NaN and inf fail the comparison
+        return lambda v: (type(v) is float or type(v) is int) and lo <= v <= hi
+    return lambda v: type(v) is int and lo <= v <= hi
+
+
+def _element_error(v: Any, dtype: str, where: str) -> BadRequest:
+    if dtype in _RANGES and type(v) in (int, float):
+        lo, hi = _RANGES[dtype]
+        return BadRequest(
+            f"{where}.data holds {v!r}, which is out of range for {dtype}; allowed: "
+            f"{'finite ' if dtype[0] in 'FB' else ''}values from {lo:g} to {hi:g}"
+        )
+    return BadRequest(f"{where}.data holds {v!r}, which is not a {dtype} value")
 
 
 def _count_elements(data: Any, dtype: str, where: str) -> int:
-    """Count the scalars of (possibly nested) JSON tensor data, checking each one's type."""
+    """Count the scalars of (possibly nested) JSON tensor data, checking each one's type,
+    its range, and that it nests no deeper than a tensor's rank can."""
     if not isinstance(data, list):
         raise BadRequest(f"{where}.data must be a list")
     ok = _element_ok(dtype)
     count = 0
-    stack = [data]
+    stack = [(data, 1)]
     while stack:
-        items = stack.pop()
+        items, depth = stack.pop()
         for v in items:
             if type(v) is list:
-                stack.append(v)
+                if depth >= _MAX_RANK:
+                    raise BadRequest(f"{where}.data nests deeper than {_MAX_RANK} levels")
+                stack.append((v, depth + 1))
             elif ok(v):
                 count += 1
             else:
-                raise BadRequest(f"{where}.data holds {v!r}, which is not a {dtype} value")
+                raise _element_error(v, dtype, where)
     return count
 
 

@@ -389,3 +389,152 @@ def test_openapi_documents_the_proxy_routes(served_gateway: str) -> None:
         "/metrics",
         "/v2/health/ready",
     } <= set(doc["paths"])
+
+
+# ---------------------------------------------------------------------- hostile bodies
+
+
+@pytest.mark.timeout(120)
+def test_deeply_nested_json_is_a_400_that_says_so(tables) -> None:
+    """200k `[` or 200k `{"a":` blew the JSON decoder's recursion limit: a 500."""
+    bodies = [b"[" * 200_000, b'{"a":' * 200_000, b'{"inputs": ' + b"[" * 900 + b"]" * 900 + b"}"]
+    routes = [
+        ("POST", "/v2/models/good/infer"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("PUT", "/admin/routes"),
+        ("POST", "/v1/outcomes"),
+    ]
+
+    async def scenario() -> None:
+        async with running(make_app(tables=tables, max_body_bytes=4 << 20)) as c:
+            for body in bodies:
+                for method, path in routes:
+                    r = await c.request(
+                        method, path, content=body, headers={"content-type": "application/json"}
+                    )
+                    assert r.status_code == 400, (path, body[:20], r.text[:200])
+                    error = r.json()["error"]
+                    if body is not bodies[2] and path.startswith(("/v2", "/v1/c")):
+                        assert "nests" in error and "not valid JSON" in error, error
+            # a tensor whose data nests deeper than any rank: refused before the backend
+            deep: object = [1.0]
+            for _ in range(40):
+                deep = [deep]
+            body = {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": deep}]}
+            r = await c.post("/v2/models/good/infer", json=body)
+            assert r.status_code == 400 and "nests deeper than 32" in r.json()["error"]
+            chat = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
+            for _ in range(100):
+                chat = {"model": "chat", "messages": [chat]}
+            r = await c.post("/v1/chat/completions", json=chat)
+            assert r.status_code == 400 and "nests deeper than 64" in r.json()["error"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_numbers_out_of_their_datatypes_range_are_a_400(tables) -> None:
+    """`1e400` parses as inf and reached Triton, which answered 502."""
+
+    def body(value: str, dtype: str = "FP32") -> bytes:
+        inp = f'{{"name": "INPUT0", "shape": [2], "datatype": "{dtype}", "data": [1.0, {value}]}}'
+        return f'{{"inputs": [{inp}]}}'.encode()
+
+    async def scenario() -> None:
+        async with running(make_app(tables=tables)) as c:
+            for value, dtype in [
+                ("1e400", "FP32"),
+                ("-1e400", "FP32"),
+                ("1e39", "FP32"),
+                ("70000", "FP16"),
+                ("1e400", "FP64"),
+                ("128", "INT8"),
+                ("-1", "UINT32"),
+                ("18446744073709551616", "UINT64"),
+            ]:
+                r = await c.post(
+                    "/v2/models/good/infer",
+                    content=body(value, dtype),
+                    headers={"content-type": "application/json"},
+                )
+                assert r.status_code == 400, (value, dtype, r.text)
+                assert f"out of range for {dtype}" in r.json()["error"], r.text
+            r = await c.post(
+                "/v2/models/good/infer",
+                content=body("3.4e38"),
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 200 and r.json()["outputs"][0]["data"][0] == 2.0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_compressed_bodies_are_decoded_checked_and_bounded(tables, gw_models) -> None:  # noqa: F811
+    """A garbage gzip body got a 200 with an empty output. Valid gzip and deflate bodies
+    (what tritonclient sends with request compression) are decoded and served; garbage is a
+    400, a bomb past max_body_bytes a 413, an unknown encoding a 415."""
+    import gzip
+    import zlib
+
+    ok = json.dumps(infer_body([1.5, 2.5])).encode()
+
+    async def scenario() -> None:
+        async with running(make_app(tables=tables, max_body_bytes=1 << 20)) as c:
+
+            async def post(body: bytes, encoding: str) -> httpx.Response:
+                return await c.post(
+                    "/v2/models/good/infer",
+                    content=body,
+                    headers={"content-type": "application/json", "content-encoding": encoding},
+                )
+
+            for encoding, packed in [
+                ("gzip", gzip.compress(ok)),
+                ("deflate", zlib.compress(ok)),
+                ("deflate", _raw_deflate(ok)),
+                ("identity", ok),
+            ]:
+                r = await post(packed, encoding)
+                assert r.status_code == 200, (encoding, r.text)
+                assert r.json()["outputs"][0]["data"] == [3.0, 5.0]
+                assert "content-encoding" not in r.headers
+            for encoding, junk in [
+                ("gzip", b"\x00garbage, not gzip"),
+                ("gzip", gzip.compress(ok)[:-12]),  # truncated
+                ("gzip", gzip.compress(ok) + b"trailing"),
+                ("deflate", b"nope"),
+            ]:
+                r = await post(junk, encoding)
+                assert r.status_code == 400, (encoding, junk[:10], r.text)
+                assert f"not valid {encoding} data" in r.json()["error"]
+            r = await post(gzip.compress(b" " * (4 << 20)), "gzip")  # 4 MiB of spaces
+            assert r.status_code == 413 and "decompressed" in r.json()["error"]
+            r = await post(ok, "br")
+            assert r.status_code == 415 and "gzip, deflate" in r.json()["error"]
+            r = await post(gzip.compress(b"{not json"), "gzip")
+            assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+
+    asyncio.run(scenario())
+
+    # An unmodified tritonclient with request compression, over a real socket.
+    import numpy as np
+    import tritonclient.http as th
+
+    with ServerThread(make_app(tables=tables)) as server:
+        client = th.InferenceServerClient(server.url)
+        x = np.array([1.0, 4.0], dtype=np.float32)
+        for algorithm in ("gzip", "deflate"):
+            inp = th.InferInput("INPUT0", [2], "FP32")
+            inp.set_data_from_numpy(x)
+            got = client.infer("good", [inp], request_compression_algorithm=algorithm)
+            np.testing.assert_array_equal(got.as_numpy("OUTPUT0"), x * 2)
+        client.close()
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    import zlib
+
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(data) + c.flush()
