@@ -13,7 +13,9 @@ Reported per round and summarised (median, max):
   controller adds: the rest of its backoff wait, one pass, and the model's load;
 - kill_to_first_good_s: the whole outage as clients saw it, including the time Triton was
   down (here as short as one failed controller pass; a real restart takes what it takes);
-- triton_ready_s: restart -> Triton answering ready, the part no controller can shorten.
+- triton_ready_s: restart -> Triton answering ready, the part no controller can shorten;
+- model_load_s: the controller's load of the model into the restarted Triton (its own
+  report). The rest of restart_to_first_good_s is the wait for the controller's next pass.
 
 Writes bench/results/recovery.json with the machine it ran on.
 """
@@ -81,6 +83,7 @@ def main() -> None:
                     "restart_to_first_good_s": round(t["first_good"] - t["restarted"], 3),
                     "kill_to_first_good_s": round(t["first_good"] - t["killed"], 3),
                     "triton_ready_s": round(ready, 3),
+                    "model_load_s": sc.load_seconds()[-1],
                     "requests_in_gap": len(gap),
                     "gap_statuses": sorted({s.status for s in gap}),
                 }
@@ -92,7 +95,12 @@ def main() -> None:
         finally:
             sc.stop()
     rounds = out["rounds"]
-    for key in ("restart_to_first_good_s", "kill_to_first_good_s", "triton_ready_s"):
+    for key in (
+        "restart_to_first_good_s",
+        "kill_to_first_good_s",
+        "triton_ready_s",
+        "model_load_s",
+    ):
         out[key] = summary([r[key] for r in rounds])
     out["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

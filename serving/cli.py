@@ -149,7 +149,8 @@ def cmd_controller_run(args: argparse.Namespace) -> int:
                 actions = ctl.status.last_actions
                 failed = True
             for a in actions:
-                print(f"{a.kind:<7} {a.target} {a.detail}".rstrip(), flush=True)
+                secs = f" ({a.seconds:.2f}s)" if a.seconds is not None else ""
+                print(f"{a.kind:<7} {a.target}{secs} {a.detail}".rstrip(), flush=True)
             delay = backoff.next_delay(failed)
             ctl.status.next_pass_in_s = round(delay, 3)
             if failed:

@@ -10,6 +10,7 @@ the controller never exits) and bench/recovery.py (which reports how long that t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,7 +187,7 @@ class Scenario:
              "--state-file", str(self.workdir / "routes.json")],
             "gateway.log",
         )  # fmt: skip
-        self._wait(
+        self.wait_until(
             lambda: self._get(f"{self.gateway_url}/v2/health/live") == 200, "the gateway is up"
         )
         self.controller = self._spawn(
@@ -210,7 +211,7 @@ class Scenario:
         }
         self.load = Load(self.gateway_url, body).start()
         t0 = time.monotonic()
-        self._wait(lambda: self.load.first_good(t0) is not None, "traffic is served")  # type: ignore[union-attr]
+        self.wait_until(lambda: self.load.first_good(t0) is not None, "traffic is served")  # type: ignore[union-attr]
         return self
 
     # ------------------------------------------------------------------ the events
@@ -259,9 +260,9 @@ class Scenario:
         assert self.load is not None
         seen = self.error_passes()
         killed = self.kill_triton()
-        self._wait(lambda: self.error_passes() > seen, "the controller records a failed pass")
+        self.wait_until(lambda: self.error_passes() > seen, "the controller records a failed pass")
         restarted = self.restart_triton()
-        self._wait(lambda: self.load.first_good(restarted) is not None, "traffic recovers")  # type: ignore[union-attr]
+        self.wait_until(lambda: self.load.first_good(restarted) is not None, "traffic recovers")  # type: ignore[union-attr]
         good = self.load.first_good(restarted)
         assert good is not None
         return {
@@ -279,7 +280,7 @@ class Scenario:
         except httpx.HTTPError:
             return 0
 
-    def _wait(self, done: Callable[[], bool], what: str) -> None:
+    def wait_until(self, done: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + GUARD_S
         while time.monotonic() < deadline:
             if self.controller is not None and not self.controller_alive():
@@ -293,6 +294,15 @@ class Scenario:
         raise AssertionError(
             f"stuck: waited {GUARD_S:.0f} s until {what}\n{self.log('controller.log')}"
         )
+
+    def load_seconds(self) -> list[float]:
+        """Every model load the controller reported, in order, from its log."""
+        out = []
+        for line in self.log("controller.log", tail=10_000_000).splitlines():
+            m = re.match(r"load\s+\S+ \((\d+(?:\.\d+)?)s\)", line)
+            if m:
+                out.append(float(m.group(1)))
+        return out
 
     def log(self, name: str, tail: int = 3000) -> str:
         path = self.workdir / name

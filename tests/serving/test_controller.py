@@ -813,6 +813,8 @@ def test_controller_run_outlives_a_killed_triton(tmp_path: Path, onnx_models) ->
         assert after and all(s.version == "1" for s in after if s.status == 200)
         status = sc.status()
         assert status["error_passes"] >= 1
+        sc.wait_until(lambda: sc.status()["consecutive_error_passes"] == 0, "a clean pass")
+        assert sc.status()["backends"] == {"dnn": "ok"}
         assert any("unreachable" in a for a in _pass_errors(sc)), sc.log("controller.log")
         # A second outage on the same controller process: it recovers again.
         sc.outage()
