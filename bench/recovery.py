@@ -13,9 +13,11 @@ Reported per round and summarised (median, max):
   controller adds: the rest of its backoff wait, one pass, and the model's load;
 - kill_to_first_good_s: the whole outage as clients saw it, including the time Triton was
   down (here as short as one failed controller pass; a real restart takes what it takes);
-- triton_ready_s: restart -> Triton answering ready, the part no controller can shorten;
+- triton_ready_s: restart -> the supervisor (TritonServer.start, polling every 0.1 s) sees
+  Triton ready; the controller's pass can begin loading before that poll returns;
 - model_load_s: the controller's load of the model into the restarted Triton (its own
-  report). The rest of restart_to_first_good_s is the wait for the controller's next pass.
+  report), the part no controller can shorten. What restart_to_first_good_s holds beyond
+  Triton's start and this load is the wait for the controller's next pass.
 
 Writes bench/results/recovery.json with the machine it ran on.
 """
