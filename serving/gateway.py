@@ -4,8 +4,10 @@ It speaks the KServe v2 Open Inference Protocol (an unmodified `tritonclient.htt
 works against it as against Triton) and the OpenAI completions API for LLM models. For each
 request it picks the version by the routing table of (model, slice) and a sticky hash of
 the user, refuses or reroutes a version whose feature contract the current schema breaks
-(Invariant 1), forwards the body untouched, mirrors a sample to the shadow version out of
-band, and hands a record to the prediction log without waiting for it.
+(Invariant 1), forwards the body as the client sent it (decoded if it was compressed),
+answers with the model's name and registry version in place of the backend's, mirrors a
+sample to the shadow version out of band, and hands a record to the prediction log
+without waiting for it. `/v2/models/{model}/versions/{v}/infer` reaches version v itself.
 
 Status codes a client can get from the gateway itself:
 
@@ -59,6 +61,7 @@ from serving.gateway_kserve import (
     BadRequest,
     decode_infer_request,
     parse_infer_header,
+    rename_response,
     response_outputs,
 )
 from serving.gateway_metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -102,6 +105,7 @@ H_REQUEST_ID = "x-request-id"
 H_FALLBACK = "x-modelops-fallback"
 H_CONTRACT = "x-modelops-contract"
 _CANDIDATE_ARMS = ("canary", "ab")
+PINNED = "pinned"  # the arm of a request for /v2/models/{model}/versions/{version}
 _MAX_ID_LEN = 256
 _MAX_JSON_DEPTH = 64  # OpenAI bodies: messages, content parts, tool schemas
 _TOO_DEEP = f"request body is not valid JSON: it nests deeper than {_MAX_JSON_DEPTH} levels"
@@ -570,7 +574,10 @@ class _GatewayApp(FastAPI):
             path: str = scope["path"]
             if path.startswith("/v2/models/") and path.endswith("/infer"):
                 model = path[11:-6]
-                if model and "/" not in model:
+                version = None
+                if "/versions/" in model:  # /v2/models/{model}/versions/{version}/infer
+                    model, _, version = model.partition("/versions/")
+                if model and "/" not in model and (version is None or "/" not in version):
                     started = False
 
                     async def tracked(msg: Any) -> None:
@@ -579,7 +586,7 @@ class _GatewayApp(FastAPI):
                         await send(msg)
 
                     try:
-                        await self.gateway.asgi_infer(model, scope, receive, tracked)
+                        await self.gateway.asgi_infer(model, scope, receive, tracked, version)
                     except Exception:
                         log.exception("gateway bug on %s", path)
                         if not started:
@@ -1071,6 +1078,55 @@ class Gateway:
             await self._check_contract(d)
         return d
 
+    async def decide_pinned(self, table: RouteTable, version: str) -> _Decision:
+        """A request that names its version is served by exactly that version if this table
+        routes to it (so it is loaded), never rerouted to another, and counted outside every
+        experiment's arms (arm "pinned"): its users were not assigned at random."""
+        m = table.model_id
+        if not version.isdigit() or len(version) > 10:
+            raise _Refusal(400, f"version {version!r} is not a registry version number")
+        v = int(version)
+        ep = next((e for e in endpoints_of(table) if e.version == v), None)
+        if ep is None:
+            served = ", ".join(str(x) for x in sorted({e.version for e in endpoints_of(table)}))
+            raise _Refusal(
+                404,
+                f"{m!r} v{v} is not loaded for slice {table.slice!r}; loaded versions: "
+                f"{served or 'none'}",
+            )
+        if not self.breakers.allows((m, table.slice, v)):
+            raise _Refusal(
+                503,
+                f"{m!r} v{v} is out of rotation (breaker)",
+                headers=self._retry,
+                endpoint=ep,
+                arm=PINNED,
+                error="unreachable",
+            )
+        verdict = await self._verdict(ep)
+        if verdict is not None and not verdict.ok:
+            if not verdict.known:
+                raise _Refusal(
+                    503,
+                    f"cannot check the feature contract of {m!r} v{v}: "
+                    + "; ".join(verdict.reasons),
+                    headers={**self._retry, H_CONTRACT: "unknown"},
+                    endpoint=ep,
+                    arm=PINNED,
+                    error="contract_unknown",
+                )
+            raise _Refusal(
+                409,
+                f"{m!r} v{v}: feature contract {verdict.ref} is broken by feature schema "
+                f"v{verdict.schema_version}; a request for a named version is not rerouted",
+                extra={"contract": verdict.ref, "reasons": list(verdict.reasons)},
+                headers={H_CONTRACT: "breaking"},
+                endpoint=ep,
+                arm=PINNED,
+                error="contract_breaking",
+            )
+        return _Decision(table, PINNED, ep, None, None)
+
     def _to_prod(self, d: _Decision, reason: str) -> None:
         table = d.table
         self.metrics.inc(
@@ -1268,7 +1324,9 @@ class Gateway:
     async def _read_body(self, request: Request) -> bytes:
         return await request.body()  # _BodyLimit has enforced max_body_bytes already
 
-    async def asgi_infer(self, model: str, scope: Any, receive: Any, send: Any) -> None:
+    async def asgi_infer(
+        self, model: str, scope: Any, receive: Any, send: Any, version: str | None = None
+    ) -> None:
         """The hot path as a bare ASGI handler: no framework routing, no Request objects."""
         req = _Req.from_scope(scope)
         t0 = time.perf_counter()
@@ -1305,13 +1363,20 @@ class Gateway:
             answer = self._refusal_response(rid[:_MAX_ID_LEN], r, None, None, t0)
             await answer.send(send, close=not drained)
             return
-        answer = await self.infer(model, req, body, t0)
+        answer = await self.infer(model, req, body, t0, version)
         await answer.send(send)
         if answer.after is not None:  # mirror once the user has the answer
             await answer.after()
 
-    async def infer(self, model: str, req: _Req, body: bytes, t0: float) -> _Answer:
-        """`POST /v2/models/{model}/infer`: route, forward untouched, mirror, log."""
+    async def infer(
+        self, model: str, req: _Req, body: bytes, t0: float, version: str | None = None
+    ) -> _Answer:
+        """`POST /v2/models/{model}[/versions/{version}]/infer`: route, forward, mirror, log.
+
+        The body goes to the backend as the client sent it (decoded if it was compressed);
+        the answer comes back with the backend's model name and version replaced by the
+        registry's, which is all that is rewritten.
+        """
         table: RouteTable | None = None
         user: str | None = None
         rid = uuid.uuid4().hex
@@ -1332,7 +1397,10 @@ class Gateway:
                 header, header_size = parse_infer_header(body, hlen)
             except BadRequest as exc:
                 raise _Refusal(400, str(exc)) from None
-            d = await self.decide(table, user)
+            if version is None:
+                d = await self.decide(table, user)
+            else:
+                d = await self.decide_pinned(table, version)
             if d.endpoint.backend is BackendKind.vllm:
                 raise _Refusal(
                     400,
@@ -1352,10 +1420,17 @@ class Gateway:
             out_status = status or 502
             if rheaders is not None:
                 resp_hlen = rheaders.get("inference-header-content-length")
+                enc = rheaders.get("content-encoding")
+                if status == 200 and enc is None:
+                    ep = d.endpoint
+                    named = rename_response(
+                        rbody, resp_hlen, d.table.model_id, ep.version, ep.backend_model
+                    )
+                    if named is not None:
+                        rbody, resp_hlen = named
                 if resp_hlen is not None:
                     headers["inference-header-content-length"] = resp_hlen
                 ctype = rheaders.get("content-type")
-                enc = rheaders.get("content-encoding")
                 if enc is not None:
                     headers["content-encoding"] = enc
         else:
@@ -1379,7 +1454,7 @@ class Gateway:
             req_hlen=header_size,
         )
         answer = _Answer(out_status, headers, rbody, ctype)
-        if d.table.shadow is not None:
+        if d.table.shadow is not None and d.arm != PINNED:
             table = d.table
 
             async def mirror() -> None:
@@ -1623,8 +1698,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ metadata
 
-    async def model_get(self, request: Request, model: str, suffix: str) -> Response:
-        """Model metadata, config or readiness, from the version this caller is routed to."""
+    async def model_get(
+        self, request: Request, model: str, suffix: str, version: str | None = None
+    ) -> Response:
+        """Model metadata, config or readiness, from the version this caller is routed to
+        (or the version it names)."""
         import httpx
 
         req = _Req.from_scope(request.scope)
@@ -1633,7 +1711,10 @@ class Gateway:
             rid = self._request_id(req)
             user, slice_ = self._identity(req)
             table = self._table(model, slice_)
-            d = await self.decide(table, user)
+            if version is None:
+                d = await self.decide(table, user)
+            else:
+                d = await self.decide_pinned(table, version)
         except _Refusal as r:
             headers = {H_REQUEST_ID: rid, **r.headers}
             if suffix == "/ready" and r.status == 409:
@@ -1776,6 +1857,8 @@ _IDENTITY_PARAMS: list[dict[str, Any]] = [
     {"name": "user_id", "in": "query", "required": False, "schema": _ID_SCHEMA},
     {"name": "slice", "in": "query", "required": False, "schema": _ID_SCHEMA},
 ]
+# A request naming its version is not assigned by user: no user id parameters.
+_PINNED_PARAMS = [p for p in _IDENTITY_PARAMS if p["name"] not in ("x-user-id", "user_id")]
 
 _R = dict[int | str, dict[str, Any]]
 _SECURED: dict[str, Any] = {"security": [{"serviceToken": []}]}
@@ -1885,6 +1968,22 @@ def create_app(
     async def model_ready(model: str, request: Request) -> Response:
         return await gw.model_get(request, model, "/ready")
 
+    pinned_extra = {"parameters": _PINNED_PARAMS}
+    for suffix, what in (("", "metadata"), ("/config", "config"), ("/ready", "readiness")):
+
+        async def version_get(
+            model: str, version: str, request: Request, suffix: str = suffix
+        ) -> Response:
+            return await gw.model_get(request, model, suffix, version)
+
+        app.get(
+            "/v2/models/{model}/versions/{version}" + suffix,
+            tags=["kserve"],
+            name=f"model_version_{what}",
+            openapi_extra=pinned_extra,
+            responses={404: {"description": "unknown model, or that version is not loaded"}},
+        )(version_get)
+
     @app.post(
         "/v2/models/{model}/infer",
         tags=["kserve"],
@@ -1900,6 +1999,20 @@ def create_app(
         answer = await gw.infer(model, req, body, t0)
         if answer.after is not None:
             await answer.after()
+        return answer.response()
+
+    @app.post(
+        "/v2/models/{model}/versions/{version}/infer",
+        tags=["kserve"],
+        openapi_extra={"requestBody": _INFER_BODY, "parameters": _PINNED_PARAMS},
+        responses={**_PROXY_RESPONSES, 404: {"description": "unknown model or version"}},
+    )
+    async def infer_version(model: str, version: str, request: Request) -> Response:
+        # Served by the fast path too; this route documents it (arm "pinned").
+        t0 = time.perf_counter()
+        req = _Req.from_scope(request.scope)
+        body = await gw._read_body(request)
+        answer = await gw.infer(model, req, body, t0, version)
         return answer.response()
 
     # -- OpenAI ------------------------------------------------------------------

@@ -10,6 +10,7 @@ logs inputs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -23,6 +24,7 @@ __all__ = [
     "parse_infer_header",
     "decode_infer_request",
     "response_outputs",
+    "rename_response",
 ]
 
 # KServe v2 tensor datatypes and their element sizes (BYTES is length-prefixed).
@@ -349,3 +351,136 @@ def response_outputs(body: bytes, header_length: str | None) -> dict[str, Any] |
     if "outputs" in obj:
         return {"outputs": obj["outputs"]}
     return obj
+
+
+# ---------------------------------------------------------------------- response naming
+
+_DECODER = json.JSONDecoder()
+scanstring = json.decoder.scanstring  # the C scanner: a string's value and where it ends
+_WS = " \t\n\r"
+_PREFIX = 4096  # the names come first in Triton's and Ray's answers: look there first
+
+
+def _value_spans(text: str) -> tuple[int, dict[str, tuple[int, int]]]:
+    """Walk the top-level object's keys until model_name and model_version are found,
+    skipping other values without building them; (offset after '{', key -> value span).
+
+    Raises ValueError or IndexError when the text is not such an object or ends too soon.
+    """
+    i = 0
+    while text[i] in _WS:
+        i += 1
+    if text[i] != "{":
+        raise ValueError("not an object")
+    start = i + 1
+    i = start
+    spans: dict[str, tuple[int, int]] = {}
+    while True:
+        while text[i] in _WS:
+            i += 1
+        if text[i] == "}":
+            return start, spans
+        if text[i] != '"':
+            raise ValueError("expected a key")
+        key, i = scanstring(text, i + 1)
+        while text[i] in _WS:
+            i += 1
+        if text[i] != ":":
+            raise ValueError("expected ':'")
+        i += 1
+        while text[i] in _WS:
+            i += 1
+        if text[i] == '"':
+            begin = i
+            _, i = scanstring(text, i + 1)
+            if key in ("model_name", "model_version"):
+                spans[key] = (begin, i)
+                if len(spans) == 2:
+                    return start, spans
+        elif key in ("model_name", "model_version"):
+            raise ValueError(f"{key} is not a string")
+        else:
+            _, i = _DECODER.raw_decode(text, i)
+        while text[i] in _WS:
+            i += 1
+        if text[i] == ",":
+            i += 1
+        elif text[i] != "}":
+            raise ValueError("expected ',' or '}'")
+
+
+@functools.lru_cache(maxsize=4096)
+def _names(model: str, version: int) -> tuple[bytes, bytes]:
+    return json.dumps(model).encode(), json.dumps(str(version)).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _backend_prefix(backend_model: str) -> bytes:
+    """How Triton starts an answer without an id: checked with one `startswith`."""
+    return b'{"model_name":' + json.dumps(backend_model).encode() + b',"model_version":"'
+
+
+def rename_response(
+    body: bytes,
+    header_length: str | None,
+    model: str,
+    version: int,
+    backend_model: str | None = None,
+) -> tuple[bytes, str | None] | None:
+    """The response naming the registry's model and version instead of the backend's.
+
+    A backend answers with its own names (Triton: `ctr__v2`, version "1"); a client asked
+    for `ctr` and must learn which registry version served it. Only the two values are
+    spliced: the header is scanned up to them (latin-1 keeps one character per byte, so
+    offsets are byte offsets) and nothing else is decoded or re-encoded, and binary tensor
+    bytes after the header are untouched. Returns the new body and header length, or None
+    when the body is not a KServe response object (it is then passed on as it came).
+    Given the backend's name, Triton's usual opening is recognised by its exact bytes.
+    """
+    n = len(body)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            return None
+        n = int(header_length)
+    if backend_model is not None:
+        prefix = _backend_prefix(backend_model)
+        if body.startswith(prefix):
+            end = body.find(b'"', len(prefix), min(n, len(prefix) + 24))
+            if end > len(prefix) and body[len(prefix) : end].isdigit():
+                name, ver = _names(model, version)
+                head = b'{"model_name":' + name + b',"model_version":' + ver
+                out = b"".join((head, memoryview(body)[end + 1 :]))
+                return out, (None if header_length is None else str(n + len(out) - len(body)))
+    found = None
+    for size in (min(n, _PREFIX), n) if n > _PREFIX else (n,):
+        try:
+            found = _value_spans(body[:size].decode("latin-1"))
+            break
+        except (ValueError, IndexError, RecursionError):
+            continue
+    if found is None:
+        return None
+    start, spans = found
+    name, ver = _names(model, version)
+    edits: list[tuple[int, int, bytes]] = []
+    missing = b""
+    for key, value in (("model_name", name), ("model_version", ver)):
+        if key in spans:
+            edits.append((*spans[key], value))
+        else:
+            missing += b'"' + key.encode() + b'":' + value + b","
+    if missing:
+        rest = body[start:n].lstrip()
+        if rest.startswith(b"}"):  # an empty object: no comma after the last pair
+            missing = missing[:-1]
+        edits.append((start, start, missing))
+    view = memoryview(body)  # slices without copying: the one copy is the join
+    parts: list[Any] = []
+    pos = 0
+    for a, b, value in sorted(edits):
+        parts += [view[pos:a], value]
+        pos = b
+    parts.append(view[pos:])
+    out = b"".join(parts)
+    new_n = n + len(out) - len(body)
+    return out, (None if header_length is None else str(new_n))

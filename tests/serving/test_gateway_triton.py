@@ -7,6 +7,7 @@ socket, and its answers are compared with the same client talking to Triton dire
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import numpy as np
@@ -103,6 +104,104 @@ def test_tritonclient_gets_the_same_answers_through_the_gateway(gw_models) -> No
     assert binary_rec.outputs is not None
     assert "data" not in binary_rec.outputs["outputs"][0]  # header JSON only
     assert binary_rec.outputs["outputs"][0]["parameters"]["binary_data_size"] == 16
+
+
+@pytest.mark.timeout(120)
+def test_answers_name_the_model_and_registry_version_not_the_backends(gw_models) -> None:  # noqa: F811
+    """A stock tritonclient asking for `ctr` got `model_name: "gw_double_v2"` and
+    `model_version: "1"` (Triton's names). It must get `ctr` and the registry version that
+    served it, matching x-modelops-version, and `/versions/{v}/infer` must reach version v."""
+    from tritonclient.utils import InferenceServerException
+
+    sink = MemorySink()
+    t = table("ctr", gw_models.endpoint(2), canary=(gw_models.endpoint(3), 100.0))
+    x = np.array([1.0, -2.0], dtype=np.float32)
+    with ServerThread(make_app(sink=sink, tables=[t])) as server:
+        client = _client(server.url)
+        for binary in (True, False):
+            r = _infer(client, "ctr", x, binary=binary)
+            got = r.get_response()
+            assert (got["model_name"], got["model_version"]) == ("ctr", "2"), got
+            np.testing.assert_array_equal(r.as_numpy("OUTPUT0"), x * 2)
+            r = _infer(
+                client, "ctr", x, binary=binary, headers={"x-user-id": "u1"}, request_id="i7"
+            )
+            got = r.get_response()
+            assert (got["model_name"], got["model_version"], got["id"]) == ("ctr", "3", "i7")
+            assert r.as_numpy("VERSION").tolist() == [3.0]
+            # a named version, whoever asks
+            for v in ("2", "3"):
+                r = _infer(client, "ctr", x, binary=binary, model_version=v)
+                assert r.get_response()["model_version"] == v
+                assert r.as_numpy("VERSION").tolist() == [float(v)]
+                np.testing.assert_array_equal(r.as_numpy("OUTPUT0"), x * 2)
+        for v, status in (("9", "404"), ("1", "404"), ("x", "400")):
+            with pytest.raises(InferenceServerException) as err:
+                _infer(client, "ctr", x, binary=True, model_version=v)
+            assert err.value.status() == status, (v, err.value)
+            if status == "404":
+                assert "loaded versions: 2, 3" in str(err.value)
+        meta = client.get_model_metadata("ctr", model_version="3")
+        assert meta["name"] == "ctr" and meta["versions"] == ["3"]
+        assert client.is_model_ready("ctr", "3") and not client.is_model_ready("ctr", "9")
+        client.close()
+        # the header and the body agree, JSON and binary alike
+        for body in (
+            infer_body([1.0]),
+            {**infer_body([1.0]), "parameters": {"binary_data_output": True}},
+        ):
+            r = httpx.post(f"{server.http_url}/v2/models/ctr/infer", json=body)
+            hlen = r.headers.get("inference-header-content-length")
+            head = json.loads(r.content[: int(hlen)] if hlen else r.content)
+            assert r.headers["x-modelops-version"] == head["model_version"] == "2"
+            assert head["model_name"] == "ctr"
+            r = httpx.post(f"{server.http_url}/v2/models/ctr/versions/3/infer", json=body)
+            assert r.status_code == 200 and r.headers["x-modelops-arm"] == "pinned"
+            hlen = r.headers.get("inference-header-content-length")
+            head = json.loads(r.content[: int(hlen)] if hlen else r.content)
+            assert r.headers["x-modelops-version"] == head["model_version"] == "3"
+    pinned = wait_until(lambda: sink.by_arm("pinned"), 10, "pinned records")
+    assert {(p.model_id, p.version) for p in pinned} == {("ctr", 2), ("ctr", 3)}
+    assert all(o["name"] for p in sink.records if p.outputs for o in p.outputs["outputs"])
+
+
+def test_rename_splices_only_the_names() -> None:
+    from serving.gateway_kserve import rename_response
+
+    tricky = {"id": 'x"model_name":"spoof', "model_name": "m__v2", "model_version": "1"}
+    body = json.dumps({**tricky, "outputs": [{"name": "o", "data": [1.5]}]}).encode()
+    out, hlen = rename_response(body, None, "ctr", 12)  # type: ignore[misc]
+    assert hlen is None
+    assert json.loads(out) == {
+        "id": 'x"model_name":"spoof',
+        "model_name": "ctr",
+        "model_version": "12",
+        "outputs": [{"name": "o", "data": [1.5]}],
+    }
+    head = json.dumps({"model_name": "b", "outputs": [{"name": "o"}]}).encode()
+    tail = bytes(range(256)) * 40  # binary tensor bytes follow the header
+    out, hlen = rename_response(head + tail, str(len(head)), "ctr", 3)  # type: ignore[misc]
+    assert out.endswith(tail) and int(hlen) == len(out) - len(tail)  # type: ignore[arg-type]
+    assert json.loads(out[: int(hlen)]) == {  # type: ignore[arg-type]
+        "model_version": "3",
+        "model_name": "ctr",
+        "outputs": [{"name": "o"}],
+    }
+    late = json.dumps({"outputs": [[0.25] * 3000], "model_name": "z"}).encode()
+    out, _ = rename_response(late, None, "é", 1)  # type: ignore[misc]
+    assert json.loads(out)["model_name"] == "é" and len(json.loads(out)["outputs"][0]) == 3000
+    # Triton's own opening, recognised by its bytes when the backend's name is known
+    fast = b'{"model_name":"m__v2","model_version":"1","outputs":[]}'
+    want = b'{"model_name":"ctr","model_version":"17","outputs":[]}'
+    assert rename_response(fast, None, "ctr", 17, "m__v2") == (want, None)
+    assert rename_response(fast + tail, str(len(fast)), "ctr", 17, "m__v2") == (
+        want + tail,
+        str(len(want)),
+    )
+    assert rename_response(fast, None, "ctr", 17, "other") == (want, None)  # by scanning
+    for not_kserve in (b"[1, 2]", b"not json", b'{"model_name": 5}', b'{"a": '):
+        assert rename_response(not_kserve, None, "m", 1) is None
+    assert rename_response(b"{}", "9", "m", 1) is None  # header length past the body
 
 
 @pytest.mark.timeout(60)
