@@ -295,7 +295,7 @@ def test_a_corrupt_dump_refuses_and_leaves_the_table_untouched(
     ref = snapshot_stores([spec], artifacts)
     canary_writes(app)
     after_canary = table(app)
-    blob = artifacts.path_for(ref.manifest.stores[0].content_sha256)
+    blob = artifacts.path_for(ref.manifest.stores[0].blobs[0])  # the dump
     os.chmod(blob, 0o644)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01

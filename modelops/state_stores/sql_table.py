@@ -123,6 +123,16 @@ if _c_make_encoder is not None:  # the same encoding, without building an encode
 _DECODE = json.JSONDecoder(object_hook=lambda d: bytes.fromhex(d["b"])).decode
 
 
+def _ascii_lines(rows: list[Any]) -> bytes:
+    """What the content hash of a SQLite table covers: each row's ascii(), one per line.
+
+    Exact (floats by repr, blobs as bytes literals, every non-ASCII character escaped, so no
+    Unicode-database version can change it) and about three times cheaper than the
+    reloadable JSON dump, which matters because every restore rehashes the whole table.
+    """
+    return ("\n".join(map(ascii, rows)) + "\n").encode()
+
+
 def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
     """Equal values of equal types: 1 and 1.0 differ, as SQLite keeps them apart."""
     if a is None or b is None:
@@ -297,40 +307,51 @@ class _Sqlite:
 
     # -- dump
 
-    def _dump(self, conn: sqlite3.Connection, sink: _Sink) -> int:
+    def _batches(self, conn: sqlite3.Connection) -> Iterator[list[Any]]:
         info = self.info()
         cols = ", ".join(_q(c) for c in info.columns)
         order = ", ".join(_q(c) for c in info.key)
-        n = 0
         cur = conn.execute(f"SELECT {cols} FROM {self.t} ORDER BY {order}")
-        while True:
-            rows = cur.fetchmany(4096)
-            if not rows:
-                return n
-            sink.write("".join([_ENCODE(r) + "\n" for r in rows]).encode())
-            n += len(rows)
+        while rows := cur.fetchmany(4096):
+            yield rows
 
-    def snapshot(self, sink: _Sink) -> tuple[dict[str, Any], int]:
+    def _dump(self, conn: sqlite3.Connection, sink: _Sink, check: _Sink) -> int:
+        """The reloadable dump (JSON lines) and, in the same pass, the content hash."""
+        n = 0
+        for rows in self._batches(conn):
+            sink.write("".join([_ENCODE(r) + "\n" for r in rows]).encode())
+            check.write(_ascii_lines(rows))
+            n += len(rows)
+        return n
+
+    def _hash(self, conn: sqlite3.Connection) -> tuple[str, int]:
+        check = _Sink()
+        n = 0
+        for rows in self._batches(conn):
+            check.write(_ascii_lines(rows))
+            n += len(rows)
+        return check.digest.hexdigest(), n
+
+    def snapshot(self, sink: _Sink) -> tuple[dict[str, Any], int, str]:
         self.install()
         conn = self.connect()
+        check = _Sink()
         conn.execute("BEGIN")
         try:
             # The first read fixes the WAL snapshot: the cursor and the dump share it.
             seq = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self.log}").fetchone()[0]
-            rows = self._dump(conn, sink)
+            rows = self._dump(conn, sink, check)
         finally:
             conn.execute("COMMIT")
-        return {"seq": int(seq), "in_flight": []}, rows
+        return {"seq": int(seq), "in_flight": []}, rows, check.digest.hexdigest()
 
     def content_hash(self) -> tuple[str, int]:
         conn = self.connect()
-        sink = _Sink()
         conn.execute("BEGIN")
         try:
-            rows = self._dump(conn, sink)
+            return self._hash(conn)
         finally:
             conn.execute("COMMIT")
-        return sink.digest.hexdigest(), rows
 
     # -- log
 
@@ -447,9 +468,7 @@ class _Sqlite:
         )
 
     def _hash_in(self, conn: sqlite3.Connection) -> tuple[str, int]:
-        sink = _Sink()
-        rows = self._dump(conn, sink)
-        return sink.digest.hexdigest(), rows
+        return self._hash(conn)
 
     def _revert(self, conn: sqlite3.Connection, c: int, origin: str) -> list[str]:
         info = self.info()
@@ -706,7 +725,7 @@ class _Postgres:
                 rows += bytes(chunk).count(b"\n")
         return rows
 
-    def snapshot(self, sink: _Sink) -> tuple[dict[str, Any], int]:
+    def snapshot(self, sink: _Sink) -> tuple[dict[str, Any], int, str]:
         self.install()
         conn = self.connect()
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -719,7 +738,9 @@ class _Postgres:
             rows = self._dump(conn, sink)
         finally:
             conn.execute("COMMIT")
-        return {"seq": int(seq), "in_flight": sorted(int(x) for x in xip)}, rows
+        # The COPY text is canonical under the pinned session settings: it is the content.
+        cursor = {"seq": int(seq), "in_flight": sorted(int(x) for x in xip)}
+        return cursor, rows, sink.digest.hexdigest()
 
     def content_hash(self) -> tuple[str, int]:
         conn = self.connect()
@@ -966,7 +987,7 @@ class SqlTableStore(StateStore):
             with self._reachable("taking the snapshot", "the snapshot was not taken"):
                 with open(tmp, "wb") as fh:
                     sink = _Sink(fh)
-                    cursor, rows = self.backend.snapshot(sink)
+                    cursor, rows, content = self.backend.snapshot(sink)
             info = self.backend.info()
             ref = artifacts.put_file(tmp)
         if ref.sha256 != sink.digest.hexdigest():
@@ -977,7 +998,7 @@ class SqlTableStore(StateStore):
             name=self.name,
             kind=self.kind,
             location=self.location(),
-            content_sha256=ref.sha256,
+            content_sha256=content,
             blobs=[ref.sha256],
             items=rows,
             bytes=ref.size,
@@ -989,6 +1010,7 @@ class SqlTableStore(StateStore):
                 "columns": info.all_columns,
                 "key_columns": info.key,
                 "log_table": self.spec.log_table_name,
+                "dump_sha256": ref.sha256,
             },
         )
 
@@ -1020,10 +1042,11 @@ class SqlTableStore(StateStore):
             self._check_entry(entry)
         # Verified before any store changes: a corrupt dump refuses the restore here. The
         # change-log path never reads it, so it is fetched only if a reload needs it.
+        dump_sha = _dump_sha(entry)
         if mode == "full":
-            artifacts.fetch(entry.content_sha256, staging / f"{self.name}.dump")
+            artifacts.fetch(dump_sha, staging / f"{self.name}.dump")
         else:
-            artifacts.verify(entry.content_sha256)
+            artifacts.verify(dump_sha)
         return _SqlPrepared(self, entry, artifacts, staging / f"{self.name}.dump", mode)
 
     def changes_since(
@@ -1057,7 +1080,7 @@ class _SqlPrepared(PreparedRestore):
 
     def _dump_path(self) -> Path:
         if not self.dump.exists():
-            self.artifacts.fetch(self.entry.content_sha256, self.dump)
+            self.artifacts.fetch(_dump_sha(self.entry), self.dump)
         return self.dump
 
     def apply(self) -> StoreRestoreReport:
@@ -1071,3 +1094,7 @@ class _SqlPrepared(PreparedRestore):
     def discard(self) -> None:
         with suppress(FileNotFoundError):
             self.dump.unlink()
+
+
+def _dump_sha(entry: StoreManifestEntry) -> str:
+    return str(entry.details.get("dump_sha256") or entry.blobs[0])
