@@ -56,12 +56,12 @@ APPROVER, DEPLOYER = "rank-lead", "ops"
 
 
 @pytest.fixture(scope="module")
-def alice_key() -> SigningKey:
+def approver_key() -> SigningKey:
     return generate_signing_key()
 
 
 @pytest.fixture(scope="module")
-def mallory_key() -> SigningKey:
+def intruder_key() -> SigningKey:
     return generate_signing_key()
 
 
@@ -109,13 +109,13 @@ def refusal(error: type[SignatureRefused], call: Callable[[], Any], *words: str)
 # ------------------------------------------------------------------------------ round trip
 
 
-def test_round_trip_through_bytes_and_dict(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key, reason="looks good")
+def test_round_trip_through_bytes_and_dict(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key, reason="looks good")
     data = stmt.to_bytes()
     assert SignedStatement.from_bytes(data) == stmt
     assert SignedStatement.from_obj(stmt.to_dict()) == stmt
     for form in (stmt, data, stmt.to_dict()):
-        p = verify(form, alice_key)
+        p = verify(form, approver_key)
         assert (p.kind, p.model, p.version, p.slice, p.target_state, p.epoch) == (
             SignedKind.approval,
             "ranker",
@@ -128,10 +128,10 @@ def test_round_trip_through_bytes_and_dict(alice_key: SigningKey) -> None:
     # Canonical bytes: sorted keys, compact, one timestamp spelling, a fresh nonce each time.
     assert data.startswith(b'{"key_id":"') and b" " not in data.replace(b"looks good", b"")
     assert b'"ts":"2026-03-01T12:00:00.000000Z"' in data
-    assert approval(alice_key).payload.nonce != stmt.payload.nonce
+    assert approval(approver_key).payload.nonce != stmt.payload.nonce
 
 
-def test_every_kind_signs_and_verifies_with_its_own_fields(alice_key: SigningKey) -> None:
+def test_every_kind_signs_and_verifies_with_its_own_fields(approver_key: SigningKey) -> None:
     common = dict(signer=APPROVER, epoch=1, now=T0)
     cases: list[dict[str, Any]] = [
         dict(kind="override", model="m", version=1, slice="global", target_state="PROMOTED",
@@ -145,8 +145,8 @@ def test_every_kind_signs_and_verifies_with_its_own_fields(alice_key: SigningKey
         dict(kind="service_action", model="m", action="rollback"),
     ]
     for case in cases:
-        stmt = sign_statement(alice_key, **common, **case)
-        p = verify(stmt, alice_key, now=T0, current_epoch=1, expect=None)
+        stmt = sign_statement(approver_key, **common, **case)
+        p = verify(stmt, approver_key, now=T0, current_epoch=1, expect=None)
         assert p.kind.value == case["kind"]
 
 
@@ -161,101 +161,106 @@ def test_every_kind_signs_and_verifies_with_its_own_fields(alice_key: SigningKey
     ],
 )
 def test_a_kind_without_its_fields_cannot_be_signed(
-    alice_key: SigningKey, kind: str, fields: dict[str, Any], missing: str
+    approver_key: SigningKey, kind: str, fields: dict[str, Any], missing: str
 ) -> None:
     with pytest.raises(SpecError, match=f"must name {missing}"):
-        sign_statement(alice_key, kind=kind, signer=APPROVER, epoch=1, now=T0, **fields)
+        sign_statement(approver_key, kind=kind, signer=APPROVER, epoch=1, now=T0, **fields)
 
 
-def test_an_unknown_kind_or_a_naive_clock_cannot_be_signed(alice_key: SigningKey) -> None:
+def test_an_unknown_kind_or_a_naive_clock_cannot_be_signed(approver_key: SigningKey) -> None:
     with pytest.raises(SpecError, match="unknown kind 'bless'; allowed: approval"):
-        sign_statement(alice_key, kind="bless", signer=APPROVER, epoch=1, now=T0)
+        sign_statement(approver_key, kind="bless", signer=APPROVER, epoch=1, now=T0)
     with pytest.raises(SpecError, match="no timezone"):
-        approval(alice_key, now=datetime(2026, 1, 1))
+        approval(approver_key, now=datetime(2026, 1, 1))
 
 
 # ------------------------------------------------------------------------------ refusals
 
 
-def test_forged_payload_altered_after_signing(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key)
+def test_forged_payload_altered_after_signing(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key)
     raised = stmt.payload.model_copy(update={"version": 4})
     forged = SignedStatement(payload=raised, key_id=stmt.key_id, signature=stmt.signature)
     refusal(
         ForgedSignature,
-        lambda: verify(forged, alice_key, expect=None),
+        lambda: verify(forged, approver_key, expect=None),
         "does not verify",
         "ranker@4",
     )
 
 
-def test_forged_signature_by_another_key_under_alices_key_id(
-    alice_key: SigningKey, mallory_key: SigningKey
+def test_forged_signature_by_another_key_under_the_approvers_key_id(
+    approver_key: SigningKey, intruder_key: SigningKey
 ) -> None:
-    mine = approval(mallory_key)
-    claimed = SignedStatement(payload=mine.payload, key_id=alice_key.key_id,
+    mine = approval(intruder_key)
+    claimed = SignedStatement(payload=mine.payload, key_id=approver_key.key_id,
                               signature=mine.signature)
-    refusal(ForgedSignature, lambda: verify(claimed, alice_key), "another key signed it")
+    refusal(ForgedSignature, lambda: verify(claimed, approver_key), "another key signed it")
 
 
-def test_unknown_key(alice_key: SigningKey, mallory_key: SigningKey) -> None:
-    stmt = approval(mallory_key)
-    refusal(UnknownKey, lambda: verify(stmt, alice_key), "not registered to actor 'rank-lead'")
+def test_unknown_key(approver_key: SigningKey, intruder_key: SigningKey) -> None:
+    stmt = approval(intruder_key)
+    refusal(UnknownKey, lambda: verify(stmt, approver_key), "not registered to actor 'rank-lead'")
 
 
 def test_a_key_of_another_actor_is_not_the_signers(
-    alice_key: SigningKey, mallory_key: SigningKey
+    approver_key: SigningKey, intruder_key: SigningKey
 ) -> None:
-    # Mallory signs in Alice's name with her own registered key.
-    stmt = approval(mallory_key, signer=APPROVER)
-    keys = [ActorKey("mallory", mallory_key.public_key), ActorKey(APPROVER, alice_key.public_key)]
-    refusal(UnknownKey, lambda: verify(stmt, alice_key, keys=keys), "belongs to actor 'mallory'")
+    # The intruder signs in the approver's name with its own registered key.
+    stmt = approval(intruder_key, signer=APPROVER)
+    keys = [
+        ActorKey("intruder", intruder_key.public_key),
+        ActorKey(APPROVER, approver_key.public_key),
+    ]
+    refusal(
+        UnknownKey, lambda: verify(stmt, approver_key, keys=keys), "belongs to actor 'intruder'"
+    )
 
 
-def test_self_approval(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key)
-    refusal(SelfApproval, lambda: verify(stmt, alice_key, acting_actor=APPROVER),
+def test_self_approval(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key)
+    refusal(SelfApproval, lambda: verify(stmt, approver_key, acting_actor=APPROVER),
             "also the acting actor")
     # An override is the actor's own signed decision, not an approval of someone else's.
-    ovr = approval(alice_key, kind="override", target_state="PROMOTED", reason="accepted")
-    assert verify(ovr, alice_key, acting_actor=APPROVER, expect=None).kind is SignedKind.override
+    ovr = approval(approver_key, kind="override", target_state="PROMOTED", reason="accepted")
+    assert verify(ovr, approver_key, acting_actor=APPROVER, expect=None).kind is SignedKind.override
 
 
-def test_wrong_subject(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key)
+def test_wrong_subject(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key)
     msg = refusal(
         WrongSubject,
-        lambda: verify(stmt, alice_key, expect=Expected(model="ranker", version=5)),
+        lambda: verify(stmt, approver_key, expect=Expected(model="ranker", version=5)),
         "version=3 (expected 5)",
     )
     assert "model" not in msg.split("another subject:")[1]
 
 
-def test_wrong_epoch(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key, epoch=3)
-    refusal(WrongEpoch, lambda: verify(stmt, alice_key), "epoch 3", "now at epoch 4")
+def test_wrong_epoch(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key, epoch=3)
+    refusal(WrongEpoch, lambda: verify(stmt, approver_key), "epoch 3", "now at epoch 4")
 
 
-def test_expired_and_from_the_future(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key)
-    refusal(ExpiredSignature, lambda: verify(stmt, alice_key, now=T0 + timedelta(minutes=16)),
+def test_expired_and_from_the_future(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key)
+    refusal(ExpiredSignature, lambda: verify(stmt, approver_key, now=T0 + timedelta(minutes=16)),
             "16m0s before now", "at most 15m0s old")
     # Exactly at the limit still verifies: the window is inclusive.
-    verify(stmt, alice_key, now=T0 + timedelta(minutes=15))
-    refusal(ExpiredSignature, lambda: verify(stmt, alice_key, now=T0 - timedelta(minutes=3)),
+    verify(stmt, approver_key, now=T0 + timedelta(minutes=15))
+    refusal(ExpiredSignature, lambda: verify(stmt, approver_key, now=T0 - timedelta(minutes=3)),
             "after now", "allowed clock skew: 2m0s")
-    verify(stmt, alice_key, now=T0 - timedelta(minutes=2))
-    verify(stmt, alice_key, now=T0 + timedelta(hours=2), max_age=timedelta(hours=3))
+    verify(stmt, approver_key, now=T0 - timedelta(minutes=2))
+    verify(stmt, approver_key, now=T0 + timedelta(hours=2), max_age=timedelta(hours=3))
 
 
-def test_replay_is_refused_and_a_refusal_consumes_nothing(alice_key: SigningKey) -> None:
+def test_replay_is_refused_and_a_refusal_consumes_nothing(approver_key: SigningKey) -> None:
     used: set[str] = set()
 
     def accept(stmt: SignedStatement, **kw: Any) -> None:
-        p = verify(stmt, alice_key, nonce_seen=used.__contains__, **kw)
+        p = verify(stmt, approver_key, nonce_seen=used.__contains__, **kw)
         used.add(p.nonce)  # what the registry does in the action's transaction
 
-    stmt = approval(alice_key)
+    stmt = approval(approver_key)
     # Refused for another reason first: its nonce was not consumed.
     with pytest.raises(WrongEpoch):
         accept(stmt, current_epoch=5)
@@ -263,26 +268,26 @@ def test_replay_is_refused_and_a_refusal_consumes_nothing(alice_key: SigningKey)
     accept(stmt)
     refusal(ReplayedSignature, lambda: accept(stmt), "already used", stmt.payload.nonce[:12])
     # The same content freshly signed has a fresh nonce and is accepted.
-    accept(approval(alice_key))
+    accept(approval(approver_key))
     assert len(used) == 2
 
 
-def test_key_rotation_and_revocation(alice_key: SigningKey) -> None:
+def test_key_rotation_and_revocation(approver_key: SigningKey) -> None:
     new_key = generate_signing_key()
     revoked_at = T0 + timedelta(minutes=30)
     keys = [
-        ActorKey(APPROVER, alice_key.public_key, revoked_at=revoked_at),
+        ActorKey(APPROVER, approver_key.public_key, revoked_at=revoked_at),
         ActorKey(APPROVER, new_key.public_key),
     ]
-    old = approval(alice_key, now=revoked_at + timedelta(minutes=1))
+    old = approval(approver_key, now=revoked_at + timedelta(minutes=1))
     later = revoked_at + timedelta(minutes=2)
-    refusal(RevokedKey, lambda: verify(old, alice_key, keys=keys, now=later), "was revoked at")
+    refusal(RevokedKey, lambda: verify(old, approver_key, keys=keys, now=later), "was revoked at")
     fresh = approval(new_key, now=revoked_at + timedelta(minutes=1))
     assert verify(fresh, new_key, keys=keys, now=later).signer == APPROVER
     # Before the revocation the old key still works, and what it signed then stays valid
     # when the audit log is re-verified after the revocation.
-    before = approval(alice_key)
-    assert verify(before, alice_key, keys=keys).signer == APPROVER
+    before = approval(approver_key)
+    assert verify(before, approver_key, keys=keys).signer == APPROVER
     assert reverify_recorded(before, keys=keys, recorded_at=T0 + timedelta(seconds=5))
     refusal(
         RevokedKey,
@@ -296,16 +301,16 @@ def test_key_rotation_and_revocation(alice_key: SigningKey) -> None:
     )
 
 
-def test_every_single_bit_flip_is_refused(alice_key: SigningKey) -> None:
+def test_every_single_bit_flip_is_refused(approver_key: SigningKey) -> None:
     """No byte of a statement is malleable: each flipped bit is refused, none verifies."""
-    data = approval(alice_key, reason="ok").to_bytes()
+    data = approval(approver_key, reason="ok").to_bytes()
     reasons: dict[str, int] = {}
     for i in range(len(data)):
         for bit in range(8):
             bad = bytearray(data)
             bad[i] ^= 1 << bit
             with pytest.raises(SignatureRefused) as info:
-                verify(bytes(bad), alice_key)
+                verify(bytes(bad), approver_key)
             assert "\n" not in str(info.value)
             reasons[info.value.reason] = reasons.get(info.value.reason, 0) + 1
     assert sum(reasons.values()) == len(data) * 8
@@ -313,49 +318,49 @@ def test_every_single_bit_flip_is_refused(alice_key: SigningKey) -> None:
     assert reasons["forged"] > 0 and reasons["malformed"] > 0, reasons
 
 
-def test_non_canonical_encodings_are_refused(alice_key: SigningKey) -> None:
-    stmt = approval(alice_key)
+def test_non_canonical_encodings_are_refused(approver_key: SigningKey) -> None:
+    stmt = approval(approver_key)
     spaced = stmt.to_bytes().replace(b'","', b'", "', 1)
     refusal(MalformedStatement, lambda: SignedStatement.from_bytes(spaced), "canonical form")
     upper = stmt.to_dict() | {"signature": stmt.signature.upper()}
-    refusal(MalformedStatement, lambda: verify(upper, alice_key), "128 lowercase hex")
+    refusal(MalformedStatement, lambda: verify(upper, approver_key), "128 lowercase hex")
     coerced = stmt.to_dict()
     coerced["payload"] = dict(coerced["payload"], version="3")
-    refusal(MalformedStatement, lambda: verify(coerced, alice_key), "payload.version")
+    refusal(MalformedStatement, lambda: verify(coerced, approver_key), "payload.version")
     extra = stmt.to_dict()
     extra["payload"] = dict(extra["payload"], admin=True)
-    refusal(MalformedStatement, lambda: verify(extra, alice_key), "admin")
-    refusal(MalformedStatement, lambda: verify(b"\xff\xfe", alice_key), "not UTF-8 JSON")
+    refusal(MalformedStatement, lambda: verify(extra, approver_key), "admin")
+    refusal(MalformedStatement, lambda: verify(b"\xff\xfe", approver_key), "not UTF-8 JSON")
 
 
-def test_anchor_and_statement_signatures_do_not_cross(alice_key: SigningKey) -> None:
+def test_anchor_and_statement_signatures_do_not_cross(approver_key: SigningKey) -> None:
     """Domain separation: an anchor signature never passes as a statement one."""
-    anchor = make_anchor({"model:x": (1, "a" * 64)}, alice_key, now=T0)
-    stmt = approval(alice_key)
+    anchor = make_anchor({"model:x": (1, "a" * 64)}, approver_key, now=T0)
+    stmt = approval(approver_key)
     swapped = SignedStatement(payload=stmt.payload, key_id=stmt.key_id,
                               signature=anchor.signature)
-    refusal(ForgedSignature, lambda: verify(swapped, alice_key))
+    refusal(ForgedSignature, lambda: verify(swapped, approver_key))
 
 
 # ------------------------------------------------------------------------------ key files
 
 
-def test_keypair_files_modes_and_loading(tmp_path: Path, alice_key: SigningKey) -> None:
-    priv, pub = write_keypair(alice_key, tmp_path / "keys" / "alice")
+def test_keypair_files_modes_and_loading(tmp_path: Path, approver_key: SigningKey) -> None:
+    priv, pub = write_keypair(approver_key, tmp_path / "keys" / "alice")
     assert pub == tmp_path / "keys" / "alice.pub"
     assert stat.S_IMODE(priv.stat().st_mode) == 0o600
     assert b"BEGIN PRIVATE KEY" in priv.read_bytes()
     assert pub.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
     loaded = load_signing_key(priv)
-    assert loaded.key_id == alice_key.key_id
-    assert load_public_key(pub) == alice_key.public_key
-    assert load_public_key(pub.read_bytes()) == alice_key.public_key
-    assert load_public_key(pub.read_text()).key_id == alice_key.key_id
+    assert loaded.key_id == approver_key.key_id
+    assert load_public_key(pub) == approver_key.public_key
+    assert load_public_key(pub.read_bytes()) == approver_key.public_key
+    assert load_public_key(pub.read_text()).key_id == approver_key.key_id
     # The fingerprint is the sha256 of the raw key, stable across encodings.
     import hashlib
 
-    assert alice_key.key_id == hashlib.sha256(alice_key.public_key.raw).hexdigest()
-    assert PublicKey.from_raw(alice_key.public_key.raw) == alice_key.public_key
+    assert approver_key.key_id == hashlib.sha256(approver_key.public_key.raw).hexdigest()
+    assert PublicKey.from_raw(approver_key.public_key.raw) == approver_key.public_key
     with pytest.raises(SpecError, match="already exists; refusing to overwrite"):
         write_keypair(generate_signing_key(), priv)
     os.chmod(priv, 0o644)
@@ -544,7 +549,7 @@ def test_anchor_catches_a_chain_that_went_backwards_or_vanished(audited: Registr
     assert all(isinstance(p, AnchorProblem) and "\n" not in p.detail for p in problems)
 
 
-def test_a_forged_or_unknown_anchor_is_refused(alice_key: SigningKey) -> None:
+def test_a_forged_or_unknown_anchor_is_refused(approver_key: SigningKey) -> None:
     svc = generate_signing_key()
     keys = [ActorKey("svc:anchor", svc.public_key)]
     anchor = make_anchor({"model:a": (3, "c" * 64)}, svc, now=T0)
@@ -552,7 +557,7 @@ def test_a_forged_or_unknown_anchor_is_refused(alice_key: SigningKey) -> None:
     refusal(ForgedSignature, lambda: check_anchor(
         tampered, service_keys=keys, current_heads={}, hash_at=lambda c, s: None),
         "checkpoint was altered")
-    other = make_anchor({"model:a": (3, "c" * 64)}, alice_key, now=T0)
+    other = make_anchor({"model:a": (3, "c" * 64)}, approver_key, now=T0)
     refusal(UnknownKey, lambda: check_anchor(
         other, service_keys=keys, current_heads={}, hash_at=lambda c, s: None),
         "not a registered service key")
