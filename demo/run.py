@@ -131,6 +131,18 @@ class Watcher:
             via = f" by {who}" if who else ""
             self.tl(f"dagster   run {run.job_name} [{run.run_id[:8]}] {status}{via}")
 
+    def idle(self) -> bool:
+        """No run is queued or running: stopping the daemon now interrupts nothing."""
+        import dagster as dg
+
+        busy = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+        ]
+        return not self.instance.get_run_records(dg.RunsFilter(statuses=busy), limit=1)
+
     def run_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for rec in self.instance.get_run_records(limit=1000):
@@ -425,6 +437,11 @@ def run_demo(
             rollback_seen = time.time()
 
             def all_back() -> bool:
+                # The gateway routes nobody to the regressed version any more: at a 1% canary,
+                # ten clean responses alone do not show it.
+                t = _gateway_table(stack.gateway_url, m)
+                if t is None or bad in _user_versions(t):
+                    return False
                 return sim.all_on(m, good, rollback_seen, min_requests=10)  # type: ignore[union-attr,arg-type]
 
             wait_for("traffic back on prod", all_back, 30.0, watcher)
@@ -449,6 +466,9 @@ def run_demo(
             result.phases["refresh_s"] = round(time.monotonic() - refresh_t0, 1)
             for m in auto:
                 tl(f"demo      {m}: prod is v{watcher.prod_version(m)}")
+        # The action runs that moved the traffic finish their bookkeeping after the flip:
+        # let them end before the daemon stops, instead of interrupting them.
+        wait_for("in-flight runs to finish", watcher.idle, 60.0, watcher)
         watcher.poll()
     finally:
         if sim is not None:
@@ -484,6 +504,13 @@ def _recovery(sim: TrafficSim, model: str, good: int, bad: int) -> float | None:
     last_bad = max((s.ts for s in log if s.version == bad), default=first)
     after = [s.ts for s in log if s.ts > last_bad and s.version == good]
     return round((min(after) if after else last_bad) - first, 2)
+
+
+def _user_versions(table: dict[str, Any]) -> set[int]:
+    """The versions a gateway table sends users to (prod, canary, A/B arms)."""
+    eps = [table.get("prod"), (table.get("canary") or {}).get("endpoint")]
+    eps += [a.get("endpoint") for a in (table.get("ab_test") or {}).get("arms", [])]
+    return {int(e["version"]) for e in eps if e}
 
 
 def _gateway_table(gateway_url: str, model: str) -> dict[str, Any] | None:

@@ -492,6 +492,13 @@ class Controller:
 
         actions: list[Action] = []
         ours = {route_key(*t.key): t for t in self.snapshot.tables}
+        if not self.gateways:  # pull-only: publish with the epochs we know, ask nobody
+            self.snapshot = RoutingSnapshot(
+                tables=[
+                    t.model_copy(update={"epoch": self._epochs.get(k, 0)}) for k, t in ours.items()
+                ]
+            )
+            return actions
         views: dict[str, dict[str, RouteTable]] = {}
         with httpx.Client(timeout=self.http_timeout_s, headers=auth_header(self.token)) as client:
             for gw in self.gateways:
@@ -501,7 +508,12 @@ class Controller:
                     views[gw] = _gateway_tables(r.json())
                 except (httpx.HTTPError, ValueError, ValidationError, KeyError, TypeError) as exc:
                     actions.append(
-                        Action(ts=now, kind="error", target=gw, detail=f"read routes: {exc}")
+                        Action(
+                            ts=now,
+                            kind="error",
+                            target=gw,
+                            detail=f"push: cannot read its routes: {exc}",
+                        )
                     )
             # Never publish below an epoch some gateway holds: our tables must compare newer.
             epoch = {
@@ -588,7 +600,7 @@ class Controller:
             detail = ", ".join(_pushed(k, have.get(k), published[k]) for k in done)
             actions.append(Action(ts=now, kind="push", target=gw, detail=detail))
         if missed:
-            detail = "push not applied: " + "; ".join(
+            detail = "push: not applied: " + "; ".join(
                 f"{k} generation {published[k].generation} "
                 f"({kept[k].reason if k in kept else 'not in the reply'})"
                 for k in missed
@@ -610,7 +622,9 @@ class Controller:
 
 def _pushed(key: str, held: RouteTable | None, ours: RouteTable) -> str:
     if held is not None and held.generation >= ours.generation:
-        return f"{key} (superseded a table at generation {held.generation} it did not publish)"
+        return (
+            f"{key} (replaced a different table the gateway held at generation {held.generation})"
+        )
     return key
 
 

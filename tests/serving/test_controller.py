@@ -469,7 +469,7 @@ def test_a_gateway_holding_a_table_the_controller_never_issued_is_taken_back(
 
             acts = ctl.reconcile_once()
             assert [(a.kind, a.target) for a in acts] == [("push", gw.url)], acts
-            assert "did not publish" in acts[0].detail
+            assert "replaced a different table" in acts[0].detail
             n = len(hits)
             assert served_version(gw, sample) == 1 and len(hits) == n
             (held,) = httpx.get(f"{gw.url}/admin/routes", headers=AUTH).json()["tables"]
@@ -552,7 +552,7 @@ def test_a_push_the_gateway_did_not_apply_is_an_error_and_a_stale_pass_overrides
         acts = ctl.reconcile_once()
         errors = [a for a in acts if a.kind == "error"]
         assert [a.target for a in errors] == [url] and not [a for a in acts if a.kind == "push"]
-        assert "push not applied" in errors[0].detail and "expected" in errors[0].detail
+        assert "push: not applied" in errors[0].detail and "expected" in errors[0].detail
         assert gw_store.generations() == {"ctr/global": 99}
         assert ctl.status.gateways[url] == {"ctr/global": 99}
 
