@@ -593,7 +593,7 @@ class Controller:
             gens[k] = published[k].generation
         for k in missed:
             if k in kept and kept[k].current is not None:
-                gens[k] = kept[k].current  # type: ignore[assignment]
+                gens[k] = kept[k].current
         self.status.gateways[gw] = gens
         actions = []
         if done:
@@ -828,11 +828,14 @@ def _parse_gens(values: list[str]) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for v in values:
         parts = v.rsplit(":", 2)
-        nums = [p for p in parts[1:] if p.isdigit() and len(p) <= 18]
-        if len(parts) == 3 and len(nums) == 2:
-            out[parts[0]] = (int(parts[2]), int(parts[1]))
-        elif len(parts) >= 2 and parts[-1].isdigit() and len(parts[-1]) <= 18:
-            out[v.rsplit(":", 1)[0]] = (0, int(parts[-1]))
-        else:
-            raise ValueError(f"gen={v!r}: allowed: MODEL/SLICE:GENERATION[:EPOCH]")
+        try:
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                out[parts[0]] = (int(parts[2]), int(parts[1]))
+                continue
+            if len(parts) >= 2 and parts[-1].isdigit():
+                out[v.rsplit(":", 1)[0]] = (0, int(parts[-1]))
+                continue
+        except ValueError:  # more digits than int() takes
+            pass
+        raise ValueError(f"gen={v[:200]!r}: allowed: MODEL/SLICE:GENERATION[:EPOCH]")
     return out
