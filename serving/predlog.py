@@ -329,9 +329,12 @@ class PredictionLog:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        # How long recent commits took (decaying maximum): a commit starts that much before
-        # the oldest queued row's deadline, so it ends by it.
+        # How long recent commits took from when they were due to start until they ended
+        # (waking up, winning the GIL and a CPU, writing), as a decaying maximum. A commit
+        # starts twice that before the oldest queued row's deadline, so one that runs up to
+        # twice as long as any recent one (a loaded host) still ends by it.
         self._commit_s = 0.0
+        self._planned = 0.0  # when the batch being written was due to start
         self._batch_oldest = 0.0  # arrival of the oldest item in the batch being written
         self.lag_s = 0.0
         self.written = 0
@@ -437,12 +440,15 @@ class PredictionLog:
                 if self._closing:
                     return None
                 self._has_work.wait()
+            self._planned = time.monotonic()
             while len(self._buf) < self.batch_size and not self._closing and not self._urgent:
-                lead = min(self._commit_s, self.flush_interval_s)
-                left = self._oldest + self.flush_interval_s - lead - time.monotonic()
-                if left <= 0:
+                lead = min(2 * self._commit_s, self.flush_interval_s)
+                start = self._oldest + self.flush_interval_s - lead
+                if start <= time.monotonic():
+                    self._planned = start  # a late wake-up counts against the next lead
                     break
-                self._has_work.wait(left)
+                self._has_work.wait(start - time.monotonic())
+                self._planned = time.monotonic()  # woken: full, urgent or closing
             self._batch_oldest = self._oldest
             take = min(self.batch_size, len(self._buf))
             # Rows left behind by a full batch are as overdue as its oldest: they keep its
@@ -459,7 +465,7 @@ class PredictionLog:
                 ok_p, ok_o = 0, 0
             ended = time.monotonic()
             with self._lock:
-                self._commit_s = max(ended - started, self._commit_s * 0.9)
+                self._commit_s = max(ended - min(started, self._planned), self._commit_s * 0.95)
                 self.lag_s = ended - self._batch_oldest
                 self.written += ok_p
                 self.outcomes_written += ok_o
