@@ -426,8 +426,28 @@ class Controller:
         for kind in down.keys() - reported:  # down, and no slice of it said so
             target = f"{kind.value} backend"
             actions.append(Action(ts=now, kind="error", target=target, detail=down[kind]))
-        # Unload what no desired state needs any more, but only names we manage, and only
-        # from a backend that answered: an empty listing from a dead one proves nothing.
+        # Make before break: gateways get the new tables first, and a version leaves its
+        # backend only once every gateway has stopped routing to it. A failed push defers
+        # every unload to a later pass, since that gateway may still send traffic there.
+        self.snapshot = RoutingSnapshot(tables=tables)
+        pushes = self._push_gateways(now)
+        actions.extend(pushes)
+        if not any(a.kind == "error" for a in pushes):
+            actions.extend(self._unload_unneeded(now, present, needed, down))
+        backends = {k.value: down.get(k, "ok") for k in self.backends}
+        self._record_pass(now, actions, slices, backends)
+        return actions
+
+    def _unload_unneeded(
+        self,
+        now: float,
+        present: dict[ModelClass, set[str]],
+        needed: dict[ModelClass, set[str]],
+        down: dict[ModelClass, str],
+    ) -> list[Action]:
+        """Unload what no desired state needs, only names we manage, and only from a backend
+        that answered: an empty listing from a dead one proves nothing."""
+        actions: list[Action] = []
         for kind, backend in self.backends.items():
             if kind in down:
                 continue
@@ -440,10 +460,6 @@ class Controller:
                 except _BACKEND_ERRORS as exc:
                     detail = _one_line(exc)
                     actions.append(Action(ts=now, kind="error", target=name, detail=detail))
-        self.snapshot = RoutingSnapshot(tables=tables)
-        actions.extend(self._push_gateways(now))
-        backends = {k.value: down.get(k, "ok") for k in self.backends}
-        self._record_pass(now, actions, slices, backends)
         return actions
 
     def _record_pass(

@@ -348,6 +348,50 @@ def test_controller_pushes_tables_to_gateways_and_heals_a_restarted_one(
             g.stop()
 
 
+def test_a_rolled_back_version_leaves_its_backend_only_after_the_gateways_left_it(
+    setup,
+    onnx_models,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Make before break: the push that routes away from a version comes before its unload,
+    and while a gateway cannot be told, nothing it may still route to is unloaded."""
+    reg, ctl, triton, _ = setup
+    sample = onnx_models[0].sample[:2]
+    gw = GatewayProcess(tmp_path / "gw")
+    stopped = False
+    try:
+        ctl.gateways = [gw.url]
+        reg.transition("ctr", 1, "PROMOTED", actor="a")
+        for st in ("APPROVED_SHADOW", "SHADOW", "APPROVED_CANARY", "CANARY"):
+            reg.transition("ctr", 2, st, actor="a")
+        ctl.reconcile_once()
+        assert triton.loaded() == names(1, 2)
+
+        reg.rollback("ctr", actor="oncall", expected_version=2)
+        acts = [(a.kind, a.target) for a in ctl.reconcile_once()]
+        assert acts.index(("push", gw.url)) < acts.index(("unload", "ctr__v2")), acts
+        assert triton.loaded() == names(1)
+        assert served_version(gw, sample) == 1
+
+        # a canary again, then a rollback while the only gateway is unreachable
+        for st in ("APPROVED_SHADOW", "SHADOW", "APPROVED_CANARY", "CANARY"):
+            reg.transition("ctr", 3, st, actor="a")
+        ctl.reconcile_once()
+        assert triton.loaded() == names(1, 3)
+        gw.stop()
+        stopped = True
+        reg.rollback("ctr", actor="oncall", expected_version=3)
+        kinds = [a.kind for a in ctl.reconcile_once()]
+        assert "error" in kinds and "unload" not in kinds
+        assert triton.loaded() == names(1, 3), "unloads wait until every gateway has the table"
+        ctl.gateways = []
+        ctl.reconcile_once()
+        assert triton.loaded() == names(1)
+    finally:
+        if not stopped:
+            gw.stop()
+
+
 @pytest.mark.xdist_group("ray")
 @pytest.mark.timeout(300)
 def test_escape_hatch_versions_run_on_ray_serve(
