@@ -168,10 +168,10 @@ class _OldRule:
     the primary metric as request-level click counts."""
 
     def __init__(self) -> None:
+        from modelops.evidence import OutcomeStats, WindowStats
         from modelops.fleet import OnlinePolicy, PolicyDurations
         from modelops.spec import DecisionPolicy, State, Tier
         from sensors.decision import Evidence, GuardrailRule, Verdict
-        from serving.predlog import OutcomeStats, WindowStats
 
         self.Evidence, self.Verdict = Evidence, Verdict
         self.OutcomeStats, self.WindowStats = OutcomeStats, WindowStats

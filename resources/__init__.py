@@ -18,20 +18,15 @@ from resources.modelops_resources import (
     modelops_home,
 )
 
-# The evidence types sensors reason about, re-exported so sensors need not import serving.
-from serving.predlog import OutcomeStats, WindowStats
-
 __all__ = [
     "ArtifactStoreResource",
     "ControllerResource",
     "FeatureSchemaResource",
-    "OutcomeStats",
     "PredictionLogResource",
     "RayServeResource",
     "RegistryResource",
     "TritonResource",
     "VLLMResource",
-    "WindowStats",
     "default_resources",
     "modelops_home",
 ]

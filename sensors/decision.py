@@ -21,9 +21,9 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.requests import Action
+from modelops.evidence import WindowStats
 from modelops.fleet import CANARY_LADDER, OnlinePolicy, PolicyDurations
 from modelops.spec import DecisionPolicy, State, Tier
-from resources import WindowStats
 
 __all__ = [
     "Evidence",

@@ -37,19 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, event, func, inspect, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError, OperationalError, StatementError
 
 from modelops.errors import BackendUnavailable, SchemaOutOfDate
+from modelops.evidence import TIMEOUT_ERROR, OutcomeStats, TokenStats, WindowStats
 from modelops.store import db
 from serving.records import GatewayEvent, Outcome, PredictionRecord
 
 __all__ = [
     "HEAD_REVISION",
     "VERSION_TABLE",
-    "TIMEOUT_ERROR",
     "metadata",
     "predictions",
     "outcomes",
@@ -61,16 +60,12 @@ __all__ = [
     "ensure_schema",
     "PredictionLog",
     "PredictionLogReader",
-    "WindowStats",
-    "OutcomeStats",
-    "TokenStats",
 ]
 
 log = logging.getLogger(__name__)
 
 HEAD_REVISION = "predlog_0002"
 VERSION_TABLE = "predlog_alembic_version"
-TIMEOUT_ERROR = "timeout"  # the error code the gateway records for a backend timeout
 _MIGRATIONS = Path(__file__).resolve().parent / "predlog_migrations"
 # What a bad value raises (wrapped or not, depending on where the driver notices): the batch
 # is retried cleaned, then row by row, so one bad row cannot take its batch down with it.
@@ -551,56 +546,6 @@ class PredictionLog:
 
 
 # ------------------------------------------------------------------------------ reader
-
-
-class OutcomeStats(BaseModel):
-    """Outcomes of one name (e.g. click) joined to a window's predictions by request id."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int
-    mean: float  # for a 0/1 click outcome: the click rate among requests with an outcome
-
-
-class TokenStats(BaseModel):
-    """Prompt lengths of an LLM window; `values` (sorted) feeds the two-sample canary test."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int
-    mean: float
-    p50: float
-    p99: float
-    max: int
-    values: list[int] | None = Field(
-        default=None, description="every prompt length in the window, when asked for"
-    )
-
-
-class WindowStats(BaseModel):
-    """One (model, version, arm, slice) series over [since_ts, until_ts)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str
-    version: int
-    arm: str
-    slice: str
-    since_ts: float
-    until_ts: float | None
-    first_ts: float
-    last_ts: float
-    requests: int
-    errors: int
-    error_rate: float
-    timeouts: int = Field(description=f"requests whose error is {TIMEOUT_ERROR!r}")
-    timeout_rate: float
-    latency_mean_ms: float = Field(description="over every request, failed ones included")
-    latency_p50_ms: float
-    latency_p99_ms: float
-    latency_max_ms: float
-    outcomes: dict[str, OutcomeStats] = Field(default_factory=dict)
-    prompt_tokens: TokenStats | None = None
 
 
 _Key = tuple[int, str, str]  # (version, arm, slice)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from jobs.requests import Action
+from modelops.evidence import OutcomeStats, WindowStats
 from modelops.fleet import OnlinePolicy, PolicyDurations
 from modelops.spec import DecisionPolicy, Guardrail, State, Tier
 from sensors.decision import (
@@ -18,7 +19,6 @@ from sensors.decision import (
     automated_path,
     wilson_interval,
 )
-from serving.predlog import OutcomeStats, WindowStats
 
 NOW = 1_800_000_000.0
 DUR = PolicyDurations(shadow_s=600, shadow_min_s=60, canary_step_s=60, ab_min_s=300, watch_s=900)
