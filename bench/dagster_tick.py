@@ -289,6 +289,7 @@ def bench_sensor_tick(
     with tempfile.TemporaryDirectory(prefix="modelops_bench_tick_") as home:
         os.environ["MODELOPS_HOME"] = home
         try:
+            from jobs import ACTION_JOBS
             from sensors import build_candidate_sensor, build_online_metrics_sensor
 
             t_setup = time.perf_counter()
@@ -297,7 +298,7 @@ def bench_sensor_tick(
             setup.update(_build_predlog(now, plan, rows, seed))
             setup["setup_s"] = round(time.perf_counter() - t_setup, 2)
 
-            online = build_online_metrics_sensor(fleet, clock=lambda: now)
+            online = build_online_metrics_sensor(fleet, jobs=ACTION_JOBS, clock=lambda: now)
             first_s, result = _tick(online, None, True)
             verdicts = Counter(r.tags["modelops/action"] for r in result.run_requests)
             times, cursor = [], result.cursor
@@ -309,7 +310,7 @@ def bench_sensor_tick(
                 v.split(" ", 1)[0] for v in json.loads(cursor)["last_decisions"].values()
             )
 
-            cand = build_candidate_sensor(fleet)
+            cand = build_candidate_sensor(fleet, jobs=ACTION_JOBS)
             c_first, c_res = _tick(cand, None, False)
             c_times, c_cursor = [], c_res.cursor
             for _ in range(ticks):

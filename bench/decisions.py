@@ -12,8 +12,9 @@ vectorised step per tick. Candidate-arm users of a canary are drawn one by one; 
 (90-99% of a million users a day) and both A/B arms' sums come from their normal limit
 (`ClickModel.clt_sums`, checked against the per-user draw in tests/evaluation).
 
-The old rule (sensors/decision.py `GuardrailRule`, min_samples 1000, max_primary_drop 0.2) is
-driven on the same traffic model for the comparison row, through its own Evidence objects.
+The old rule (`modelops.evaluation.guardrail.GuardrailRule`, min_samples 1000,
+max_primary_drop 0.2) is driven on the same traffic model for the comparison row, through its
+own Evidence objects.
 """
 
 from __future__ import annotations
@@ -168,10 +169,11 @@ class _OldRule:
     the primary metric as request-level click counts."""
 
     def __init__(self) -> None:
+        from modelops.evaluation.decision import Evidence, Verdict
+        from modelops.evaluation.guardrail import GuardrailRule
         from modelops.evidence import OutcomeStats, WindowStats
         from modelops.fleet import OnlinePolicy, PolicyDurations
         from modelops.spec import DecisionPolicy, State, Tier
-        from sensors.decision import Evidence, GuardrailRule, Verdict
 
         self.Evidence, self.Verdict = Evidence, Verdict
         self.OutcomeStats, self.WindowStats = OutcomeStats, WindowStats

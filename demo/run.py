@@ -277,7 +277,7 @@ def approve_and_promote(
 ) -> None:
     """What a human does for a gated first version: approve it, then launch the promote job
     (an ordinary Dagster run, through the same queue and lock as the sensors' runs)."""
-    from jobs.requests import Action, ActionRequest, action_run_request
+    from modelops.actions import ActionKind, ActionRequest, action_run_fields
     from modelops.errors import ConflictError
 
     reg = watcher.registry
@@ -297,8 +297,8 @@ def approve_and_promote(
         reason="first version, approved by a reviewer",
         automated=False,
     )
-    rr = action_run_request(Action.promote, req)
-    launch(client, rr.job_name or "", tl, run_config=dict(rr.run_config), tags=dict(rr.tags))
+    rr = action_run_fields(ActionKind.promote, req)
+    launch(client, rr["job_name"], tl, run_config=rr["run_config"], tags=rr["tags"])
 
 
 # -- the scenario ----------------------------------------------------------------------

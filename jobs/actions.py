@@ -19,12 +19,14 @@ import dagster as dg
 from dagster import OpExecutionContext
 from pydantic import ValidationError
 
-from jobs.requests import (
+from modelops.actions import (
     ACTION_TAG,
     JOB_NAMES,
+    KIND_TAG,
     OP_NAMES,
     RECONCILE_JOB,
-    Action,
+    RECONCILE_OP,
+    ActionKind,
     ActionRequest,
 )
 from modelops.errors import ModelopsError
@@ -47,12 +49,11 @@ __all__ = [
     "slice_observation",
 ]
 
-KIND_TAG = "modelops/kind"
 _NAME_SEP = "__v"  # how the controller names a version on a backend: <model_id>__v<version>
 
 
 class ActionConfig(dg.Config):
-    """The op config of every action job; the same fields as `jobs.requests.ActionRequest`."""
+    """The op config of every action job; the same fields as `modelops.actions.ActionRequest`."""
 
     model_id: str
     slice: str = "global"
@@ -100,9 +101,9 @@ def _next_percent(current: int | None) -> int:
     )
 
 
-def _check_range(action: Action, percent: int | None) -> None:
+def _check_range(action: ActionKind, percent: int | None) -> None:
     """Refuse a bad percent before the first step commits, not at the second."""
-    lo, hi = SHADOW_RANGE if action is Action.start_shadow else CANARY_RANGE
+    lo, hi = SHADOW_RANGE if action is ActionKind.start_shadow else CANARY_RANGE
     if percent is not None and not lo <= percent <= hi:
         from modelops.errors import SpecError
 
@@ -110,7 +111,7 @@ def _check_range(action: Action, percent: int | None) -> None:
 
 
 def perform(
-    action: Action,
+    action: ActionKind,
     req: ActionRequest,
     registry: "Registry",
     done: list["TransitionResult"] | None = None,
@@ -136,7 +137,7 @@ def perform(
         done.append(result)
         return result
 
-    if action is Action.transition:
+    if action is ActionKind.transition:
         if not req.target:
             from modelops.errors import SpecError
 
@@ -152,17 +153,17 @@ def perform(
                 percent=req.percent,
             )
         ]
-    if action is Action.promote:
+    if action is ActionKind.promote:
         return [step(State.PROMOTED, expected=req.expected)]
-    if action is Action.rollback:
+    if action is ActionKind.rollback:
         return [step(State.ROLLED_BACK, expected=req.expected)]
-    if action is Action.start_ab:
+    if action is ActionKind.start_ab:
         return [step(State.AB_TEST, expected=req.expected, percent=req.percent or 50)]
 
     _check_range(action, req.percent)
     current, current_pct = _state_on(registry, req)
     out: list[TransitionResult] = []
-    if action is Action.start_shadow:
+    if action is ActionKind.start_shadow:
         if current is not State.APPROVED_SHADOW:
             out.append(step(State.APPROVED_SHADOW, expected=req.expected))
             expected: str | None = State.APPROVED_SHADOW
@@ -170,7 +171,7 @@ def perform(
             expected = req.expected or State.APPROVED_SHADOW
         out.append(step(State.SHADOW, expected=expected, percent=req.percent or 100, mode="live"))
         return out
-    if action is Action.canary_step:
+    if action is ActionKind.canary_step:
         if current is State.CANARY:
             pct = req.percent if req.percent is not None else _next_percent(current_pct)
             out.append(
@@ -295,7 +296,7 @@ def _controller_pass(
 # ---------------------------------------------------------------------- ops and jobs
 
 
-def action_op(action: Action) -> dg.OpDefinition:
+def action_op(action: ActionKind) -> dg.OpDefinition:
     """The op of one action: registry -> controller pass -> observation."""
 
     @dg.op(
@@ -367,9 +368,9 @@ def action_op(action: Action) -> dg.OpDefinition:
     return _op
 
 
-def action_job(action: Action) -> dg.JobDefinition:
+def action_job(action: ActionKind) -> dg.JobDefinition:
     """A job around the action's op. Runs launched by sensors carry the lock tag
-    (`jobs.requests.action_run_request`), which the instance's tag concurrency limit holds
+    (`modelops.actions.action_run_tags`), which the instance's tag concurrency limit holds
     to one run per (model, slice)."""
     op = action_op(action)
 
@@ -386,7 +387,7 @@ def action_job(action: Action) -> dg.JobDefinition:
 
 
 @dg.op(
-    name="reconcile_op",
+    name=RECONCILE_OP,
     description="one controller pass: load what the desired state needs, push routes, unload",
 )
 def reconcile_op(
@@ -408,4 +409,4 @@ def reconcile_job() -> None:
     reconcile_op()
 
 
-ACTION_JOBS: dict[Action, dg.JobDefinition] = {a: action_job(a) for a in Action}
+ACTION_JOBS: dict[ActionKind, dg.JobDefinition] = {a: action_job(a) for a in ActionKind}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from jobs.requests import MODEL_TAG
+from modelops.actions import KIND_TAG, MODEL_TAG
 from modelops.fleet import Fleet, ModelDecl
 
 __all__ = [
@@ -40,7 +40,7 @@ def refresh_job(decl: ModelDecl) -> dg.UnresolvedAssetJobDefinition:
         selection=dg.AssetSelection.assets(["models", mid], ["eval_reports", mid]),
         description=f"weight refresh of {mid}: retrain on the newest {decl.dataset} snapshot, "
         "run the offline gates, write the eval report",
-        tags={MODEL_TAG: mid, "modelops/kind": REFRESH_KIND},
+        tags={MODEL_TAG: mid, KIND_TAG: REFRESH_KIND},
         executor_def=dg.in_process_executor,
     )
 
@@ -61,7 +61,7 @@ def refresh_defs(
                     job=job,
                     cron_schedule=decl.refresh_cron.strip(),
                     default_status=dg.DefaultScheduleStatus.RUNNING,
-                    tags={MODEL_TAG: decl.model_id, "modelops/kind": REFRESH_KIND},
+                    tags={MODEL_TAG: decl.model_id, KIND_TAG: REFRESH_KIND},
                     description=f"weight refresh of {decl.model_id} on {decl.refresh_cron}",
                 )
             )

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
 
-from jobs.requests import Action, ActionRequest, action_run_request
+from modelops.actions import ActionKind, ActionRequest
 from modelops.fleet import Fleet
 from modelops.registry import LiveState, Registry
 from modelops.spec import ModelSpec, State, Tier
 from resources import RegistryResource
+from sensors.launch import ActionJobs, action_run_request, jobs_for
 
 __all__ = [
     "CANDIDATE_SENSOR",
@@ -47,13 +47,14 @@ _IN_FLIGHT = (
 )
 _SCAN = (State.OFFLINE_PASSED, State.PROMOTED, State.DEPRECATED, *_IN_FLIGHT)
 _MAX_WAITING = 5000
+_LAUNCHES = (ActionKind.promote, ActionKind.start_shadow)
 
 
 class CandidatePlan(NamedTuple):
     """What to do with one OFFLINE_PASSED version: an action, or why it waits."""
 
     live: LiveState
-    action: Action | None
+    action: ActionKind | None
     reason: str
 
 
@@ -110,7 +111,7 @@ def plan_candidates(reg: Registry, cache: _Cache | None = None) -> list[Candidat
                 plans.append(CandidatePlan(cand, None, reason))
             else:
                 reason = "first version on the slice: bootstrap promotion"
-                plans.append(CandidatePlan(cand, Action.promote, reason))
+                plans.append(CandidatePlan(cand, ActionKind.promote, reason))
             continue
         if prod is None:
             plans.append(
@@ -133,7 +134,7 @@ def plan_candidates(reg: Registry, cache: _Cache | None = None) -> list[Candidat
             )
             continue
         if tier is Tier.L0:
-            plans.append(CandidatePlan(cand, Action.promote, "tier L0: straight to PROMOTED"))
+            plans.append(CandidatePlan(cand, ActionKind.promote, "tier L0: straight to PROMOTED"))
             continue
         if busy is not None:
             plans.append(
@@ -146,14 +147,14 @@ def plan_candidates(reg: Registry, cache: _Cache | None = None) -> list[Candidat
             )
             continue
         if tier is Tier.L1:
-            plans.append(CandidatePlan(cand, Action.start_shadow, "tier L1: automated path"))
+            plans.append(CandidatePlan(cand, ActionKind.start_shadow, "tier L1: automated path"))
             continue
         # L2: automated only for a weight refresh on the prod version's feature contract.
         if cache.ref(reg, model_id, cand.version) == cache.ref(reg, model_id, prod.version):
             plans.append(
                 CandidatePlan(
                     cand,
-                    Action.start_shadow,
+                    ActionKind.start_shadow,
                     "tier L2 weight refresh on an unchanged feature contract: automated path",
                 )
             )
@@ -186,19 +187,20 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
 def build_candidate_sensor(
     fleet: Fleet,
     *,
-    jobs: Sequence[dg.JobDefinition] | None = None,
+    jobs: ActionJobs,
     name: str = CANDIDATE_SENSOR,
 ) -> dg.SensorDefinition:
-    """The sensor that moves gate-passed versions on (see the module docstring's table)."""
-    cache = _Cache()
-    if jobs is None:
-        from jobs.actions import ACTION_JOBS
+    """The sensor that moves gate-passed versions on (see the module docstring's table).
 
-        jobs = [ACTION_JOBS[Action.promote], ACTION_JOBS[Action.start_shadow]]
+    `jobs` maps each action kind to its job (`jobs.ACTION_JOBS`); this one launches promote
+    and start_shadow.
+    """
+    cache = _Cache()
+    targets = jobs_for(jobs, _LAUNCHES, name)
 
     @dg.sensor(
         name=name,
-        jobs=list(jobs),
+        jobs=targets,
         minimum_interval_seconds=fleet.durations.sensor_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Moves a version that passed its offline gates to its next state: "

@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from jobs.requests import JOB_NAMES, MODEL_TAG, OP_NAMES, SLICE_TAG, Action
+from modelops.actions import JOB_NAMES, MODEL_TAG, OP_NAMES, SLICE_TAG, ActionKind
 from modelops.fleet import Fleet
 from resources import RegistryResource
 
@@ -28,7 +28,7 @@ def _one_line(text: Any) -> str:
 
 def _op_config(run: Any) -> dict[str, Any]:
     try:
-        cfg = run.run_config["ops"][OP_NAMES[Action.rollback]]["config"]
+        cfg = run.run_config["ops"][OP_NAMES[ActionKind.rollback]]["config"]
         return dict(cfg) if isinstance(cfg, dict) else {}
     except (KeyError, TypeError):
         return {}
@@ -55,7 +55,7 @@ def build_rollback_failure_sensor(
     fleet: Fleet, rollback_job: dg.JobDefinition | None = None
 ) -> dg.SensorDefinition:
     """`modelops_rollback_failure_sensor`. Without `rollback_job` it watches every job of its
-    code location and keeps only `modelops_rollback` runs, so it needs no job import."""
+    code location and keeps only `modelops_rollback` runs, known by name."""
 
     @dg.run_failure_sensor(
         name=ROLLBACK_FAILURE_SENSOR,
@@ -69,7 +69,7 @@ def build_rollback_failure_sensor(
         context: dg.RunFailureSensorContext, registry: RegistryResource
     ) -> None:
         run = context.dagster_run
-        if run.job_name != JOB_NAMES[Action.rollback]:
+        if run.job_name != JOB_NAMES[ActionKind.rollback]:
             return
         cfg = _op_config(run)
         model_id = run.tags.get(MODEL_TAG) or cfg.get("model_id")

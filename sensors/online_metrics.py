@@ -19,38 +19,40 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
-from jobs.requests import Action, ActionRequest, action_run_request
-from modelops.fleet import Fleet, OnlinePolicy
-from modelops.registry import LiveState, Registry
-from modelops.spec import ModelSpec, RollbackClass, State, Tier
-from resources import PredictionLogResource, RegistryResource
-from sensors.decision import (
+from modelops.actions import ActionKind, ActionRequest
+from modelops.evaluation.decision import (
     CANDIDATE_ARMS,
     PROD_ARM,
     Decision,
     DecisionEngine,
     Evidence,
-    GuardrailRule,
     Verdict,
 )
+from modelops.evaluation.guardrail import GuardrailRule
+from modelops.fleet import Fleet, OnlinePolicy
+from modelops.registry import LiveState, Registry
+from modelops.spec import ModelSpec, RollbackClass, State, Tier
+from resources import PredictionLogResource, RegistryResource
+from sensors.launch import ActionJobs, action_run_request, jobs_for
 
 __all__ = [
     "ONLINE_METRICS_SENSOR",
     "ONLINE_ACTOR",
     "build_online_metrics_sensor",
     "OnlineMetricsEvaluator",
+    "run_request_for",
 ]
 
 ONLINE_METRICS_SENSOR = "modelops_online_metrics_sensor"
 ONLINE_ACTOR = "system:online-metrics"
 _WATCHED = (State.SHADOW, State.CANARY, State.AB_TEST, State.PROMOTED)
 _MAX_CURSOR_ENTRIES = 2000
-_ACTIONS = (Action.canary_step, Action.start_ab, Action.promote, Action.rollback)
+_LAUNCHES = (ActionKind.canary_step, ActionKind.start_ab, ActionKind.promote, ActionKind.rollback)
 
 
 def _key(ls: LiveState) -> str:
@@ -237,21 +239,19 @@ def build_online_metrics_sensor(
     fleet: Fleet,
     engine: DecisionEngine | None = None,
     *,
+    jobs: ActionJobs,
     clock: Callable[[], float] = time.time,
-    jobs: Sequence[dg.JobDefinition] | None = None,
     name: str = ONLINE_METRICS_SENSOR,
 ) -> dg.SensorDefinition:
     """The sensor over the whole fleet; `engine` defaults to `GuardrailRule`, `clock` to the
-    wall clock (tests pass a later time instead of sleeping)."""
+    wall clock (tests pass a later time instead of sleeping). `jobs` maps each action kind to
+    its job (`jobs.ACTION_JOBS`); this one launches canary_step, start_ab, promote, rollback."""
     evaluator = OnlineMetricsEvaluator(fleet, engine, clock=clock)
-    if jobs is None:
-        from jobs.actions import ACTION_JOBS
-
-        jobs = [ACTION_JOBS[a] for a in _ACTIONS]
+    targets = jobs_for(jobs, _LAUNCHES, name)
 
     @dg.sensor(
         name=name,
-        jobs=list(jobs),
+        jobs=targets,
         minimum_interval_seconds=fleet.durations.sensor_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches live versions (shadow, canary, A/B, post-promotion) in the "

@@ -13,7 +13,6 @@ the JSON cursor. The same drift on many ticks is one run; the same drift after a
 or still there after `retry_after_s`, is a new episode and a new run.
 """
 
-import hashlib
 import json
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import dagster as dg
 from pydantic import BaseModel
 
-from jobs.requests import RECONCILE_JOB
+from modelops.actions import RECONCILE_JOB, reconcile_run_fields
 from modelops.fleet import Fleet
 from resources import ArtifactStoreResource, ControllerResource, RegistryResource
 
@@ -29,7 +28,6 @@ __all__ = [
     "RECONCILE_SENSOR",
     "DriftCursor",
     "find_drift",
-    "reconcile_run_key",
     "build_reconcile_sensor",
 ]
 
@@ -138,11 +136,6 @@ def find_drift(
     return sorted(drift)
 
 
-def reconcile_run_key(drift: list[str], since: float | None) -> str:
-    text = json.dumps({"drift": sorted(drift), "since": since}, sort_keys=True)
-    return f"reconcile:{hashlib.sha256(text.encode()).hexdigest()[:24]}"
-
-
 def build_reconcile_sensor(
     fleet: Fleet, *, retry_after_s: float | None = None, grace_s: float | None = None
 ) -> dg.SensorDefinition:
@@ -193,13 +186,7 @@ def build_reconcile_sensor(
         for item in drift:
             context.log.info(f"drift: {item}")
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=reconcile_run_key(drift, since),
-                    job_name=RECONCILE_JOB,
-                    tags={"modelops/kind": "reconcile", "modelops/drift": str(len(drift))},
-                )
-            ],
+            run_requests=[dg.RunRequest(**reconcile_run_fields(drift, since))],
             cursor=cursor.dump(),
         )
 

@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from jobs import ACTION_JOBS
 from modelops.contracts import FeatureContract
 from modelops.fleet import Fleet
 from modelops.registry import Registry
@@ -67,7 +68,7 @@ def by_model(result: Any) -> dict[str, tuple[str, str]]:
 
 def test_first_version_on_a_slice_is_promoted(reg: Registry, demo_fleet: Fleet) -> None:
     passed(reg, "ctr_gbdt", "a")
-    result = tick(build_candidate_sensor(demo_fleet))
+    result = tick(build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS))
     [rr] = result.run_requests
     assert rr.job_name == "modelops_promote"
     assert rr.run_key == "promote:ctr_gbdt:global:1:OFFLINE_PASSED:-:-:-"
@@ -82,7 +83,7 @@ def test_refreshes_take_the_automated_path(reg: Registry, demo_fleet: Fleet) -> 
     passed(reg, "ctr_gbdt", "b")  # L1
     passed(reg, "ctr_mlp", "b")  # L2, same contract: a weight refresh
     passed(reg, "ctr_keras", "b", contract="ctr_features@2")  # L1: a contract change is fine
-    result = tick(build_candidate_sensor(demo_fleet))
+    result = tick(build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS))
     assert by_model(result) == {
         "ctr_gbdt": (
             "modelops_start_shadow",
@@ -95,13 +96,13 @@ def test_refreshes_take_the_automated_path(reg: Registry, demo_fleet: Fleet) -> 
         ),
     }
     # A second tick asks for the same runs: the keys dedupe them.
-    again = tick(build_candidate_sensor(demo_fleet), result.cursor)
+    again = tick(build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS), result.cursor)
     assert by_model(again) == by_model(result)
 
 
 def test_first_l2_version_waits_for_its_approval(reg: Registry, demo_fleet: Fleet) -> None:
     passed(reg, "ctr_mlp", "a")
-    result = tick(build_candidate_sensor(demo_fleet))
+    result = tick(build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS))
     assert result.run_requests == [] and "1 waiting" in (result.skip_message or "")
 
 
@@ -112,7 +113,7 @@ def test_l0_goes_straight_to_prod(reg: Registry, demo_fleet: Fleet) -> None:
     reg.create_model(spec)
     prod(reg, "ctr_l0")
     passed(reg, "ctr_l0", "b")
-    assert by_model(tick(build_candidate_sensor(demo_fleet))) == {
+    assert by_model(tick(build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS))) == {
         "ctr_l0": ("modelops_promote", "promote:ctr_l0:global:2:OFFLINE_PASSED:-:-:-")
     }
 
@@ -124,7 +125,7 @@ def test_waiting_versions_log_once(
     passed(reg, "ctr_keras", "a")  # L1 first version: promoted
     prod(reg, "ctr_mlp")
     passed(reg, "ctr_mlp", "b", contract="ctr_features@2")  # L2 contract change
-    s = build_candidate_sensor(demo_fleet)
+    s = build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS)
     first = tick(s)
     assert [r.job_name for r in first.run_requests] == ["modelops_promote"]
     assert json.loads(first.cursor)["waiting"] == {"credit_limit/global": 1, "ctr_mlp/global": 2}
@@ -146,6 +147,6 @@ def test_a_busy_slice_and_older_versions_wait(reg: Registry, demo_fleet: Fleet) 
     reg.transition("ctr_gbdt", v2, State.SHADOW, actor="ops", percent=100, mode="live")
     passed(reg, "ctr_gbdt", "c")
     passed(reg, "ctr_gbdt", "d")
-    result = tick(build_candidate_sensor(demo_fleet))
+    result = tick(build_candidate_sensor(demo_fleet, jobs=ACTION_JOBS))
     assert result.run_requests == []
     assert json.loads(result.cursor)["waiting"] == {"ctr_gbdt/global": 4}  # newest only

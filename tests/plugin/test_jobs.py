@@ -16,18 +16,14 @@ import httpx
 import numpy as np
 import pytest
 
-from jobs import (
-    ACTION_JOBS,
+from jobs import ACTION_JOBS, ActionConfig, build_job_defs, reconcile_job
+from modelops.actions import (
     JOB_NAMES,
     LOCK_TAG,
     OP_NAMES,
-    Action,
-    ActionConfig,
+    ActionKind,
     ActionRequest,
     action_run_key,
-    action_run_request,
-    build_job_defs,
-    reconcile_job,
     run_config_for,
 )
 from modelops.artifacts import open_store
@@ -40,6 +36,7 @@ from resources import (
     RegistryResource,
     default_resources,
 )
+from sensors import action_run_request
 
 SIGNATURE = {
     "inputs": [{"name": "features", "datatype": "FP32", "dims": [8]}],
@@ -127,7 +124,7 @@ def resources(triton: Any | None, gateways: list[str] | None = None) -> dict[str
 
 
 def run(
-    action: Action, res: dict[str, Any], **req: Any
+    action: ActionKind, res: dict[str, Any], **req: Any
 ) -> tuple[dg.ExecuteInProcessResult, ActionRequest]:
     r = ActionRequest(**req)
     instance = dg.DagsterInstance.ephemeral()
@@ -176,7 +173,7 @@ def test_lifecycle_moves_registry_and_traffic(home: Path, triton: Any) -> None:
     res = resources(triton)
 
     # bootstrap: the first version goes straight to prod, and Triton loads it in the same run
-    result, _ = run(Action.promote, res, model_id=mid, version=1, expected="OFFLINE_PASSED")
+    result, _ = run(ActionKind.promote, res, model_id=mid, version=1, expected="OFFLINE_PASSED")
     assert result.success
     assert state(reg, mid, 1) == ("PROMOTED", None)
     assert f"{mid}__v1" in loaded(triton)
@@ -184,17 +181,21 @@ def test_lifecycle_moves_registry_and_traffic(home: Path, triton: Any) -> None:
     assert obs["state/global"] == "PROMOTED" and obs["version"] == 1
     assert obs["action"] == "promote" and obs["routing/global"] == "prod v1"
 
-    result, _ = run(Action.start_shadow, res, model_id=mid, version=2, expected="OFFLINE_PASSED")
+    result, _ = run(
+        ActionKind.start_shadow, res, model_id=mid, version=2, expected="OFFLINE_PASSED"
+    )
     assert result.success
     assert state(reg, mid, 2)[0] == "SHADOW"
     assert {f"{mid}__v1", f"{mid}__v2"} <= loaded(triton)
     assert observation(result)["state/global"] == "SHADOW 100%"
 
-    result, _ = run(Action.canary_step, res, model_id=mid, version=2, expected="SHADOW", percent=1)
+    result, _ = run(
+        ActionKind.canary_step, res, model_id=mid, version=2, expected="SHADOW", percent=1
+    )
     assert result.success and state(reg, mid, 2) == ("CANARY", 1)
     for before, after in ((1, 5), (5, 10)):
         result, _ = run(
-            Action.canary_step,
+            ActionKind.canary_step,
             res,
             model_id=mid,
             version=2,
@@ -207,7 +208,7 @@ def test_lifecycle_moves_registry_and_traffic(home: Path, triton: Any) -> None:
         assert observation(result)["state/global"] == f"CANARY {after}%"
         assert observation(result)["routing/global"] == f"prod v1, canary v2 {after}%"
 
-    result, _ = run(Action.promote, res, model_id=mid, version=2, expected="CANARY")
+    result, _ = run(ActionKind.promote, res, model_id=mid, version=2, expected="CANARY")
     assert result.success
     assert state(reg, mid, 2) == ("PROMOTED", None)
     assert state(reg, mid, 1) == ("DEPRECATED", None)
@@ -216,7 +217,7 @@ def test_lifecycle_moves_registry_and_traffic(home: Path, triton: Any) -> None:
     assert obs["routing/global"] == "prod v2, rollback target v1"
 
     # rollback: the registry restores the last good version, the controller routes it
-    result, _ = run(Action.rollback, res, model_id=mid, version=2, expected="PROMOTED")
+    result, _ = run(ActionKind.rollback, res, model_id=mid, version=2, expected="PROMOTED")
     assert result.success
     assert state(reg, mid, 2) == ("ROLLED_BACK", None)
     assert state(reg, mid, 1) == ("PROMOTED", None)
@@ -247,7 +248,7 @@ def test_illegal_transition_fails_with_one_line_and_no_rows(home: Path) -> None:
     reg, mid = new_model(home, versions=1)
     before = reg.row_counts()
     # v1 is OFFLINE_PASSED with no prod on the slice: a canary has nothing to compare against
-    result, _ = run(Action.canary_step, resources(None), model_id=mid, version=1, percent=1)
+    result, _ = run(ActionKind.canary_step, resources(None), model_id=mid, version=1, percent=1)
     assert not result.success
     msg = failure_message(result)
     assert "\n" not in msg
@@ -259,7 +260,7 @@ def test_illegal_transition_fails_with_one_line_and_no_rows(home: Path) -> None:
 def test_stale_expected_state_is_a_clean_conflict(home: Path) -> None:
     reg, mid = new_model(home, versions=1)
     before = reg.row_counts()
-    result, _ = run(Action.promote, resources(None), model_id=mid, version=1, expected="CANARY")
+    result, _ = run(ActionKind.promote, resources(None), model_id=mid, version=1, expected="CANARY")
     assert not result.success
     msg = failure_message(result)
     assert msg.startswith("conflict:") and "\n" not in msg, msg
@@ -276,11 +277,11 @@ def test_a_refused_second_step_says_what_was_committed(home: Path) -> None:
         reg.transition(mid, 3, st, actor="oncall")
     # a bad percent is refused before anything commits
     before = reg.row_counts()
-    result, _ = run(Action.canary_step, resources(None), model_id=mid, version=3, percent=50)
+    result, _ = run(ActionKind.canary_step, resources(None), model_id=mid, version=3, percent=50)
     assert failure_message(result) == "canary_step percent 50 is out of range; allowed 1..10"
     assert reg.row_counts() == before
     # v3 may be approved for canary, but v2 holds the canary: the second step is refused
-    result, _ = run(Action.canary_step, resources(None), model_id=mid, version=3, percent=1)
+    result, _ = run(ActionKind.canary_step, resources(None), model_id=mid, version=3, percent=1)
     assert not result.success
     msg = failure_message(result)
     assert "\n" not in msg and "version 2 is already in CANARY" in msg, msg
@@ -293,16 +294,18 @@ def test_start_shadow_resumes_from_a_human_approval(home: Path, triton: Any) -> 
     reg, mid = new_model(home, versions=2)
     reg.transition(mid, 1, "PROMOTED", actor="oncall")
     reg.transition(mid, 2, "APPROVED_SHADOW", actor="oncall")
-    result, _ = run(Action.start_shadow, resources(triton), model_id=mid, version=2)
+    result, _ = run(ActionKind.start_shadow, resources(triton), model_id=mid, version=2)
     assert result.success, failure_message(result)
     assert state(reg, mid, 2)[0] == "SHADOW"
     assert {f"{mid}__v1", f"{mid}__v2"} <= loaded(triton)
 
 
 def test_invalid_config_is_one_line(home: Path) -> None:
-    result, _ = run(Action.promote, resources(None), model_id="m", version=1)
-    bad = ACTION_JOBS[Action.promote].execute_in_process(
-        run_config={"ops": {OP_NAMES[Action.promote]: {"config": {"model_id": "m", "version": 0}}}},
+    result, _ = run(ActionKind.promote, resources(None), model_id="m", version=1)
+    bad = ACTION_JOBS[ActionKind.promote].execute_in_process(
+        run_config={
+            "ops": {OP_NAMES[ActionKind.promote]: {"config": {"model_id": "m", "version": 0}}}
+        },
         resources=resources(None),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -314,19 +317,21 @@ def test_invalid_config_is_one_line(home: Path) -> None:
 
 def test_transition_job_needs_a_target(home: Path) -> None:
     reg, mid = new_model(home, versions=1)
-    result, _ = run(Action.transition, resources(None), model_id=mid, version=1)
+    result, _ = run(ActionKind.transition, resources(None), model_id=mid, version=1)
     assert not result.success
     msg = failure_message(result)
     assert "config.target" in msg and "PROMOTED" in msg
     # and with a target it is the generic move (no traffic state: the controller is not
     # needed to change anything, but the pass still runs; an unreachable Triton fails it)
-    result, _ = run(Action.transition, resources(None), model_id=mid, version=1, target="ARCHIVED")
+    result, _ = run(
+        ActionKind.transition, resources(None), model_id=mid, version=1, target="ARCHIVED"
+    )
     assert state(reg, mid, 1) == ("ARCHIVED", None)
 
 
 def test_unreachable_serving_plane_fails_the_run_after_the_registry_moved(home: Path) -> None:
     reg, mid = new_model(home, versions=1)
-    result, _ = run(Action.promote, resources(None), model_id=mid, version=1)
+    result, _ = run(ActionKind.promote, resources(None), model_id=mid, version=1)
     assert not result.success
     assert state(reg, mid, 1) == ("PROMOTED", None)  # committed; the reconcile sensor heals
     assert "serving plane did not follow" in failure_message(result)
@@ -339,14 +344,16 @@ def test_run_requests_are_deterministic_and_locked_per_slice() -> None:
     req = ActionRequest(
         model_id="ctr", version=3, expected="CANARY", expected_percent=1, percent=5, reason="ok"
     )
-    a = action_run_request(Action.canary_step, req)
-    b = action_run_request(Action.canary_step, req.model_copy(update={"reason": "again"}))
-    assert a.run_key == b.run_key == action_run_key(Action.canary_step, req)
+    a = action_run_request(ActionKind.canary_step, req)
+    b = action_run_request(ActionKind.canary_step, req.model_copy(update={"reason": "again"}))
+    assert a.run_key == b.run_key == action_run_key(ActionKind.canary_step, req)
     assert a.tags[LOCK_TAG] == "ctr/global"
-    assert a.job_name == JOB_NAMES[Action.canary_step] == "modelops_canary_step"
-    other = action_run_request(Action.canary_step, req.model_copy(update={"expected_percent": 5}))
+    assert a.job_name == JOB_NAMES[ActionKind.canary_step] == "modelops_canary_step"
+    other = action_run_request(
+        ActionKind.canary_step, req.model_copy(update={"expected_percent": 5})
+    )
     assert other.run_key != a.run_key
-    assert a.run_config == {"ops": {OP_NAMES[Action.canary_step]: {"config": req.model_dump()}}}
+    assert a.run_config == {"ops": {OP_NAMES[ActionKind.canary_step]: {"config": req.model_dump()}}}
     # the op config and the request are the same contract
     assert set(ActionConfig.model_fields) == set(ActionRequest.model_fields)
 
@@ -360,7 +367,7 @@ def test_job_defs_and_refresh_schedules(demo_fleet: Fleet) -> None:
     ]
     stubs = [dg.asset(key=k, name=None)(lambda: None) for k in keys]
     merged = dg.Definitions.merge(defs, dg.Definitions(assets=stubs, resources=default_resources()))
-    for a in Action:
+    for a in ActionKind:
         job = merged.resolve_job_def(JOB_NAMES[a])
         assert job.executor_def is dg.in_process_executor
     assert merged.resolve_job_def("modelops_reconcile").name == "modelops_reconcile"
@@ -443,19 +450,21 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
 def test_gateway_gets_the_routes_in_the_same_run(home: Path, triton: Any, gateway: Gateway) -> None:
     reg, mid = new_model(home, versions=2)
     res = resources(triton, gateways=[gateway.url])
-    assert run(Action.promote, res, model_id=mid, version=1)[0].success
+    assert run(ActionKind.promote, res, model_id=mid, version=1)[0].success
     assert gateway.table(mid)["prod"]["version"] == 1
 
-    result, _ = run(Action.start_shadow, res, model_id=mid, version=2, expected="OFFLINE_PASSED")
+    result, _ = run(
+        ActionKind.start_shadow, res, model_id=mid, version=2, expected="OFFLINE_PASSED"
+    )
     assert result.success
     t = gateway.table(mid)
     assert t["prod"]["version"] == 1 and t["shadow"]["endpoint"]["version"] == 2
     assert t["generation"] == reg.desired_state(mid).generation
 
-    run(Action.canary_step, res, model_id=mid, version=2, expected="SHADOW", percent=10)
-    assert run(Action.promote, res, model_id=mid, version=2, expected="CANARY")[0].success
+    run(ActionKind.canary_step, res, model_id=mid, version=2, expected="SHADOW", percent=10)
+    assert run(ActionKind.promote, res, model_id=mid, version=2, expected="CANARY")[0].success
     assert gateway.table(mid)["prod"]["version"] == 2
-    result, _ = run(Action.rollback, res, model_id=mid, version=2, expected="PROMOTED")
+    result, _ = run(ActionKind.rollback, res, model_id=mid, version=2, expected="PROMOTED")
     assert result.success
     t = gateway.table(mid)
     assert t["prod"]["version"] == 1, "traffic is back on the last good version"

@@ -16,7 +16,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from jobs.requests import Action, ActionRequest, action_run_key
+from jobs import ACTION_JOBS
+from modelops.actions import ActionKind, ActionRequest, action_run_key
 from modelops.fleet import Fleet
 from modelops.registry import Registry
 from modelops.spec import State
@@ -90,7 +91,7 @@ def traffic(version: int, arm: str, n: int, click_rate: float, *, errors: int = 
 
 
 def sensor(fleet: Fleet, ahead_s: float = 60.0) -> dg.SensorDefinition:
-    return build_online_metrics_sensor(fleet, clock=lambda: time.time() + ahead_s)
+    return build_online_metrics_sensor(fleet, jobs=ACTION_JOBS, clock=lambda: time.time() + ahead_s)
 
 
 def tick(s: dg.SensorDefinition, cursor: str | None = None) -> Any:
@@ -101,8 +102,6 @@ def tick(s: dg.SensorDefinition, cursor: str | None = None) -> Any:
 
 def valid_for_the_real_job(rr: dg.RunRequest) -> None:
     """The request's config is accepted by the action job the daemon will launch."""
-    from jobs.actions import ACTION_JOBS
-
     job = {j.name: j for j in ACTION_JOBS.values()}[rr.job_name]
     assert dg.validate_run_config(job, rr.run_config)
 
@@ -116,7 +115,7 @@ def test_healthy_canary_steps_to_five_percent(canary: Registry, demo_fleet: Flee
     want = ActionRequest(
         model_id=MODEL, version=2, expected="CANARY", expected_percent=1, percent=5
     )
-    assert rr.run_key == action_run_key(Action.canary_step, want)
+    assert rr.run_key == action_run_key(ActionKind.canary_step, want)
     assert rr.run_key == "canary_step:ctr_gbdt:global:2:CANARY:1:-:5"
     assert rr.job_name == "modelops_canary_step"
     cfg = rr.run_config["ops"]["canary_step_op"]["config"]
@@ -186,7 +185,7 @@ def test_promoted_version_is_watched_and_rolled_back(canary: Registry, demo_flee
 
 
 def test_engine_is_pluggable_and_sees_both_arms(canary: Registry, demo_fleet: Fleet) -> None:
-    from sensors.decision import Decision, Evidence, Verdict
+    from modelops.evaluation.decision import Decision, Evidence, Verdict
 
     seen: list[Evidence] = []
 
@@ -197,7 +196,9 @@ def test_engine_is_pluggable_and_sees_both_arms(canary: Registry, demo_fleet: Fl
 
     traffic(1, "prod", 30, 0.2)
     traffic(2, "canary", 25, 0.2)
-    s = build_online_metrics_sensor(demo_fleet, Recorder(), clock=lambda: time.time() + 60)
+    s = build_online_metrics_sensor(
+        demo_fleet, Recorder(), jobs=ACTION_JOBS, clock=lambda: time.time() + 60
+    )
     assert tick(s).run_requests == []
     [ev] = seen
     assert (ev.state, ev.percent, ev.version, ev.tier.value) == (State.CANARY, 1, 2, "L1")
@@ -210,7 +211,7 @@ def test_engine_is_pluggable_and_sees_both_arms(canary: Registry, demo_fleet: Fl
 def test_sensor_defs_hold_all_four_sensors(demo_fleet: Fleet) -> None:
     from sensors import build_sensor_defs
 
-    defs = build_sensor_defs(demo_fleet)
+    defs = build_sensor_defs(demo_fleet, jobs=ACTION_JOBS)
     by_name = {s.name: s for s in defs.sensors}
     assert set(by_name) == {
         "modelops_candidate_sensor",

@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 from test_jobs import Gateway, new_model, resources, run
 
-from jobs import RECONCILE_JOB, Action, reconcile_job
+from jobs import reconcile_job
+from modelops.actions import RECONCILE_JOB, ActionKind
 from modelops.fleet import Fleet
 from sensors.failure_sensor import (
     ALERT_KIND,
@@ -57,7 +58,7 @@ def test_reconcile_sensor_sees_drift_once_and_quiets_after_a_reconcile(
     assert sensor.minimum_interval_seconds == demo_fleet.durations.sensor_interval_s
     assert sensor.default_status is dg.DefaultSensorStatus.RUNNING
 
-    assert run(Action.promote, res, model_id=mid, version=1)[0].success
+    assert run(ActionKind.promote, res, model_id=mid, version=1)[0].success
     reqs, cursor, skip = tick(sensor, res)
     assert reqs == [] and skip and "matches" in skip
     assert json.loads(cursor or "{}")["last_drift"] == []
@@ -115,15 +116,17 @@ def test_failed_rollback_raises_an_alert(home: Path, demo_fleet: Fleet) -> None:
     reg, mid = new_model(home, versions=1)
     instance = dg.DagsterInstance.ephemeral()
     # v1 was never promoted: the rollback is refused and the run fails
-    from jobs import ACTION_JOBS, ActionRequest, action_run_request, run_config_for
+    from jobs import ACTION_JOBS
+    from modelops.actions import ActionRequest, run_config_for
+    from sensors import action_run_request
 
     req = ActionRequest(model_id=mid, version=1, expected="PROMOTED", reason="breach")
-    result = ACTION_JOBS[Action.rollback].execute_in_process(
-        run_config=run_config_for(Action.rollback, req),
+    result = ACTION_JOBS[ActionKind.rollback].execute_in_process(
+        run_config=run_config_for(ActionKind.rollback, req),
         resources=resources(None),
         instance=instance,
         raise_on_error=False,
-        tags=action_run_request(Action.rollback, req).tags,
+        tags=action_run_request(ActionKind.rollback, req).tags,
     )
     assert not result.success
     sensor = build_rollback_failure_sensor(demo_fleet)
@@ -145,8 +148,8 @@ def test_failed_rollback_raises_an_alert(home: Path, demo_fleet: Fleet) -> None:
     assert reg.verify_audit(mid).ok
 
     # a failed run of another job is none of this sensor's business
-    other = ACTION_JOBS[Action.promote].execute_in_process(
-        run_config=run_config_for(Action.promote, req),
+    other = ACTION_JOBS[ActionKind.promote].execute_in_process(
+        run_config=run_config_for(ActionKind.promote, req),
         resources=resources(None),
         instance=instance,
         raise_on_error=False,
@@ -167,11 +170,12 @@ def test_failed_rollback_raises_an_alert(home: Path, demo_fleet: Fleet) -> None:
 def test_failure_sensor_never_raises_for_an_unknown_model(home: Path, demo_fleet: Fleet) -> None:
     new_model(home, versions=1)
     instance = dg.DagsterInstance.ephemeral()
-    from jobs import ACTION_JOBS, ActionRequest, run_config_for
+    from jobs import ACTION_JOBS
+    from modelops.actions import ActionRequest, run_config_for
 
     req = ActionRequest(model_id="no_such_model", version=1)
-    result = ACTION_JOBS[Action.rollback].execute_in_process(
-        run_config=run_config_for(Action.rollback, req),
+    result = ACTION_JOBS[ActionKind.rollback].execute_in_process(
+        run_config=run_config_for(ActionKind.rollback, req),
         resources=resources(None),
         instance=instance,
         raise_on_error=False,

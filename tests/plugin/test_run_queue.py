@@ -21,7 +21,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 
 from demo.instance import write_instance_yaml
-from jobs.requests import LOCK_TAG
+from modelops.actions import LOCK_TAG
 
 
 def _run(instance: dg.DagsterInstance, run_id: str, lock: str, status: DagsterRunStatus) -> None:

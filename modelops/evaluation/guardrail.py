@@ -1,113 +1,25 @@
-"""The one decision interface between the evidence a sensor gathers and the step it launches.
+"""`GuardrailRule`: the online rule a sensor asks today, behind the `DecisionEngine` interface.
 
-A sensor builds `Evidence` (what a live version did over its window, beside prod over the
-same period, with the policies that apply) and asks a `DecisionEngine` for a `Decision`.
-The engine is pure: no registry, no log, no clock, so it is tested on constructed windows
-and a statistical engine (sequential tests, SRM, shadow divergence) can replace
-`GuardrailRule` later without touching the sensor.
-
-`GuardrailRule` is this issue's rule: error rate, p99 latency, the spec's declared guardrails
-and the primary metric (a Wilson bound against prod; the primary metric is a 0/1 outcome such
-as a click, whose mean is a rate) roll back; dwell time and minimum sample sizes hold, and say so
-honestly ("inconclusive") rather than guessing; otherwise the version takes its next step.
+Error rate, p99 latency, the spec's declared guardrails and the primary metric (a Wilson bound
+against prod; the primary metric is a 0/1 outcome such as a click, whose mean is a rate) roll
+back; dwell time and minimum sample sizes hold, and say so honestly ("inconclusive") rather
+than guessing; otherwise the version takes its next step.
 """
 
 from __future__ import annotations
 
 import math
-from enum import StrEnum
-from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from modelops.actions import ActionKind
+from modelops.evaluation.decision import Decision, Evidence, Verdict, automated_path
+from modelops.spec import State, Tier
 
-from jobs.requests import Action
-from modelops.evidence import WindowStats
-from modelops.fleet import CANARY_LADDER, OnlinePolicy, PolicyDurations
-from modelops.spec import DecisionPolicy, State, Tier
+__all__ = ["GuardrailRule", "wilson_interval"]
 
-__all__ = [
-    "Evidence",
-    "Verdict",
-    "Decision",
-    "DecisionEngine",
-    "GuardrailRule",
-    "CANDIDATE_ARMS",
-    "PROD_ARM",
-    "wilson_interval",
-    "automated_path",
-]
-
-PROD_ARM = "prod"
-# The arm the gateway logs a live version's traffic under, per state. A shadow mirror is
-# logged under arm "shadow" with the user's request id, so outcomes joined to it are the
-# outcomes of what prod served: they say nothing about the shadow version.
-CANDIDATE_ARMS: dict[State, str] = {
-    State.SHADOW: "shadow",
-    State.CANARY: "canary",
-    State.AB_TEST: "ab",
-    State.PROMOTED: PROD_ARM,
-}
 _Z95 = 1.959963984540054
 _WINDOW_METRICS = frozenset(
     {"error_rate", "timeout_rate", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms"}
 )
-
-
-class Verdict(StrEnum):
-    ADVANCE = "ADVANCE"
-    PROMOTE = "PROMOTE"
-    HOLD = "HOLD"
-    ROLLBACK = "ROLLBACK"
-
-
-class Evidence(BaseModel):
-    """Everything a decision may depend on, for one live version on one slice."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str
-    slice: str
-    version: int
-    state: State
-    percent: int | None = None
-    since_ts: float = Field(description="unix seconds the version entered its current state")
-    now_ts: float
-    candidate: WindowStats | None = Field(
-        default=None, description="the version's own arm since since_ts (None: no traffic yet)"
-    )
-    baseline: WindowStats | None = Field(
-        default=None,
-        description="prod over the same period (for PROMOTED: the previous prod before since)",
-    )
-    policy: DecisionPolicy
-    online: OnlinePolicy = Field(default_factory=OnlinePolicy)
-    durations: PolicyDurations = Field(default_factory=PolicyDurations)
-    canary_ladder: list[int] = Field(default_factory=lambda: list(CANARY_LADDER), min_length=1)
-    tier: Tier
-    is_weight_refresh: bool = Field(
-        default=False, description="same feature contract as the current prod version"
-    )
-    irreversible: bool = Field(default=False, description="rollback class IRREVERSIBLE")
-
-    @property
-    def elapsed_s(self) -> float:
-        return max(0.0, self.now_ts - self.since_ts)
-
-
-class Decision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    verdict: Verdict
-    reason: str
-    next_percent: int | None = None
-    next_action: Action | None = None
-
-
-@runtime_checkable
-class DecisionEngine(Protocol):
-    """What the online-metrics sensor asks; a statistical engine implements the same call."""
-
-    def decide(self, evidence: Evidence) -> Decision: ...
 
 
 def wilson_interval(mean: float, n: int, z: float = _Z95) -> tuple[float, float]:
@@ -126,19 +38,6 @@ def wilson_interval(mean: float, n: int, z: float = _Z95) -> tuple[float, float]
     return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
 
 
-def automated_path(tier: Tier, *, is_weight_refresh: bool, irreversible: bool) -> bool:
-    """Whether the gated steps (to canary, to prod) need no human, as the registry rules it.
-
-    L0/L1 always; L2 only for a weight refresh on an unchanged contract of a model that can
-    be rolled back; L3 never.
-    """
-    if tier in (Tier.L0, Tier.L1):
-        return True
-    if tier is Tier.L2:
-        return is_weight_refresh and not irreversible
-    return False
-
-
 def _fmt_ms(x: float) -> str:
     return f"{x:.0f}ms" if x >= 10 else f"{x:.1f}ms"
 
@@ -151,7 +50,9 @@ class GuardrailRule:
         e = evidence
         breach = self._breach(e)
         if breach is not None:
-            return Decision(verdict=Verdict.ROLLBACK, reason=breach, next_action=Action.rollback)
+            return Decision(
+                verdict=Verdict.ROLLBACK, reason=breach, next_action=ActionKind.rollback
+            )
         if e.state is State.PROMOTED:
             left = e.durations.watch_s - e.elapsed_s
             return _hold(f"post-promotion watch, no breach ({_dur(left)} left)")
@@ -323,7 +224,7 @@ class GuardrailRule:
                 verdict=Verdict.ADVANCE,
                 reason=f"shadow healthy ({ok}); canary at {ladder[0]}%",
                 next_percent=ladder[0],
-                next_action=Action.canary_step,
+                next_action=ActionKind.canary_step,
             )
         if e.state is State.CANARY:
             cur = e.percent or 0
@@ -335,13 +236,13 @@ class GuardrailRule:
                     verdict=Verdict.ADVANCE,
                     reason=f"canary {cur}% healthy ({ok}); step to {nxt}%",
                     next_percent=nxt,
-                    next_action=Action.canary_step,
+                    next_action=ActionKind.canary_step,
                 )
             if auto:
                 return Decision(
                     verdict=Verdict.PROMOTE,
                     reason=f"canary {cur}% healthy at the top of the ladder ({ok}); promote",
-                    next_action=Action.promote,
+                    next_action=ActionKind.promote,
                 )
             if e.tier is Tier.L3:
                 return _hold(_human(e, "A/B test"))
@@ -350,7 +251,7 @@ class GuardrailRule:
                 reason=f"canary {cur}% healthy ({ok}); start the A/B test "
                 f"(tier {e.tier.value} goes through A/B unless it is a weight refresh)",
                 next_percent=50,
-                next_action=Action.start_ab,
+                next_action=ActionKind.start_ab,
             )
         # AB_TEST past its minimum duration, with the samples.
         if not auto:
@@ -358,7 +259,7 @@ class GuardrailRule:
         return Decision(
             verdict=Verdict.PROMOTE,
             reason=f"A/B test ran {_dur(e.elapsed_s)} with no breach ({ok}); promote",
-            next_action=Action.promote,
+            next_action=ActionKind.promote,
         )
 
     def _summary(self, e: Evidence) -> str:

@@ -6,19 +6,18 @@ from typing import Any
 
 import pytest
 
-from jobs.requests import Action
-from modelops.evidence import OutcomeStats, WindowStats
-from modelops.fleet import OnlinePolicy, PolicyDurations
-from modelops.spec import DecisionPolicy, Guardrail, State, Tier
-from sensors.decision import (
+from modelops.actions import ActionKind
+from modelops.evaluation.decision import (
     Decision,
     DecisionEngine,
     Evidence,
-    GuardrailRule,
     Verdict,
     automated_path,
-    wilson_interval,
 )
+from modelops.evaluation.guardrail import GuardrailRule, wilson_interval
+from modelops.evidence import OutcomeStats, WindowStats
+from modelops.fleet import OnlinePolicy, PolicyDurations
+from modelops.spec import DecisionPolicy, Guardrail, State, Tier
 
 NOW = 1_800_000_000.0
 DUR = PolicyDurations(shadow_s=600, shadow_min_s=60, canary_step_s=60, ab_min_s=300, watch_s=900)
@@ -115,23 +114,27 @@ def test_wilson_interval_matches_the_textbook(mean: float, n: int, lo: float, hi
 @pytest.mark.parametrize(("percent", "nxt"), [(1, 5), (5, 10), (3, 5)])
 def test_healthy_canary_steps_up_the_ladder(percent: int, nxt: int) -> None:
     d = decide(evidence(percent=percent))
-    assert (d.verdict, d.next_action, d.next_percent) == (Verdict.ADVANCE, Action.canary_step, nxt)
+    assert (d.verdict, d.next_action, d.next_percent) == (
+        Verdict.ADVANCE,
+        ActionKind.canary_step,
+        nxt,
+    )
     assert f"step to {nxt}%" in d.reason
 
 
 @pytest.mark.parametrize(
     ("tier", "refresh", "irreversible", "verdict", "action"),
     [
-        (Tier.L0, False, False, Verdict.PROMOTE, Action.promote),
-        (Tier.L1, False, False, Verdict.PROMOTE, Action.promote),
-        (Tier.L2, True, False, Verdict.PROMOTE, Action.promote),
-        (Tier.L2, False, False, Verdict.ADVANCE, Action.start_ab),
-        (Tier.L2, True, True, Verdict.ADVANCE, Action.start_ab),
+        (Tier.L0, False, False, Verdict.PROMOTE, ActionKind.promote),
+        (Tier.L1, False, False, Verdict.PROMOTE, ActionKind.promote),
+        (Tier.L2, True, False, Verdict.PROMOTE, ActionKind.promote),
+        (Tier.L2, False, False, Verdict.ADVANCE, ActionKind.start_ab),
+        (Tier.L2, True, True, Verdict.ADVANCE, ActionKind.start_ab),
         (Tier.L3, True, False, Verdict.HOLD, None),
     ],
 )
 def test_top_of_the_ladder_depends_on_tier(
-    tier: Tier, refresh: bool, irreversible: bool, verdict: Verdict, action: Action | None
+    tier: Tier, refresh: bool, irreversible: bool, verdict: Verdict, action: ActionKind | None
 ) -> None:
     d = decide(
         evidence(percent=10, tier=tier, is_weight_refresh=refresh, irreversible=irreversible)
@@ -143,7 +146,11 @@ def test_top_of_the_ladder_depends_on_tier(
 
 def test_healthy_shadow_starts_the_canary_at_the_first_step() -> None:
     d = decide(evidence(State.SHADOW, percent=100))
-    assert (d.verdict, d.next_action, d.next_percent) == (Verdict.ADVANCE, Action.canary_step, 1)
+    assert (d.verdict, d.next_action, d.next_percent) == (
+        Verdict.ADVANCE,
+        ActionKind.canary_step,
+        1,
+    )
 
 
 def test_shadow_of_an_l2_contract_change_waits_for_a_human() -> None:
@@ -159,7 +166,7 @@ def test_ab_test_promotes_only_after_its_minimum_duration() -> None:
     done = decide(
         evidence(State.AB_TEST, percent=50, elapsed=400, tier=Tier.L2, is_weight_refresh=True)
     )
-    assert (done.verdict, done.next_action) == (Verdict.PROMOTE, Action.promote)
+    assert (done.verdict, done.next_action) == (Verdict.PROMOTE, ActionKind.promote)
     gated = decide(evidence(State.AB_TEST, percent=50, elapsed=400, tier=Tier.L2))
     assert gated.verdict is Verdict.HOLD and "promotion" in gated.reason
 
@@ -208,7 +215,7 @@ def test_promoted_within_watch_holds_unless_it_breaches() -> None:
             baseline=prev,
         )
     )
-    assert (bad.verdict, bad.next_action) == (Verdict.ROLLBACK, Action.rollback)
+    assert (bad.verdict, bad.next_action) == (Verdict.ROLLBACK, ActionKind.rollback)
 
 
 # ---------------------------------------------------------------------------- roll back
@@ -216,7 +223,7 @@ def test_promoted_within_watch_holds_unless_it_breaches() -> None:
 
 def test_error_rate_breach_rolls_back_even_during_dwell() -> None:
     d = decide(evidence(elapsed=5, candidate=win(requests=100, errors=6)))
-    assert (d.verdict, d.next_action) == (Verdict.ROLLBACK, Action.rollback)
+    assert (d.verdict, d.next_action) == (Verdict.ROLLBACK, ActionKind.rollback)
     assert "error rate 6.0%" in d.reason
     at_limit = decide(evidence(candidate=win(requests=100, errors=5)))
     assert at_limit.verdict is Verdict.ADVANCE
@@ -258,7 +265,7 @@ def test_outcomes_on_the_shadow_arm_are_ignored() -> None:
     served prod version's outcomes: they must not roll the shadow back."""
     shadow = win(arm="shadow", clicks=(400, 0.0))
     d = decide(evidence(State.SHADOW, percent=100, candidate=shadow))
-    assert (d.verdict, d.next_action) == (Verdict.ADVANCE, Action.canary_step)
+    assert (d.verdict, d.next_action) == (Verdict.ADVANCE, ActionKind.canary_step)
 
 
 def test_lower_is_better_mirrors_the_bound() -> None:
