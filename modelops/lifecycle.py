@@ -17,7 +17,7 @@ __all__ = [
     "TRAFFIC_STATES",
     "ROLLBACK_SOURCES",
     "SliceContext",
-    "Decision",
+    "TransitionCheck",
     "legal_next",
     "check_transition",
     "approvals_needed",
@@ -84,8 +84,8 @@ class SliceContext:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The verdict on one transition: which approvals it needs and why."""
+class TransitionCheck:
+    """What one legal transition needs: its approvals, and the tier rule behind a skip."""
 
     target: State
     approvals: int  # distinct human approvals needed (0 = none)
@@ -150,7 +150,7 @@ def check_transition(
     percent: int | None = None,
     current_percent: int | None = None,
     automated: bool = False,
-) -> Decision:
+) -> TransitionCheck:
     """Raise IllegalTransition (naming the legal next states) or return what it needs."""
     _check_percent(target, percent)
     legal = legal_next(current, ctx)
@@ -208,6 +208,6 @@ def check_transition(
                 Tier.L2: "L2 weight refresh on an unchanged contract skips AB_TEST",
             }.get(ctx.tier),
         }.get(current)
-    return Decision(
+    return TransitionCheck(
         target=target, approvals=n, cross_team=cross, automated_allowed=automated_ok, skip=skip
     )
