@@ -13,8 +13,8 @@ from modelops.lifecycle import (
     CANARY_RANGE,
     FORWARD,
     ROLLBACK_SOURCES,
-    Decision,
     SliceContext,
+    TransitionCheck,
     approvals_needed,
     check_transition,
     legal_next,
@@ -35,7 +35,7 @@ def ctx(tier: Tier, *, prod: bool = True, refresh: bool = False, **occupied: int
     )
 
 
-def check(current: State, target: State, c: SliceContext, **kw: Any) -> Decision:
+def check(current: State, target: State, c: SliceContext, **kw: Any) -> TransitionCheck:
     return check_transition("m@2", "global", current, target, c, **kw)
 
 
