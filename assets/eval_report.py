@@ -6,24 +6,20 @@ $MODELOPS_HOME/reports/<model>/v<N>.md for people who never open the UI.
 """
 
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
-from assets.model_assets import dataset_key, model_key, recorded_gate_results
+from assets.model_assets import recorded_gate_results
+from assets.translator import IRREVERSIBLE_WARNING
 from modelops.errors import NotFoundError
-from modelops.fleet import Fleet, ModelDecl
+from modelops.fleet import ModelDecl
 from modelops.registry import Registry
 from modelops.spec import ModelVersion, RollbackClass
 from resources import RegistryResource, modelops_home
 
-__all__ = ["build_eval_report_asset", "render_eval_report", "report_path", "report_key"]
+__all__ = ["materialize_eval_report", "render_eval_report", "report_path"]
 
 _METRICS = ("auc", "log_loss", "click_rate", "predicted_rate")
-
-
-def report_key(model_id: str) -> dg.AssetKey:
-    return dg.AssetKey(["eval_reports", model_id])
 
 
 def report_path(model_id: str, version: int, home: Path | None = None) -> Path:
@@ -47,8 +43,6 @@ def render_eval_report(decl: ModelDecl, candidate: ModelVersion, prod: ModelVers
         "",
     ]
     if spec.rollback_class is RollbackClass.IRREVERSIBLE:
-        from assets.model_assets import IRREVERSIBLE_WARNING
-
         lines += [f"> **{IRREVERSIBLE_WARNING}**", ""]
     states = ", ".join(f"{s}: {st.value}" for s, st in sorted(candidate.state.items()))
     lines += [f"State: {states}.", ""]
@@ -95,10 +89,10 @@ def render_eval_report(decl: ModelDecl, candidate: ModelVersion, prod: ModelVers
 
 
 def _candidate_version(
-    context: dg.AssetExecutionContext, reg: Registry, model_id: str
+    context: dg.AssetExecutionContext, reg: Registry, model_id: str, model_key: dg.AssetKey
 ) -> ModelVersion:
     """The version the model asset last materialized, else the newest registered one."""
-    event = context.instance.get_latest_materialization_event(model_key(model_id))
+    event = context.instance.get_latest_materialization_event(model_key)
     mat = event.asset_materialization if event is not None else None
     if mat is not None and "version" in mat.metadata:
         return reg.get_version(model_id, int(mat.metadata["version"].value))
@@ -116,35 +110,29 @@ def _prod_version(reg: Registry, decl: ModelDecl, candidate: int) -> ModelVersio
     return None
 
 
-def build_eval_report_asset(fleet: Fleet, decl: ModelDecl) -> dg.AssetsDefinition:
-    es = fleet.dataset(decl.eval_set)
-
-    @dg.asset(
-        key=report_key(decl.model_id),
-        deps=[model_key(decl.model_id), dataset_key(es)],
-        group_name="eval_reports",
-        description=f"Candidate vs prod per slice and the offline gates of {decl.model_id}.",
-        kinds={"markdown"},
-        owners=[f"team:{decl.spec.owner_team}"],
-        tags={"modelops/tier": decl.spec.tier.value},
+def materialize_eval_report(
+    context: dg.AssetExecutionContext,
+    decl: ModelDecl,
+    model_key: dg.AssetKey,
+    *,
+    registry: RegistryResource,
+) -> dg.MaterializeResult:
+    """Render the report of the version `model_key` last materialized, write it beside the
+    registry, and show it in the UI."""
+    reg = registry.get()
+    candidate = _candidate_version(context, reg, decl.model_id, model_key)
+    prod = _prod_version(reg, decl, candidate.version)
+    text = render_eval_report(decl, candidate, prod)
+    path = report_path(decl.model_id, candidate.version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    gates = recorded_gate_results(candidate)
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(text),
+            "path": dg.MetadataValue.path(str(path)),
+            "version": candidate.version,
+            "prod_version": prod.version if prod else "none",
+            "gates_passed": bool(gates) and all(g.get("passed") for g in gates.values()),
+        }
     )
-    def _report(context: dg.AssetExecutionContext, registry: RegistryResource) -> Any:
-        reg = registry.get()
-        candidate = _candidate_version(context, reg, decl.model_id)
-        prod = _prod_version(reg, decl, candidate.version)
-        text = render_eval_report(decl, candidate, prod)
-        path = report_path(decl.model_id, candidate.version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        gates = recorded_gate_results(candidate)
-        return dg.MaterializeResult(
-            metadata={
-                "report": dg.MetadataValue.md(text),
-                "path": dg.MetadataValue.path(str(path)),
-                "version": candidate.version,
-                "prod_version": prod.version if prod else "none",
-                "gates_passed": bool(gates) and all(g.get("passed") for g in gates.values()),
-            }
-        )
-
-    return _report

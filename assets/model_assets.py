@@ -1,16 +1,15 @@
-"""Asset factories for one fleet: datasets, eval sets, features and models with their gates.
+"""What the model asset does when it runs: train, then one core call, then the gates.
 
-Dagster's graph shows the registry's lineage: dataset -> model <- eval set, features -> model.
 Materializing a model trains it on the newest dataset snapshot, stores the weights
-content-addressed, registers the version, evaluates it per slice, runs the offline gates as
-blocking ERROR checks and writes their verdict to the registry before Dagster sees a check
-fail, so the registry is never behind the UI.
+content-addressed, registers the candidate (contract, datasets and version in one registry
+transaction), evaluates it per slice, runs the offline gates as blocking ERROR checks and
+writes their verdict to the registry before Dagster sees a check fail, so the registry is never
+behind the UI. Names, keys and descriptions are the translator's (`assets.translator`).
 """
 
 import hashlib
 import json
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from assets.gates import (
     measure_slo,
 )
 from assets.snapshots import Snapshot, SnapshotData, load_snapshot, newest_snapshot
+from assets.translator import IRREVERSIBLE_WARNING
 from modelops.errors import ConflictError, IllegalTransition, ModelopsError
 from modelops.fleet import DatasetDecl, Fleet, ModelDecl
 from modelops.registry import SLO_NOT_MEASURED_OVERRIDE, Registry
@@ -45,36 +45,15 @@ from modelops.spec import (
 from resources import ArtifactStoreResource, RegistryResource, TritonResource
 
 __all__ = [
-    "IRREVERSIBLE_WARNING",
-    "dataset_key",
-    "model_key",
-    "feature_key",
-    "build_dataset_asset",
-    "build_feature_specs",
-    "build_model_asset",
-    "model_description",
-    "training_fingerprint",
     "gate_record",
+    "materialize_model",
+    "observe_dataset",
     "recorded_gate_results",
     "slice_metrics_table",
+    "training_fingerprint",
 ]
 
-IRREVERSIBLE_WARNING = (
-    "This model cannot be cleanly rolled back. Promotion is an approximately one-way decision."
-)
 MAX_BATCH_SIZE = 64
-
-
-def dataset_key(decl: DatasetDecl) -> dg.AssetKey:
-    return dg.AssetKey(["eval_sets" if decl.kind == "eval_set" else "datasets", decl.name])
-
-
-def model_key(model_id: str) -> dg.AssetKey:
-    return dg.AssetKey(["models", model_id])
-
-
-def feature_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["features", name])
 
 
 # --------------------------------------------------------------------- data and features
@@ -91,63 +70,17 @@ def _snapshot_metadata(snap: Snapshot, data: SnapshotData) -> dict[str, Any]:
     }
 
 
-def build_dataset_asset(decl: DatasetDecl) -> Any:
-    """An observable source asset: the data is written outside Dagster, so Dagster observes
-    it, and its data version is the sha256 of the newest snapshot file."""
-
-    def _observe(context: dg.AssetExecutionContext) -> dg.ObserveResult:
-        snap = newest_snapshot(decl)
-        data = load_snapshot(snap)
-        return dg.ObserveResult(
-            data_version=dg.DataVersion(snap.sha256), metadata=_snapshot_metadata(snap, data)
-        )
-
-    with warnings.catch_warnings():
-        # Chosen deliberately (the data is produced outside Dagster); its beta notice would
-        # print on every code-location load.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.observable_source_asset(
-            key=dataset_key(decl),
-            group_name="datasets",
-            description=decl.description or f"{decl.kind} {decl.name} (snapshots v1, v2, ...)",
-            tags={"modelops/kind": decl.kind},
-        )(_observe)
-
-
-def build_feature_specs(fleet: Fleet) -> list[dg.AssetSpec]:
-    """One external asset per feature named by any contract of the fleet (deduplicated)."""
-    owners: dict[str, list[str]] = {}
-    dtypes: dict[str, str] = {}
-    for c in fleet.feature_contracts:
-        for f in c.features:
-            owners.setdefault(f.name, []).append(c.ref)
-            dtypes.setdefault(f.name, str(f.dtype.value if hasattr(f.dtype, "value") else f.dtype))
-    return [
-        dg.AssetSpec(
-            feature_key(name),
-            group_name="features",
-            description=f"feature {name} ({dtypes[name]}), in contracts {', '.join(refs)}",
-            metadata={"dtype": dtypes[name], "contracts": ", ".join(refs)},
-            kinds={"feature"},
-        )
-        for name, refs in sorted(owners.items())
-    ]
+def observe_dataset(decl: DatasetDecl) -> dg.ObserveResult:
+    """The newest snapshot's sha256 is the data version, so Dagster's lineage and the
+    registry's pins name the same bytes."""
+    snap = newest_snapshot(decl)
+    data = load_snapshot(snap)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(snap.sha256), metadata=_snapshot_metadata(snap, data)
+    )
 
 
 # --------------------------------------------------------------------- model asset
-
-
-def model_description(decl: ModelDecl) -> str:
-    spec = decl.spec
-    parts = [spec.description.strip()] if spec.description.strip() else []
-    parts.append(
-        f"Tier {spec.tier.value}, rollback class {spec.rollback_class.value}, "
-        f"owner {spec.owner_team}. Trained by {decl.trainer} on {decl.dataset}, "
-        f"evaluated on {decl.eval_set}."
-    )
-    if spec.rollback_class is RollbackClass.IRREVERSIBLE:
-        parts.append(IRREVERSIBLE_WARNING)
-    return "\n\n".join(parts)
 
 
 def training_fingerprint(
@@ -240,150 +173,153 @@ def _slo_sample(data: SnapshotData, n: int = 64) -> Any:
     return data.x[: max(1, min(n, data.rows))]
 
 
-def build_model_asset(fleet: Fleet, decl: ModelDecl) -> dg.AssetsDefinition:
-    """The model asset with its four blocking gate checks."""
-    spec = decl.spec
-    key = model_key(decl.model_id)
-    ds_decl, es_decl = fleet.dataset(decl.dataset), fleet.dataset(decl.eval_set)
+@dataclass(frozen=True)
+class _Inputs:
+    """What one training run consumes; `run_id` is its identity (see training_fingerprint)."""
+
+    dataset: Snapshot
+    eval_set: Snapshot
+    contract: Any
+    contract_ref: str | None
+    run_id: str
+
+
+@dataclass(frozen=True)
+class _Trained:
+    weights_hash: str
+    weights_uri: str
+    overall: dict[str, float]
+    per_slice: dict[str, dict[str, float]]
+    signature: Any
+
+
+def _inputs(fleet: Fleet, decl: ModelDecl) -> _Inputs:
     contract = fleet.contract(decl.feature_contract) if decl.feature_contract else None
-    deps: list[dg.AssetKey] = [dataset_key(ds_decl), dataset_key(es_decl)]
-    if contract is not None:
-        deps.extend(feature_key(f.name) for f in contract.features)
-    gate_docs = {
-        "gate_no_regression": f"{decl.gates.metric} drops at most {decl.gates.max_regression} "
-        "against the promoted version",
-        "gate_no_slice_regression": f"no slice's {decl.gates.metric} drops more than "
-        f"{decl.gates.max_slice_regression} against the promoted version",
-        "gate_fairness": f"{decl.gates.metric} spread across protected slices "
-        f"{spec.policy.protected_slices} at most {decl.gates.fairness_max_gap}",
-        "gate_latency_memory_slo": f"p99 <= {decl.gates.latency_p99_ms} ms and memory <= "
-        f"{decl.gates.memory_mb} MB, measured in the real Triton",
-    }
-    check_specs = [
-        dg.AssetCheckSpec(name, asset=key, blocking=True, description=gate_docs[name])
-        for name in GATE_NAMES
-    ]
-    kinds = (
-        {spec.framework.value, "triton"}
-        if spec.model_class is ModelClass.dnn
-        else {spec.framework.value}
-    )
+    contract_ref = contract.ref if contract is not None else None
+    ds_snap = newest_snapshot(fleet.dataset(decl.dataset))
+    es_snap = newest_snapshot(fleet.dataset(decl.eval_set))
+    run_id = training_fingerprint(decl, ds_snap, es_snap, contract_ref)
+    return _Inputs(ds_snap, es_snap, contract, contract_ref, run_id)
 
-    @dg.asset(
-        key=key,
-        deps=deps,
-        group_name="models",
-        description=model_description(decl),
-        tags={
-            "modelops/tier": spec.tier.value,
-            "modelops/rollback_class": spec.rollback_class.value,
-            "modelops/framework": spec.framework.value,
-        },
-        kinds=kinds,
-        owners=[f"team:{spec.owner_team}"],
-        check_specs=check_specs,
-        metadata={
-            "tier": spec.tier.value,
-            "rollback_class": spec.rollback_class.value,
-            "trainer": decl.trainer,
-        },
-    )
-    def _model(
-        context: dg.AssetExecutionContext,
-        registry: RegistryResource,
-        artifacts: ArtifactStoreResource,
-        triton: TritonResource,
-    ) -> Iterator[Any]:
-        yield from materialize_model(
-            context, fleet, decl, registry=registry, artifacts=artifacts, triton=triton
+
+def _train(decl: ModelDecl, train: SnapshotData, held_out: SnapshotData, store: Any) -> _Trained:
+    """Fit, export to the serving format, store the weights, evaluate on the eval set."""
+    from assets.offline_eval import evaluate
+    from assets.trainers import check_trainer_params, load_trainer
+
+    spec = decl.spec
+    trainer = load_trainer(decl.trainer)
+    check_trainer_params(trainer, decl.trainer_params, decl.trainer)
+    with tempfile.TemporaryDirectory(prefix=f"train-{decl.model_id}-") as tmp:
+        params = dict(decl.trainer_params)
+        seed = int(params.pop("seed", 0))
+        trained = trainer(train.x, train.y, Path(tmp), seed=seed, **params)
+        if trained.framework is not spec.framework:
+            from modelops.errors import SpecError
+
+            raise SpecError(
+                f"trainer {decl.trainer} produced a {trained.framework.value} model but "
+                f"{decl.model_id} is declared framework {spec.framework.value}"
+            )
+        ref = store.put_file(trained.artifact)
+        probs = trained.predict(held_out.x)
+    overall, per_slice = evaluate(held_out.y, probs, held_out.country)
+    return _Trained(ref.sha256, ref.uri, overall, per_slice, trained.signature)
+
+
+def _register_candidate(
+    reg: Registry, fleet: Fleet, decl: ModelDecl, inputs: _Inputs, trained: _Trained
+) -> ModelVersion:
+    """The registry side of a training run: team, model, contract, datasets and version."""
+    spec = decl.spec
+    # The fleet file is the platform's reviewed declaration, so its owner teams are known.
+    reg.add_team(spec.owner_team, actor="system:fleet")
+    reg.create_model(spec)
+    if inputs.contract is not None:
+        reg.register_contract(inputs.contract)
+    for snap in (inputs.dataset, inputs.eval_set):
+        reg.register_dataset(
+            snap.name, snap.version, snap.uri, content_hash=snap.sha256, kind=snap.kind
         )
+    return reg.register_version(
+        decl.model_id,
+        weights_hash=trained.weights_hash,
+        weights_uri=trained.weights_uri,
+        training_run_id=inputs.run_id,
+        training_data=DatasetRef(name=inputs.dataset.name, version=inputs.dataset.version),
+        eval_set=DatasetRef(name=inputs.eval_set.name, version=inputs.eval_set.version),
+        feature_contract_ref=inputs.contract_ref,
+        meta=VersionMeta(
+            eval_metrics=trained.overall,
+            eval_slice_metrics=trained.per_slice,
+            signature=trained.signature,
+            runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
+        ),
+    )
 
-    return _model
+
+def _existing(reg: Registry, decl: ModelDecl, run_id: str) -> ModelVersion | None:
+    """The version this training run already registered, or None (also with no model yet)."""
+    if decl.model_id not in reg.list_models():
+        return None
+    return next(
+        (mv for mv in reg.list_versions(decl.model_id) if mv.training_run_id == run_id), None
+    )
 
 
 def materialize_model(
     context: dg.AssetExecutionContext,
     fleet: Fleet,
     decl: ModelDecl,
+    key: dg.AssetKey,
     *,
     registry: RegistryResource,
     artifacts: ArtifactStoreResource,
     triton: TritonResource,
 ) -> Iterator[Any]:
-    """Train, store, register, evaluate, gate; see the module docstring for the order."""
-    from assets.offline_eval import evaluate
-    from assets.trainers import check_trainer_params, load_trainer
-
+    """Train (unless these inputs already gave a version), register the candidate in one core
+    call, then gate it; yields the materialization and one check result per gate."""
     reg = registry.get()
     store = artifacts.get()
-    spec = decl.spec
-    # The fleet file is the platform's reviewed declaration, so its owner teams are known.
-    reg.add_team(spec.owner_team, actor="system:fleet")
-    reg.create_model(spec)
-    contract = fleet.contract(decl.feature_contract) if decl.feature_contract else None
-    contract_ref = reg.register_contract(contract) if contract is not None else None
-
-    ds_snap = newest_snapshot(fleet.dataset(decl.dataset))
-    es_snap = newest_snapshot(fleet.dataset(decl.eval_set))
-    for snap in (ds_snap, es_snap):
-        reg.register_dataset(
-            snap.name, snap.version, snap.uri, content_hash=snap.sha256, kind=snap.kind
-        )
+    inputs = _inputs(fleet, decl)
+    ds_snap, es_snap = inputs.dataset, inputs.eval_set
     train, held_out = load_snapshot(ds_snap), load_snapshot(es_snap)
-    run_id = training_fingerprint(decl, ds_snap, es_snap, contract_ref)
     context.log.info(
         f"training {decl.model_id} with {decl.trainer} on {ds_snap.name}@v{ds_snap.version} "
-        f"({train.rows} rows); training run {run_id}"
+        f"({train.rows} rows); training run {inputs.run_id}"
     )
-
-    existing = next(
-        (mv for mv in reg.list_versions(decl.model_id) if mv.training_run_id == run_id), None
-    )
-    if existing is not None:
+    version = _existing(reg, decl, inputs.run_id)
+    if version is not None:
         # Same model, trainer, params, data and contract: a scheduled refresh with nothing new
         # to learn. Retraining could still give other bytes (TorchScript and SavedModel
         # exports are not byte-stable), and that must not become a new version to deploy.
         context.log.info(
-            f"inputs unchanged since {decl.model_id}@v{existing.version} "
-            f"(training run {run_id}); not retraining"
+            f"inputs unchanged since {decl.model_id}@v{version.version} "
+            f"(training run {inputs.run_id}); not retraining"
         )
-        version = existing
-        weights_sha, weights_uri = existing.weights_hash, existing.weights_uri
-        overall, per_slice = dict(existing.eval_metrics), dict(existing.eval_slice_metrics)
     else:
-        trainer = load_trainer(decl.trainer)
-        check_trainer_params(trainer, decl.trainer_params, decl.trainer)
-        with tempfile.TemporaryDirectory(prefix=f"train-{decl.model_id}-") as tmp:
-            params = dict(decl.trainer_params)
-            seed = int(params.pop("seed", 0))
-            trained = trainer(train.x, train.y, Path(tmp), seed=seed, **params)
-            if trained.framework is not spec.framework:
-                from modelops.errors import SpecError
+        trained = _train(decl, train, held_out, store)
+        version = _register_candidate(reg, fleet, decl, inputs, trained)
+    yield from _gate_and_report(context, decl, key, reg, store, triton, inputs, held_out, version)
 
-                raise SpecError(
-                    f"trainer {decl.trainer} produced a {trained.framework.value} model but "
-                    f"{decl.model_id} is declared framework {spec.framework.value}"
-                )
-            ref = store.put_file(trained.artifact)
-            probs = trained.predict(held_out.x)
-        overall, per_slice = evaluate(held_out.y, probs, held_out.country)
 
-        version = reg.register_version(
-            decl.model_id,
-            weights_hash=ref.sha256,
-            weights_uri=ref.uri,
-            training_run_id=run_id,
-            training_data=DatasetRef(name=ds_snap.name, version=ds_snap.version),
-            eval_set=DatasetRef(name=es_snap.name, version=es_snap.version),
-            feature_contract_ref=contract_ref,
-            meta=VersionMeta(
-                eval_metrics=overall,
-                eval_slice_metrics=per_slice,
-                signature=trained.signature,
-                runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
-            ),
-        )
-        weights_sha, weights_uri = ref.sha256, ref.uri
+def _gate_and_report(
+    context: dg.AssetExecutionContext,
+    decl: ModelDecl,
+    key: dg.AssetKey,
+    reg: Registry,
+    store: Any,
+    triton: TritonResource,
+    inputs: _Inputs,
+    held_out: SnapshotData,
+    version: ModelVersion,
+) -> Iterator[Any]:
+    """Run the gates on a fresh version (or report the recorded ones), then yield the
+    materialization and the check results."""
+    spec = decl.spec
+    ds_snap, es_snap, contract_ref = inputs.dataset, inputs.eval_set, inputs.contract_ref
+    weights_sha, weights_uri = version.weights_hash, version.weights_uri
+    overall, per_slice = dict(version.eval_metrics), dict(version.eval_slice_metrics)
     v = version.version
     fresh = all(version.state.get(s) is State.REGISTERED for s in spec.slices)
     baseline = _prod_baseline(reg, decl, v)
@@ -398,7 +334,7 @@ def materialize_model(
             store,
             triton,
             held_out,
-            contract,
+            inputs.contract,
             reg,
         )
         passed = all(r.passed for r in results)
@@ -442,7 +378,7 @@ def materialize_model(
         "framework": spec.framework.value,
         "tier": spec.tier.value,
         "rollback_class": spec.rollback_class.value,
-        "training_run_id": run_id,
+        "training_run_id": inputs.run_id,
         "dagster_run_id": context.run.run_id,
         "training_data": f"{ds_snap.name}@{ds_snap.version}",
         "eval_set": f"{es_snap.name}@{es_snap.version}",
@@ -459,14 +395,14 @@ def materialize_model(
     if spec.rollback_class is RollbackClass.IRREVERSIBLE:
         metadata["warning"] = IRREVERSIBLE_WARNING
     yield dg.MaterializeResult(
-        asset_key=model_key(decl.model_id),
+        asset_key=key,
         metadata=metadata,
         data_version=dg.DataVersion(weights_sha),
     )
     for name, ok, warn, detail, values in checks:
         # A warning is a failed WARN check: flagged in the UI, never blocking.
         yield dg.AssetCheckResult(
-            asset_key=model_key(decl.model_id),
+            asset_key=key,
             check_name=name,
             passed=ok and not warn,
             severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import assets
+from assets import IRREVERSIBLE_WARNING, build_dataset_asset, build_model_asset
 from assets.gates import (
     GATE_NAMES,
     NO_PROD,
@@ -24,7 +25,6 @@ from assets.gates import (
     gate_no_slice_regression,
     slo_model_name,
 )
-from assets.model_assets import IRREVERSIBLE_WARNING, build_dataset_asset, build_model_asset
 from assets.offline_eval import binary_metrics, evaluate
 from assets.snapshots import newest_snapshot
 from demo.data import main as data_main
