@@ -1,4 +1,5 @@
-"""`make demo`: a registry walkthrough on the embedded default, through the real CLI.
+"""A registry walkthrough on the embedded default, through the real CLI
+(`python -m demo.registry_walkthrough [HOME]`; `make demo` runs the whole lifecycle instead).
 
 Every step prints the command and its output; a step that should be refused checks that it
 was, so the demo doubles as a smoke test of the user-facing behaviour.

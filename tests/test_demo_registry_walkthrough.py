@@ -1,4 +1,5 @@
-"""The registry walkthrough (`python -m modelops.demo`) still tells its story end to end."""
+"""The registry walkthrough (`python -m demo.registry_walkthrough`) still tells its story end
+to end."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelops import demo
+from demo import registry_walkthrough as demo
 
 
 def test_walkthrough_runs_every_step(
