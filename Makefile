@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/predlog.py
-	$(BIN)/python bench/dagster.py
+	$(BIN)/python bench/plugin.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/decisions.py

@@ -1,7 +1,7 @@
 """Sensor-tick benchmark: one online-metrics tick over a fleet of 500 models.
 
-Run: `.venv/bin/python bench/dagster_tick.py [--models 500] [--live 50] [--ticks 10]`
-(prints one JSON object). `bench_sensor_tick()` is what bench/dagster.py calls.
+Run: `.venv/bin/python bench/sensor_tick.py [--models 500] [--live 50] [--ticks 10]`
+(prints one JSON object). `bench_sensor_tick()` is what bench/plugin.py calls.
 
 The fleet, in a throwaway MODELOPS_HOME (SQLite registry and prediction log, the embedded
 default): `n_models` models, each with a PROMOTED version promoted three days ago (outside
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run as a script, bench/ is sys.path[0], where sibling scripts named like packages
-    # (bench/serving.py, bench/dagster.py) would shadow the real ones: take benchlib from
+    # (bench/serving.py) would shadow the real ones: take benchlib from
     # there first, then drop the directory from the path.
     import benchlib  # noqa: F401 - kept in sys.modules for main()
 

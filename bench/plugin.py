@@ -1,8 +1,8 @@
 """Dagster plugin benchmark: how fast bad versions leave traffic, and what a sensor tick costs.
 
-    .venv/bin/python bench/dagster.py [--skip-rollback] [--skip-breaker] [--skip-tick]
+    .venv/bin/python bench/plugin.py [--skip-rollback] [--skip-breaker] [--skip-tick]
 
-Writes bench/results/dagster.json. Figures, all on real processes:
+Writes bench/results/plugin.json. Figures, all on real processes:
 1. `rollback_time_to_recover_s`: the demo's regression scenario for ctr_gbdt through the real
    dagster-daemon, the online-metrics sensor and the rollback job: from the first response
    of the regressed canary to the first response after which all traffic is on the last good
@@ -12,7 +12,7 @@ Writes bench/results/dagster.json. Figures, all on real processes:
    response to the first response after which every answer is prod's with no errors
    (target 1 s). The canary serves for a full breaker window first (steady state);
 3. `sensor_tick_s`: one online-metrics tick over 500 models with 50 versions in canary or
-   shadow (bench/dagster_tick.py; target 5 s).
+   shadow (bench/sensor_tick.py; target 5 s).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# This file is bench/dagster.py: drop its folder from the path so `dagster` is the package.
+# Run as a script, bench/ is sys.path[0]: drop it, so that no sibling script can shadow a
+# package, and import the project (and bench.benchlib) from the repository root.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-RESULTS = ROOT / "bench" / "results" / "dagster.json"
+RESULTS = ROOT / "bench" / "results" / "plugin.json"
 TARGETS = {"rollback_time_to_recover_s": 60.0, "breaker_recovery_s": 1.0, "sensor_tick_s": 5.0}
 
 
@@ -148,9 +149,9 @@ def bench_breaker(tmp: Path, rate: float = 300.0) -> dict[str, Any]:
 
 def bench_tick() -> dict[str, Any]:
     try:
-        from bench.dagster_tick import bench_sensor_tick  # written beside this file
+        from bench.sensor_tick import bench_sensor_tick  # written beside this file
     except ImportError as exc:
-        return {"sensor_tick_s": None, "sensor_tick.error": f"bench/dagster_tick.py: {exc}"}
+        return {"sensor_tick_s": None, "sensor_tick.error": f"bench/sensor_tick.py: {exc}"}
     res = bench_sensor_tick()
     if isinstance(res, dict):
         return res
