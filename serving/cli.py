@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from modelops.cli import port, seconds
+from serving.gateway.cli import register as register_gateway
 
 __all__ = ["register"]
 
@@ -22,12 +23,7 @@ def register(sub: Any) -> None:
     t.add_argument("--grpc-port", type=port("--grpc-port"), default=8001)
     t.add_argument("--metrics-port", type=port("--metrics-port"), default=8002)
     t.set_defaults(fn=cmd_serve_triton)
-    if "gateway" in sys.argv[1:]:
-        from serving.gateway import register_gateway  # imports the web stack: only when used
-
-        register_gateway(serve)
-    else:
-        serve.add_parser("gateway", help="run the gateway (KServe v2 + OpenAI traffic manager)")
+    register_gateway(serve)  # the web stack loads only when the command runs
 
     ctl = sub.add_parser("controller", help="reconcile desired state onto the serving plane")
     csub = ctl.add_subparsers(dest="sub", required=True)

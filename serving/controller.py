@@ -33,7 +33,7 @@ from modelops.service_token import (
     service_token,
 )
 from modelops.spec import ModelClass, ModelSpec, ModelVersion
-from serving.gateway_routes import ApplyResult
+from serving.gateway.route_store import ApplyResult
 from serving.routing import (
     ABRoute,
     BackendKind,

@@ -247,7 +247,7 @@ INT4 = str(2**31)  # fits SQLite's 64-bit INTEGER, not PostgreSQL's int4 version
 def cli(
     *argv: str, env: dict[str, str] | None = None, prelude: str = "", timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI in its own process (the serving plane registers `serve gateway` by argv)."""
+    """The CLI in its own process, with the serving plane's commands from its entry point."""
     code = f"{prelude}\nimport sys\nfrom modelops.cli import main\nsys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *argv],

@@ -315,7 +315,7 @@ class ServerThread:
     def __init__(self, app: Any, *, sock: socket.socket | None = None, loop: str = "auto") -> None:
         import uvicorn
 
-        from serving.gateway_server import make_listener, nodelay_protocol
+        from serving.gateway.server import make_listener, nodelay_protocol
 
         self.sock = sock or make_listener("127.0.0.1", 0, reuse_port=False)
         self.port = self.sock.getsockname()[1]

@@ -3,7 +3,7 @@ consecutive failures (a crash, which a long window of earlier successes would di
 
 from __future__ import annotations
 
-from serving.gateway_breaker import BreakerBoard
+from serving.gateway.breaker import BreakerBoard
 from serving.routing import BreakerPolicy
 
 KEY = ("m", "global", 2)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serving.gateway_http import BackendPool, BackendTimeout, BackendUnavailable
+from serving.gateway.backend_pool import BackendPool, BackendTimeout, BackendUnavailable
 from serving.triton_server import free_port
 
 

@@ -23,7 +23,8 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
     until,
 )
 
-from serving.gateway import GatewayConfig, _ServedIds, create_app
+from serving.gateway import GatewayConfig, create_app
+from serving.gateway.recorder import ServedIds
 from serving.predlog import PredictionLog, PredictionLogReader
 
 
@@ -137,7 +138,7 @@ def test_outcomes_are_accepted_for_a_bounded_number_and_age_of_served_ids(
 
 
 def test_served_ids_keep_outcome_names_when_an_id_is_served_again() -> None:
-    ids = _ServedIds(max_ids=10, window_s=100.0)
+    ids = ServedIds(max_ids=10, window_s=100.0)
     ids.add("r", 1.0)
     assert ids.claim("r", "click", 2.0) is None
     ids.add("r", 3.0)  # the client reused its request id

@@ -34,7 +34,7 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
     wait_until,
 )
 
-from serving.gateway_server import make_listener
+from serving.gateway.server import make_listener
 from serving.triton_server import free_port
 
 
@@ -55,7 +55,7 @@ def gateway_process(gw_models, tmp_path: Path) -> Iterator[tuple[int, Path]]:  #
     cmd = [
         sys.executable,
         "-c",
-        "import sys; from serving.gateway import main; sys.exit(main())",
+        "import sys; from serving.gateway.cli import main; sys.exit(main())",
         "--port",
         str(port),
         "--workers",
@@ -161,7 +161,7 @@ def test_a_push_to_one_worker_reaches_all_of_them(gateway_process, gw_models) ->
 def test_nodelay_protocol_sets_it_even_when_the_listener_loses_it() -> None:
     """The failure mode itself, on a proto-0 listener as uvicorn's supervisor creates it:
     asyncio leaves Nagle on, and the gateway's protocol turns TCP_NODELAY on anyway."""
-    from serving import gateway_server
+    from serving.gateway import server as gateway_server
 
     async def accepted_nodelay(sock: socket.socket) -> int:
         result: list[int] = []
@@ -205,7 +205,8 @@ def test_nodelay_protocol_sets_it_even_when_the_listener_loses_it() -> None:
 
 def test_cli_refuses_bad_flags(tmp_path: Path) -> None:
     env = dict(os.environ)
-    cmd = [sys.executable, "-c", "import sys; from serving.gateway import main; sys.exit(main())"]
+    code = "import sys; from serving.gateway.cli import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", code]
     r = subprocess.run(
         [*cmd, "--workers", "0", "--no-predlog"], capture_output=True, env=env, timeout=60
     )

@@ -28,7 +28,7 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
     wait_until,
 )
 
-from serving.gateway_shadow import replay
+from serving.gateway.shadow import replay
 from serving.routing import BackendKind, BreakerPolicy, Endpoint
 
 
@@ -166,7 +166,7 @@ def test_answers_name_the_model_and_registry_version_not_the_backends(gw_models)
 
 
 def test_rename_splices_only_the_names() -> None:
-    from serving.gateway_kserve import rename_response
+    from serving.gateway.kserve import rename_response
 
     tricky = {"id": 'x"model_name":"spoof', "model_name": "m__v2", "model_version": "1"}
     body = json.dumps({**tricky, "outputs": [{"name": "o", "data": [1.5]}]}).encode()

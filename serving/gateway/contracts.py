@@ -25,7 +25,7 @@ from modelops.contracts import (
 )
 from modelops.errors import NotFoundError, SpecError
 
-__all__ = ["ContractResolver", "RegistryContracts", "Verdict", "ContractGuard"]
+__all__ = ["ContractResolver", "RegistryContracts", "ContractVerdict", "ContractGuard"]
 
 log = logging.getLogger("modelops.gateway")
 
@@ -48,7 +48,7 @@ class RegistryContracts:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ContractVerdict:
     """Whether a contract is satisfiable right now, with the reasons a client should see."""
 
     ok: bool
@@ -81,7 +81,7 @@ class ContractGuard:
         self.poll_s = poll_s
         self._on_change = on_change
         self._schema: FeatureSchema | None = None
-        self._verdicts: dict[str, Verdict] = {}  # for self._schema only; swapped whole
+        self._verdicts: dict[str, ContractVerdict] = {}  # for self._schema only; swapped whole
         self._known_refs: set[str] = set()
         self._lock = threading.Lock()  # serializes recomputation (threads)
         self.polls = 0  # how many times the source was asked for its version
@@ -91,11 +91,11 @@ class ContractGuard:
     def schema_version(self) -> int | None:
         return self._schema.version if self._schema is not None else None
 
-    def cached(self, ref: str) -> Verdict | None:
+    def cached(self, ref: str) -> ContractVerdict | None:
         """The request path's lookup: O(1), never touches the source or the registry."""
         return self._verdicts.get(ref)
 
-    async def verdict(self, ref: str) -> Verdict:
+    async def verdict(self, ref: str) -> ContractVerdict:
         """Cached verdict, or compute it once in a thread for a ref seen for the first time."""
         v = self._verdicts.get(ref)
         if v is not None:
@@ -106,7 +106,7 @@ class ContractGuard:
         """Remember refs that routing tables name, so a schema change re-checks them all."""
         self._known_refs.update(refs)
 
-    def _compute_one(self, ref: str) -> Verdict:
+    def _compute_one(self, ref: str) -> ContractVerdict:
         with self._lock:
             v = self._verdicts.get(ref)
             if v is not None:
@@ -117,20 +117,22 @@ class ContractGuard:
                 self._verdicts = {**self._verdicts, ref: v}
             return v
 
-    def _check(self, ref: str, schema: FeatureSchema | None) -> Verdict:
+    def _check(self, ref: str, schema: FeatureSchema | None) -> ContractVerdict:
         if schema is None:
-            return Verdict(False, ref, None, "SCHEMA_UNAVAILABLE", ("feature schema unavailable",))
+            return ContractVerdict(
+                False, ref, None, "SCHEMA_UNAVAILABLE", ("feature schema unavailable",)
+            )
         try:
             contract = self._resolver.get(ref)
         except (NotFoundError, SpecError) as exc:
-            return Verdict(False, ref, schema.version, "UNRESOLVED", (str(exc),))
+            return ContractVerdict(False, ref, schema.version, "UNRESOLVED", (str(exc),))
         except Exception as exc:  # noqa: BLE001 - e.g. the registry is down: ask again later
             log.warning("contract %s could not be resolved: %s", ref, exc)
-            return Verdict(False, ref, schema.version, "RESOLVER_ERROR", (str(exc),))
+            return ContractVerdict(False, ref, schema.version, "RESOLVER_ERROR", (str(exc),))
         check = validate_contract(contract, schema)
         reasons = tuple(r.detail for r in check.reasons if r.breaking)
         ok = check.status is not ContractStatus.BREAKING_CHANGE
-        return Verdict(ok, ref, schema.version, check.status.value, reasons)
+        return ContractVerdict(ok, ref, schema.version, check.status.value, reasons)
 
     def poll_once(self) -> bool:
         """Ask the source for its version; on a change, recompute every known verdict.

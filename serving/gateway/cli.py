@@ -1,8 +1,9 @@
 """`modelops serve gateway`: flags, process wiring, and the multi-worker launch.
 
-`serving.gateway.register_gateway` adds this command to `modelops serve`; each worker
-process builds its own app here (sink, schema source, contract resolver), so nothing that
-cannot cross a process boundary has to.
+`serving.cli` registers this command with `modelops serve` like any other; only the command
+itself imports the web stack, so the core CLI stays fast. Each worker process builds its own
+app here (sink, schema source, contract resolver), so nothing that cannot cross a process
+boundary has to.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from pydantic import ValidationError
 
 from modelops.cli import CliParser, bounded_int, database_url, port, seconds
 from modelops.errors import ModelopsError, SpecError
-from serving.gateway import GatewayConfig, NullSink, RegistryContracts, create_app
+from serving.gateway.config import GatewayConfig, NullSink
 from serving.routing import RoutingSnapshot
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["register", "build_app_from_args", "cmd_serve_gateway", "main"]
 
@@ -143,6 +146,9 @@ def _build_config(args: argparse.Namespace, port: int | None = None) -> GatewayC
 
 def build_app_from_args(args: argparse.Namespace, port: int | None = None) -> FastAPI:
     """Everything `modelops serve gateway` wires together, for one process."""
+    from serving.gateway.app import create_app
+    from serving.gateway.contracts import RegistryContracts
+
     if (args.schema_dir is None) != (args.registry is None):
         raise SpecError(
             "request-time contract checks need --schema-dir and --registry together (or neither)"
@@ -176,7 +182,7 @@ def build_app_from_args(args: argparse.Namespace, port: int | None = None) -> Fa
 
 def _worker(args: argparse.Namespace, port: int, ready: Any) -> None:
     """One worker process: build the app, serve on the shared port until told to stop."""
-    from serving.gateway_server import serve_app
+    from serving.gateway.server import serve_app
 
     logging.basicConfig(level=args.log_level.upper())
     app = build_app_from_args(args, port)
@@ -195,7 +201,7 @@ def _worker(args: argparse.Namespace, port: int, ready: Any) -> None:
 
 
 def cmd_serve_gateway(args: argparse.Namespace) -> int:
-    from serving.gateway_server import run_workers, serve_app
+    from serving.gateway.server import run_workers, serve_app
 
     if args.workers < 1:
         raise SpecError(f"--workers {args.workers}: allowed: 1 or more")
@@ -239,7 +245,7 @@ def cmd_serve_gateway(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -c 'from serving.gateway import main; main()' ...`: the command without the
+    """`python -c 'from serving.gateway.cli import main; main()' ...`: the command without the
     `modelops serve` prefix, for running a gateway where the CLI is not wired."""
     import sys
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from serving.gateway_http import BackendError, BackendPool, BackendTimeout
+from serving.gateway.backend_pool import BackendError, BackendPool, BackendTimeout
 from serving.records import PredictionRecord
 from serving.routing import BackendKind, Endpoint
 
@@ -273,7 +273,7 @@ def replay(
     """
     import httpx
 
-    from serving.gateway_kserve import response_outputs
+    from serving.gateway.kserve import response_outputs
 
     items = list(records)
     results: list[ReplayResult | None] = [None] * len(items)
