@@ -1,5 +1,8 @@
 """`modelops serve …` and `modelops controller …`, registered through the `modelops.cli`
-entry point so the core CLI never imports the serving plane."""
+entry point so the core CLI never imports the serving plane.
+
+Every command's flags are declared here and its work is imported when it runs, so listing
+the commands loads neither the web stack nor a backend client."""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ import argparse
 import sys
 from typing import Any
 
-from modelops.cli import port, seconds
-from serving.gateway.cli import register as register_gateway
+from modelops.cli import CliParser, bounded_int, database_url, port, seconds
+from modelops.errors import ModelopsError, SpecError
 
-__all__ = ["register"]
+__all__ = ["register", "gateway_main"]
 
 
 def register(sub: Any) -> None:
@@ -23,7 +26,7 @@ def register(sub: Any) -> None:
     t.add_argument("--grpc-port", type=port("--grpc-port"), default=8001)
     t.add_argument("--metrics-port", type=port("--metrics-port"), default=8002)
     t.set_defaults(fn=cmd_serve_triton)
-    register_gateway(serve)  # the web stack loads only when the command runs
+    _gateway_args(serve)
 
     ctl = sub.add_parser("controller", help="reconcile desired state onto the serving plane")
     csub = ctl.add_subparsers(dest="sub", required=True)
@@ -50,6 +53,111 @@ def register(sub: Any) -> None:
         help="run a single pass and exit (the loop is `controller run`)",
     )
     rec.set_defaults(fn=cmd_controller_reconcile)
+
+
+def _gateway_args(serve: Any) -> None:
+    """`modelops serve gateway`: its flags here, its work in `serving.gateway.launch`."""
+    g = serve.add_parser(
+        "gateway",
+        help="run the gateway (KServe v2 + OpenAI traffic manager)",
+        description="Route, mirror and log inference traffic by the controller's tables.",
+    )
+    g.add_argument("--host", default="127.0.0.1", type=_listen_host)
+    g.add_argument("--port", type=port("--port"), default=8080)
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port through SO_REUSEPORT (each sets TCP_NODELAY)",
+    )
+    g.add_argument("--controller-url", default=None, help="pull routes from {URL}/v1/routes")
+    g.add_argument(
+        "--pull-interval", type=seconds("--pull-interval"), default=0.5, metavar="SECONDS"
+    )
+    g.add_argument(
+        "--state-file",
+        default=None,
+        metavar="PATH",
+        help="persist the last routing snapshot here and load it at startup (default: "
+        "$MODELOPS_HOME/gateway-PORT.routes.json; worker processes share it)",
+    )
+    g.add_argument(
+        "--routes",
+        default=None,
+        metavar="FILE",
+        help="a RoutingSnapshot JSON file applied at startup, like a push",
+    )
+    g.add_argument(
+        "--schema-dir",
+        default=None,
+        metavar="DIR",
+        help="feature schemas (v1.yaml, v2.yaml, ...) for request-time checks",
+    )
+    g.add_argument("--schema-poll", type=seconds("--schema-poll"), default=5.0, metavar="SECONDS")
+    g.add_argument(
+        "--registry",
+        default=None,
+        metavar="URL",
+        type=database_url("registry"),
+        help="registry database that resolves feature contracts",
+    )
+    g.add_argument(
+        "--predlog",
+        default=None,
+        metavar="URL",
+        type=database_url("prediction log"),
+        help="prediction log database (default: the embedded SQLite log)",
+    )
+    g.add_argument("--no-predlog", action="store_true", help="keep no prediction log")
+    g.add_argument(
+        "--predlog-flush-interval",
+        type=seconds("--predlog-flush-interval", zero=True),
+        default=0.1,
+        metavar="SECONDS",
+        help="commit logged predictions at least this often: the most a crash (kill -9) of "
+        "this process can lose; SIGTERM loses nothing",
+    )
+    g.add_argument("--max-body-bytes", type=bounded_int("--max-body-bytes", 1), default=64 * 2**20)
+    g.add_argument("--shadow-workers", type=bounded_int("--shadow-workers", 1), default=4)
+    g.add_argument("--shadow-queue", type=bounded_int("--shadow-queue", 1), default=1024)
+    g.add_argument("--http", choices=["httptools", "h11"], default="httptools")
+    g.add_argument("--log-level", default="warning")
+    g.set_defaults(fn=cmd_serve_gateway)
+
+
+def _listen_host(text: str) -> str:
+    """An interface to bind, refused at parse time rather than by the socket after startup."""
+    import socket
+
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SpecError(
+            f"--host {text!r} is not an address this machine can listen on ({reason}); "
+            "allowed: an IP address or a resolvable host name"
+        ) from None
+    return text
+
+
+def cmd_serve_gateway(args: argparse.Namespace) -> int:
+    from serving.gateway.launch import cmd_serve_gateway as run
+
+    return run(args)
+
+
+def gateway_main(argv: list[str] | None = None) -> int:
+    """`python -c 'from serving.cli import gateway_main; gateway_main()' ...`: the gateway
+    command without the `modelops serve` prefix, where the CLI is not wired."""
+    parser = CliParser(prog="gateway")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _gateway_args(sub)
+    try:
+        args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
+        return int(args.fn(args))
+    except ModelopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _controller_args(p: argparse.ArgumentParser) -> None:

@@ -33,9 +33,9 @@ from modelops.service_token import (
     service_token,
 )
 from modelops.spec import ModelClass, ModelSpec, ModelVersion
-from serving.gateway.route_store import ApplyResult
 from serving.routing import (
     ABRoute,
+    ApplyResult,
     BackendKind,
     BreakerPolicy,
     Endpoint,

@@ -25,6 +25,8 @@ __all__ = [
     "RouteTable",
     "RoutingSnapshot",
     "Assignment",
+    "ApplyResult",
+    "TableRef",
     "bucket",
     "assign",
     "shadow_sampled",
@@ -133,6 +135,29 @@ class RoutingSnapshot(_M):
         "the gateway still holds the (epoch, generation) the pusher read from it (null: no "
         "table), so a push decided on a stale read never overwrites a newer table",
     )
+
+
+class TableRef(BaseModel):
+    """One table in a push's reply: applied, or ignored and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str
+    slice: str
+    generation: int
+    epoch: int = 0
+    current: int | None = Field(default=None, description="the generation kept, if ignored")
+    current_epoch: int | None = Field(default=None, description="the epoch kept, if ignored")
+    reason: str | None = Field(default=None, description="why it was ignored")
+
+
+class ApplyResult(BaseModel):
+    """What a push or pull changed: the reply to `PUT /admin/routes`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    applied: list[TableRef] = Field(default_factory=list)
+    ignored: list[TableRef] = Field(default_factory=list)
 
 
 class Assignment(_M):

@@ -32,38 +32,16 @@ The modules: `config` (GatewayConfig), `asgi` (the bare fast path, body limit, t
 `openai_routes`, `kserve` (the v2 wire format), `shadow` (mirroring), `breaker`, `contracts`
 (request-time contract verdicts), `metrics`, `recorder` (records off the request path),
 `backend_pool` (HTTP to backends), `route_store` (the tables), `app` (the FastAPI routes),
-`server` (listener and workers) and `cli` (`modelops serve gateway`).
-
-The names below load on first use, so `modelops serve` can register the gateway command
-without importing the web stack.
+`server` (listener and workers) and `launch` (what `modelops serve gateway` runs; its
+flags are in `serving.cli`).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from serving.gateway.app import OutcomeIn, create_app
-    from serving.gateway.cli import build_app_from_args, main
-    from serving.gateway.config import GatewayConfig, NullSink
-    from serving.gateway.contracts import ContractResolver, ContractVerdict, RegistryContracts
-    from serving.gateway.shadow import replay
-    from serving.gateway.traffic import Gateway
-
-_HOME = {
-    "ContractResolver": "serving.gateway.contracts",
-    "ContractVerdict": "serving.gateway.contracts",
-    "Gateway": "serving.gateway.traffic",
-    "GatewayConfig": "serving.gateway.config",
-    "NullSink": "serving.gateway.config",
-    "OutcomeIn": "serving.gateway.app",
-    "RegistryContracts": "serving.gateway.contracts",
-    "build_app_from_args": "serving.gateway.cli",
-    "create_app": "serving.gateway.app",
-    "main": "serving.gateway.cli",
-    "replay": "serving.gateway.shadow",
-}
+from serving.gateway.app import OutcomeIn, create_app
+from serving.gateway.config import GatewayConfig, NullSink
+from serving.gateway.contracts import ContractResolver, ContractVerdict, RegistryContracts
+from serving.gateway.launch import build_app_from_args
+from serving.gateway.shadow import replay
+from serving.gateway.traffic import Gateway
 
 __all__ = [
     "ContractResolver",
@@ -75,13 +53,5 @@ __all__ = [
     "RegistryContracts",
     "build_app_from_args",
     "create_app",
-    "main",
     "replay",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'serving.gateway' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)

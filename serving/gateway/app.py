@@ -21,10 +21,9 @@ from serving.gateway.config import MAX_ID_LEN, GatewayConfig
 from serving.gateway.contracts import ContractResolver
 from serving.gateway.kserve import DATATYPES
 from serving.gateway.metrics import CONTENT_TYPE_LATEST
-from serving.gateway.route_store import ApplyResult
 from serving.gateway.traffic import Gateway
 from serving.records import Outcome, PredictionSink
-from serving.routing import RoutingSnapshot
+from serving.routing import ApplyResult, RoutingSnapshot
 
 __all__ = ["OutcomeIn", "create_app"]
 

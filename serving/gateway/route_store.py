@@ -20,35 +20,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from modelops.errors import SpecError
-from serving.routing import Endpoint, RouteTable, RoutingSnapshot, route_key
+from serving.routing import ApplyResult, Endpoint, RouteTable, RoutingSnapshot, TableRef, route_key
 
-__all__ = ["ApplyResult", "RouteStore", "endpoints_of", "validate_endpoint_url"]
+__all__ = ["RouteStore", "endpoints_of", "validate_endpoint_url"]
 
 log = logging.getLogger("modelops.gateway")
-
-
-class TableRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str
-    slice: str
-    generation: int
-    epoch: int = 0
-    current: int | None = Field(default=None, description="the generation kept, if ignored")
-    current_epoch: int | None = Field(default=None, description="the epoch kept, if ignored")
-    reason: str | None = Field(default=None, description="why it was ignored")
-
-
-class ApplyResult(BaseModel):
-    """What a push or pull changed: the reply to `PUT /admin/routes`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    applied: list[TableRef] = Field(default_factory=list)
-    ignored: list[TableRef] = Field(default_factory=list)
 
 
 def endpoints_of(table: RouteTable) -> list[Endpoint]:

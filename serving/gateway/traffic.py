@@ -44,10 +44,10 @@ from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.openai_routes import OpenAIRoutes
 from serving.gateway.recorder import PendingRecord, RecordQueue, ServedIds
 from serving.gateway.route_choice import RouteChoice, RouteChooser
-from serving.gateway.route_store import ApplyResult, RouteStore, endpoints_of
+from serving.gateway.route_store import RouteStore, endpoints_of
 from serving.gateway.shadow import ShadowJob, ShadowMirror, ShadowResult, infer_url, openai_url
 from serving.records import GatewayEvent, PredictionSink
-from serving.routing import BackendKind, RouteTable, RoutingSnapshot, shadow_sampled
+from serving.routing import ApplyResult, BackendKind, RouteTable, RoutingSnapshot, shadow_sampled
 
 __all__ = ["Gateway"]
 

@@ -55,7 +55,7 @@ def gateway_process(gw_models, tmp_path: Path) -> Iterator[tuple[int, Path]]:  #
     cmd = [
         sys.executable,
         "-c",
-        "import sys; from serving.gateway.cli import main; sys.exit(main())",
+        "import sys; from serving.cli import gateway_main; sys.exit(gateway_main())",
         "--port",
         str(port),
         "--workers",
@@ -205,7 +205,7 @@ def test_nodelay_protocol_sets_it_even_when_the_listener_loses_it() -> None:
 
 def test_cli_refuses_bad_flags(tmp_path: Path) -> None:
     env = dict(os.environ)
-    code = "import sys; from serving.gateway.cli import main; sys.exit(main())"
+    code = "import sys; from serving.cli import gateway_main; sys.exit(gateway_main())"
     cmd = [sys.executable, "-c", code]
     r = subprocess.run(
         [*cmd, "--workers", "0", "--no-predlog"], capture_output=True, env=env, timeout=60
