@@ -23,12 +23,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/registry.py
-	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/serving_plane.py
 	$(BIN)/python bench/predlog.py
 	$(BIN)/python bench/plugin.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/decisions.py
+	$(BIN)/python bench/report.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """What every benchmark needs: a throwaway database per backend and the machine's facts.
 
-Imports nothing from `serving`: bench/serving.py sits beside this file and would shadow it.
+Imports nothing of the project, so any benchmark can take it before its own imports.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/serving.py would shadow the `serving` package the old rule imports.
+# Run as a script, bench/ is sys.path[0]: import the project from the repository root.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
@@ -596,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=_json) + "\n")
-    print(markdown(res))
+    from bench.report import render_decisions
+
+    print(render_decisions(res))  # the README's table (bench/report.py)
     return 0 if all(met.values()) else 1
 
 
@@ -604,64 +606,3 @@ def _json(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(type(o))
-
-
-def markdown(res: dict[str, Any]) -> str:
-    c, a, s, sh, d = res["canary"], res["ab"], res["srm"], res["shadow"], res["drift"]
-
-    def pct(r: dict[str, Any]) -> str:
-        return f"{r['rate']:.2%} (CP95 {r['cp95_low']:.2%}-{r['cp95_high']:.2%})"
-
-    n = c["sims_per_scenario"]
-    rows = [
-        ("false rollbacks, candidate = prod, peeking every tick", "<= 1% (CP upper <= 1.5%)",
-         pct(c["engine.same"]["rolled_back"]), pct(c["old.same"]["rolled_back"])),
-        ("10%-worse candidate rolled back before promotion", ">= 80%",
-         pct(c["engine.worse10"]["rolled_back"]), pct(c["old.worse10"]["rolled_back"])),
-        ("30%-worse candidate rolled back before promotion", ">= 99%",
-         pct(c["engine.worse30"]["rolled_back"]), pct(c["old.worse30"]["rolled_back"])),
-        ("mean candidate users at the test's conclusion / fixed-horizon n", "<= 1.3x",
-         " / ".join(f"{c[f'engine.{k}']['asn_ratio']:.2f}x" for k in ("same", "worse10", "worse30"))
-         + " (same / 10% / 30% worse)", ""),
-        ("mean candidate users at the action / fixed-horizon n", "(reported)",
-         " / ".join(f"{c[f'engine.{k}']['action_sample_ratio']:.2f}x"
-                    for k in ("same", "worse10", "worse30")), ""),
-        ("A/B false promotion, candidate = prod", "<= 2.5%", pct(a["same"]["promoted"]), ""),
-        ("A/B promoted at a lift of the MDE (1%) / 2x the MDE", "(reported)",
-         f"{a['lift_mde']['promoted']['rate']:.1%} / {a['lift_2mde']['promoted']['rate']:.1%}",
-         ""),
-        ("SRM false alarms, exact split, every tick of the horizon", "<= 0.1%",
-         pct(s["exact_split"]), ""),
-        ("SRM: an observed 51/49 of 50/50 flagged by 50,000 users", "flagged",
-         f"at {s['observed_51_49_first_flagged_at_users']:.0f} users", ""),
-        ("SRM: true 51% assignment flagged by 50k / 100k / 200k users", "(reported)",
-         " / ".join(f"{s[f'split_51_49_by_{k}_users']['rate']:.1%}"
-                    for k in ("50k", "100k", "200k")), ""),
-        ("divergence pairs per second (1M pairs, 8 slices)", ">= 1M",
-         f"{sh['pairs_per_s']:.3g} ({sh['pairs_per_s_with_join']:.3g} with the id join)", ""),
-    ]
-    t = res["engine_tick"]
-    rows.append((
-        f"canary engine over {t['units']} live canaries, one tick", "(sensor tick <= 5 s)",
-        f"{t['decide_batch_s'] * 1000:.1f} ms batched, {t['decide_each_s']:.2f} s one by one",
-        "",
-    ))
-    if "fast_path_s" in d:
-        rows.append((
-            "drift, 100k x 20: fast path / Evidently / scipy", "<= 0.5 s, >= 15x",
-            f"{d['fast_path_s']:.3f} s / {d['evidently_s']:.1f} s / {d['scipy_s']:.2f} s "
-            f"(Evidently {d['evidently_over_fast']:.0f}x, scipy {d['scipy_over_fast']:.1f}x "
-            f"the fast path; verdicts agree: {d['verdicts_agree']})", "",
-        ))
-    out = [
-        f"{n} seeded simulated canaries / A/Bs per scenario; produced by `{res['command']}`",
-        "",
-        "| figure | target | engine | old rule |",
-        "|---|---|---|---|",
-    ]
-    out += [f"| {a_} | {b} | {c_} | {d_} |" for a_, b, c_, d_ in rows]
-    return "\n".join(out)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

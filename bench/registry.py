@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import machine_info, postgres_backend, sqlite_backend
+from report import render_registry
 from sqlalchemy import bindparam, func, insert, select, update
 
 from modelops import audit as audit_mod
@@ -559,69 +560,6 @@ def evaluate_targets(res: dict[str, Any], backends: list[str]) -> dict[str, bool
     return met
 
 
-ROWS = [
-    ("register version (audit + pins) p50 / p99", "register_version", "ms", "p99 <= 10 ms"),
-    ("offline gate result p50 / p99", "gate_result", "ms", ""),
-    ("transition (audit + desired state) p50 / p99", "transition", "ms", ""),
-    ("canary percent step p50 / p99", "canary_step", "ms", ""),
-    ("sustained transitions", "transition_per_s", "rate", ">= 300/s (SQLite)"),
-    ("resolve desired state p50 / p99", "resolve", "ms", "p99 <= 1 ms"),
-    ("dependents of a feature p50 / p99", "dependents_of_feature", "ms", "p99 <= 10 ms"),
-    ("transitive dependents closure p50 / p99", "transitive_dependents", "ms", "p99 <= 10 ms"),
-    ("verify one model's audit chain p50 / p99", "verify_audit", "ms", ""),
-    ("verify the whole audit log", "verify_audit_all_s", "s", ""),
-]
-
-
-def markdown(res: dict[str, Any], backends: list[str]) -> str:
-    met = res["targets_met"]
-
-    def cell(b: str, key: str, kind: str) -> str:
-        if kind == "ms":
-            txt = f"{res[f'{b}.{key}_p50_ms']:.2f} / {res[f'{b}.{key}_p99_ms']:.2f} ms"
-            flag = met.get(f"{b}.{key}_p99_ms")
-        elif kind == "rate":
-            txt = f"{res[f'{b}.{key}']:.0f}/s"
-            flag = met.get(f"{b}.{key}")
-        else:
-            txt = f"{res[f'{b}.{key}']:.2f} s"
-            flag = None
-        return txt + ("" if flag is None else (" ✅" if flag else " ❌"))
-
-    head = (
-        "| measure | target | "
-        + " | ".join({"sqlite": "SQLite", "postgres": "PostgreSQL"}[b] for b in backends)
-        + " |"
-    )
-    lines = [head, "|---|---|" + "---|" * len(backends)]
-    for label, key, kind, target in ROWS:
-        lines.append(
-            f"| {label} | {target} | " + " | ".join(cell(b, key, kind) for b in backends) + " |"
-        )
-    b0 = backends[0]
-    f = res["fleet"]
-    lines.append("")
-    lines.append(
-        f"Fleet: {f['models']} models x {f['versions_per_model']} versions x "
-        f"{len(f['slices'])} slices, {f['features']} features in {f['feature_contracts']} "
-        f"contracts, {f['dependency_edges']} dependency edges (with cycles), "
-        f"{res[f'{b0}.audit_entries_at_measure_start']:,} audit entries "
-        f"({res[f'{b0}.audit_topup_bulk_inserted']:,} bulk-inserted, hash-chained); "
-        f"{res[f'{b0}.audit_entries_per_model_median']} audit entries per model, "
-        f"{res[f'{b0}.dependents_of_feature_rows_median']} versions per feature, "
-        f"closure of {res[f'{b0}.transitive_dependents_size_median']} models; "
-        f"{res[f'{b0}.transition_run_count']} transitions in the sustained run."
-    )
-    m = res["machine"]
-    lines.append(
-        f"Machine: {m['nproc']} CPUs ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
-        f"SQLite {m['sqlite']}"
-        + (f", PostgreSQL {m['postgres']}" if "postgres" in m else "")
-        + f". In process, through the Registry API; {res['timestamp']}."
-    )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="sqlite,postgres", help="comma list: sqlite,postgres")
@@ -656,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n")
-    print(markdown(res, backends))
+    print(render_registry(res))  # the README's table (bench/report.py)
     log(f"wrote {args.out} in {res['runtime_s']}s")
     return 0
 

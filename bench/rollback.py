@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import machine_info, postgres_backend, sqlite_backend
+from report import render_rollback
 
 from modelops.artifacts import LocalArtifactStore
 from modelops.state_stores import (
@@ -289,41 +290,6 @@ def bench_dir(total_mb: int, work: Path) -> dict[str, Any]:
     }
 
 
-def markdown(res: dict[str, Any], parts: list[str]) -> str:
-    lines = [
-        "| store | size | snapshot | rollback restore | full reload | 10 GB rollback restore "
-        "(extrapolated) | 10 GB full reload (extrapolated) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for p in parts:
-        r = {k.split(".", 1)[1]: v for k, v in res.items() if k.startswith(p + ".")}
-        if p == "directory":
-            size = f"{r['mb']:.0f} MB, {r['files']} files"
-            after = f"{r['restore_diff_s']} s ({r['restore_diff_files']} files differ)"
-            ten = r["extrapolated_10gb_restore_diff_s"]
-        else:
-            size = f"{r['rows']:,} rows ({r['dump_mb']:.0f} MB dump)"
-            after = (
-                f"{r['restore_incremental_s']} s ({r['restore_incremental_writes']:,} writes "
-                "reverted)"
-            )
-            ten = r["extrapolated_10gb_restore_incremental_s"]
-        lines.append(
-            f"| {p} | {size} | {r['snapshot_s']} s | {after} | {r['restore_full_s']} s "
-            f"| {ten / 60:.1f} min | {r['extrapolated_10gb_restore_full_s'] / 60:.1f} min |"
-        )
-    m = res["machine"]
-    lines.append("")
-    lines.append(
-        f"TTR SLO {TTR_SLO_S // 60} min. Machine: {m['nproc']} CPUs ({m['cpu'] or 'unknown'}), "
-        f"Python {m['python']}, SQLite {m['sqlite']}"
-        + (f", PostgreSQL {m['postgres']}" if "postgres" in m else "")
-        + f"; load average {m['loadavg_1m_at_start']} at start, {m['loadavg_1m_at_end']} at end"
-        + f"; {res['timestamp']}."
-    )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="sqlite,postgres", help="comma list: sqlite,postgres")
@@ -379,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     res["runtime_s"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(markdown(res, parts))
+    print(render_rollback(res))  # the README's table (bench/report.py)
     log(f"wrote {args.out} in {res['runtime_s']}s")
     return 0 if all(met.values()) else 1
 

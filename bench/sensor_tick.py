@@ -367,9 +367,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as a script, bench/ is sys.path[0], where sibling scripts named like packages
-    # (bench/serving.py) would shadow the real ones: take benchlib from
-    # there first, then drop the directory from the path.
+    # Run as a script, bench/ is sys.path[0]: take benchlib from there first, then drop the
+    # directory from the path, so that nothing beside this file can shadow a package.
     import benchlib  # noqa: F401 - kept in sys.modules for main()
 
     _here = Path(__file__).resolve().parent

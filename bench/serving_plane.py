@@ -1,8 +1,8 @@
 """Serving benchmark: every figure is a ratio or a delta against a baseline in the same run.
 
-    .venv/bin/python bench/serving.py [--quick]
+    .venv/bin/python bench/serving_plane.py [--quick]
 
-Writes bench/results/serving.json. What it measures, on the real processes:
+Writes bench/results/serving_plane.json. What it measures, on the real processes:
 1. the gateway against direct Triton on the same ONNX model, through tritonclient over HTTP,
    serially and at concurrency 16: added p50/p99 latency and the throughput ratio;
    with one gateway process and with two sharing the port (SO_REUSEPORT), which is how the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -31,12 +30,15 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# This file is bench/serving.py: drop its own folder from the path so `serving` is the package.
+# Run as a script, bench/ is sys.path[0]: import the project (and bench.benchlib) from the
+# repository root instead, so that no sibling script can shadow a package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "serving"))  # the demo model builders
 
 from demo_models import build_onnx_ctr, build_tf_savedmodel, build_torch_mlp  # noqa: E402
 
+from bench.benchlib import machine_info  # noqa: E402
 from modelops.artifacts import LocalArtifactStore  # noqa: E402
 from modelops.registry import Registry  # noqa: E402
 from modelops.spec import ModelClass, ModelSpec, VersionMeta  # noqa: E402
@@ -52,7 +54,7 @@ from serving.triton_backend import RetentionPolicy, TritonBackend  # noqa: E402
 from serving.triton_repo import RepositoryWriter  # noqa: E402
 from serving.triton_server import TritonServer, free_port  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "serving.json"
+RESULTS = ROOT / "bench" / "results" / "serving_plane.json"
 # The service token shared by this run's gateways (each has a home of its own) and controller.
 TOKEN = secrets.token_urlsafe(32)
 ROUNDS = 5
@@ -353,11 +355,8 @@ def main() -> None:
     out: dict[str, Any] = {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mode": "quick" if args.quick else "full",
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine_info([]),
+        "rounds": ROUNDS,
         "targets": TARGETS,
     }
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
