@@ -17,6 +17,7 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
 context.configure(
     connection=connection,
     target_metadata=metadata,
+    version_table=context.config.attributes.get("version_table", "alembic_version"),
     render_as_batch=True,
     include_object=include_object,
 )

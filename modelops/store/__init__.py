@@ -1,1 +1,3 @@
-"""Storage: SQLAlchemy Core tables, engines, and the migration runner."""
+"""Storage: SQLAlchemy Core tables, engines, roles, and the one migration runner."""
+
+__all__ = ["db", "migrate", "roles", "tables"]

@@ -8,15 +8,15 @@ where it has to be and readers never wait on WAL.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event
 
-from modelops.errors import SchemaOutOfDate, SpecError
+from modelops.errors import SpecError
+from modelops.store import migrate
 
 __all__ = [
     "HEAD_REVISION",
@@ -127,49 +127,20 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return migrate.current_revision(engine)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations: the only way the registry schema is created or changed."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with _upgrade_lock(engine), engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    migrate.upgrade(engine, script_location=_MIGRATIONS, revision=revision)
 
 
-@contextlib.contextmanager
-def _upgrade_lock(engine: Engine) -> Iterator[None]:
-    """Several processes may open a fresh embedded registry at once; one migrates."""
-    if engine.dialect.name != "sqlite" or engine.url.database is None:
-        yield
-        return
-    lock_path = Path(engine.url.database).with_suffix(".migrate.lock")
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+# The prediction log's own copy of the runner still reaches the lock by this name.
+_upgrade_lock = migrate.upgrade_lock
 
 
 def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
     """Check the schema is at head; the embedded default migrates itself on first use."""
-    rev = current_revision(engine)
-    if rev == HEAD_REVISION:
-        return
-    if auto_upgrade:
-        upgrade(engine)
-        return
-    where = engine.url.render_as_string(hide_password=True)
-    raise SchemaOutOfDate(
-        f"registry {where} is at schema {rev or 'none'}, code needs {HEAD_REVISION}; "
-        "run `modelops db upgrade`"
+    migrate.ensure_schema(
+        engine, auto_upgrade=auto_upgrade, script_location=_MIGRATIONS, head=HEAD_REVISION
     )
