@@ -6,9 +6,10 @@ microseconds; the registry calls `check_transition` inside its serialized transa
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from modelops.errors import IllegalTransition, SpecError
+from modelops.errors import ApprovalRequired, IllegalTransition, SpecError
 from modelops.spec import State, Tier
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "legal_next",
     "check_transition",
     "approvals_needed",
+    "RecordedApproval",
+    "counted_approvals",
+    "approval_target",
     "CANARY_RANGE",
     "SHADOW_RANGE",
     "AB_RANGE",
@@ -211,3 +215,91 @@ def check_transition(
     return TransitionCheck(
         target=target, approvals=n, cross_team=cross, automated_allowed=automated_ok, skip=skip
     )
+
+
+# ----------------------------------------------------------------------------- approvals
+
+
+@dataclass(frozen=True)
+class RecordedApproval:
+    """One approval the registry holds for the move being made, at the version's epoch."""
+
+    approver: str
+    team: str
+
+
+def _key(text: str) -> str:
+    return text.strip().lower()
+
+
+def counted_approvals(
+    model_id: str,
+    version: int,
+    slice_: str,
+    target: State,
+    *,
+    tier: Tier,
+    owner_team: str,
+    actor: str,
+    recorded: Sequence[RecordedApproval],
+    known_teams: Collection[str],
+    needed: int,
+    cross_team: bool,
+) -> list[RecordedApproval]:
+    """The approvals that count for `actor`'s move, or ApprovalRequired naming the rule.
+
+    The acting actor's own approval never counts. Rows are compared in their one spelling,
+    and a team outside the known set (a row left by a registry that did not validate teams)
+    is no team, never "another team".
+    """
+    own = any(_key(r.approver) == actor for r in recorded)
+    valid = [r for r in recorded if _key(r.approver) != actor]
+    outside = [r for r in valid if _key(r.team) in known_teams and _key(r.team) != owner_team]
+    if len(valid) >= needed and (not cross_team or outside):
+        return valid
+    rule = f"{needed} approval{'s' if needed > 1 else ''} from distinct actors"
+    if cross_team:
+        rule += f", at least one outside team {owner_team!r}"
+    have = ", ".join(f"{r.approver} ({r.team})" for r in valid) or "none"
+    note = f"; {actor}'s own approval does not count" if own else ""
+    raise ApprovalRequired(
+        f"{model_id}@{version} -> {target.value} on slice {slice_!r} at tier "
+        f"{tier.value} needs {rule}; have: {have}{note}; "
+        f"run `modelops approve {model_id} {version} --slice {slice_} --to {target.value} "
+        "--actor NAME`"
+    )
+
+
+def approval_target(
+    model_version: str, slice_: str, current: State, requested: State | None, ctx: SliceContext
+) -> State:
+    """Which move an approval given now is for: the one named, or the only gated next move
+    (the forward one when several are gated). Rollbacks and archiving are never gated."""
+    legal = legal_next(current, ctx)
+    if requested is None:
+        gated = [
+            s
+            for s in legal
+            if approvals_needed(current, s, ctx)[0] and s not in (S.ARCHIVED, S.ROLLED_BACK)
+        ]
+        if len(gated) == 1:
+            return gated[0]
+        if FORWARD.get(current) in gated:
+            return FORWARD[current]
+        opts = ", ".join(s.value for s in gated) or "none"
+        raise IllegalTransition(
+            f"{model_version} on slice {slice_!r} is {current.value}; no single "
+            f"next move needs approval at tier {ctx.tier.value} (gated: {opts}); "
+            "name one with --to STATE"
+        )
+    if requested not in legal:
+        allowed = ", ".join(s.value for s in legal)
+        raise IllegalTransition(
+            f"{model_version} on slice {slice_!r}: {current.value} -> "
+            f"{requested.value} is not allowed; legal next states: {allowed}"
+        )
+    if not approvals_needed(current, requested, ctx)[0]:
+        raise IllegalTransition(
+            f"{current.value} -> {requested.value} needs no approval at tier {ctx.tier.value}"
+        )
+    return requested
