@@ -13,21 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assets.offline_eval import higher_is_better
+from modelops.evidence import SloMeasurement
 from modelops.fleet import GatePolicy
 from modelops.spec import Tier
-from resources.triton_slo import SloMeasurement, measure_slo, slo_model_name
 
 __all__ = [
     "GATE_NAMES",
     "NOT_MEASURED",
     "GateResult",
-    "SloMeasurement",
     "gate_no_regression",
     "gate_no_slice_regression",
     "gate_fairness",
     "gate_latency_memory_slo",
-    "slo_model_name",
-    "measure_slo",
 ]
 
 GATE_NAMES = (

@@ -21,16 +21,15 @@ from assets.gates import (
     GATE_NAMES,
     NOT_MEASURED,
     GateResult,
-    SloMeasurement,
     gate_fairness,
     gate_latency_memory_slo,
     gate_no_regression,
     gate_no_slice_regression,
-    measure_slo,
 )
 from assets.snapshots import Snapshot, SnapshotData, load_snapshot, newest_snapshot
 from assets.translator import IRREVERSIBLE_WARNING
 from modelops.errors import ConflictError, IllegalTransition, ModelopsError
+from modelops.evidence import SloMeasurement
 from modelops.fleet import DatasetDecl, Fleet, ModelDecl
 from modelops.registry import SLO_NOT_MEASURED_OVERRIDE, Registry
 from modelops.spec import (
@@ -481,11 +480,9 @@ def _run_gates(
         )
     else:
         try:
-            m = measure_slo(
+            m = triton.measure_slo(
                 version,
                 store=store,
-                triton_url=triton.url,
-                repository=triton.repository_path(),
                 sample=_slo_sample(held_out),
                 requests=policy.slo_requests,
                 contract=contract,

@@ -63,7 +63,7 @@ Trainer = Callable[..., TrainedModel]
 
 
 def ctr_signature(n_features: int = N_FEATURES) -> dict[str, Any]:
-    """Dims are per example; the batch dimension is implicit (see serving.triton_repo)."""
+    """Dims are per example; the batch dimension is implicit (see serving.triton.repo)."""
     return {
         "inputs": [{"name": INPUT, "datatype": "FP32", "dims": [n_features]}],
         "outputs": [{"name": OUTPUT, "datatype": "FP32", "dims": [1]}],

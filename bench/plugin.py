@@ -62,8 +62,8 @@ def bench_breaker(tmp: Path, rate: float = 300.0) -> dict[str, Any]:
     from modelops.spec import ModelSpec, VersionMeta
     from resources import ControllerResource
     from serving.routing import BreakerPolicy
-    from serving.triton_backend import TritonBackend
-    from serving.triton_repo import triton_model_name
+    from serving.triton.backend import TritonBackend
+    from serving.triton.repo import triton_model_name
 
     home = tmp / "breaker-home"
     model = "ctr_breaker"

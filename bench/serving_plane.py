@@ -50,9 +50,9 @@ from serving.routing import (  # noqa: E402
     RoutingSnapshot,
     ShadowRoute,
 )
-from serving.triton_backend import RetentionPolicy, TritonBackend  # noqa: E402
-from serving.triton_repo import RepositoryWriter  # noqa: E402
-from serving.triton_server import TritonServer, free_port  # noqa: E402
+from serving.triton.backend import RetentionPolicy, TritonBackend  # noqa: E402
+from serving.triton.repo import RepositoryWriter  # noqa: E402
+from serving.triton.server import TritonServer, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serving_plane.json"
 # The service token shared by this run's gateways (each has a home of its own) and controller.

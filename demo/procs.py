@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from modelops.errors import ModelopsError
-from serving.triton_server import TritonServer, free_port
+from serving.triton.server import TritonServer, free_port
 
 __all__ = ["REPO_ROOT", "Proc", "Stack", "http_ok", "wait_until"]
 

@@ -1,16 +1,25 @@
-"""Evidence windows: what the prediction log produces and the sensors decide on.
+"""Evidence: what the serving plane measures and the Dagster floor decides on.
 
-They live in the core so that the serving plane (which computes them) and the sensors (which
-read them) share one definition without the sensors importing the serving plane.
+Windows are what the prediction log produces and the sensors read; an SLO measurement is
+what the Triton probe produces and the offline gate reads. They live in the core so that the
+producer and the reader share one definition without the reader importing the serving plane.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["TIMEOUT_ERROR", "OutcomeStats", "TokenStats", "WindowReader", "WindowStats"]
+__all__ = [
+    "TIMEOUT_ERROR",
+    "OutcomeStats",
+    "SloMeasurement",
+    "TokenStats",
+    "WindowReader",
+    "WindowStats",
+]
 
 TIMEOUT_ERROR = "timeout"  # the error code the gateway records for a backend timeout
 
@@ -78,3 +87,17 @@ class WindowReader(Protocol):
         version: int | None = None,
         with_prompt_tokens: bool = False,
     ) -> list[WindowStats]: ...
+
+
+@dataclass(frozen=True)
+class SloMeasurement:
+    """What the candidate did in the real Triton."""
+
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    rss_mb: float | None
+    load_s: float
+    triton_name: str
+    rss_missing: str | None = None
+    """Why `rss_mb` is None: the gate reports memory as NOT_MEASURED with this reason."""

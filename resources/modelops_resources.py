@@ -15,12 +15,16 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from modelops.artifacts import ArtifactStore
-    from modelops.contracts import FileSchemaSource
+    from modelops.contracts import FeatureContract, FileSchemaSource
+    from modelops.evidence import SloMeasurement
     from modelops.registry import Registry
+    from modelops.spec import ModelVersion
     from serving.controller import Action, Controller
     from serving.predlog import PredictionLogReader
-    from serving.triton_backend import TritonBackend
+    from serving.triton.backend import TritonBackend
     from serving.vllm_backend import VLLMClient
 
 
@@ -135,10 +139,35 @@ class TritonResource(dg.ConfigurableResource):
 
     def backend(self) -> TritonBackend:
         if self._backend is None:
-            from serving.triton_backend import TritonBackend
+            from serving.triton.backend import TritonBackend
 
             self._backend = TritonBackend(self.url)
         return self._backend
+
+    def measure_slo(
+        self,
+        version: ModelVersion,
+        *,
+        store: ArtifactStore,
+        sample: np.ndarray,
+        requests: int,
+        contract: FeatureContract | None = None,
+        warmup: int = 5,
+    ) -> SloMeasurement:
+        """The offline latency/memory probe against this Triton and its repository (see
+        `serving.triton.slo.measure_slo`): the one gate that needs the real server."""
+        from serving.triton.slo import measure_slo
+
+        return measure_slo(
+            version,
+            store=store,
+            triton_url=self.url,
+            repository=self.repository_path(),
+            sample=sample,
+            requests=requests,
+            contract=contract,
+            warmup=warmup,
+        )
 
 
 class RayServeResource(dg.ConfigurableResource):

@@ -272,7 +272,7 @@ def cmd_serve_triton(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from serving.triton_server import TritonServer
+    from serving.triton.server import TritonServer
 
     server = TritonServer(
         Path(args.repository),

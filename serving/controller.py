@@ -45,7 +45,7 @@ from serving.routing import (
     WeightedEndpoint,
     route_key,
 )
-from serving.triton_backend import RetentionPolicy, promoted_at
+from serving.triton.backend import RetentionPolicy, promoted_at
 
 __all__ = [
     "ServingBackend",
@@ -95,8 +95,8 @@ class TritonAdapter:
         rendering: str = "portable",
         contracts: Callable[[str], Any] | None = None,
     ):
-        from serving.triton_backend import TritonBackend
-        from serving.triton_repo import RepositoryWriter
+        from serving.triton.backend import TritonBackend
+        from serving.triton.repo import RepositoryWriter
 
         self.url = url if url.startswith("http") else f"http://{url}"
         # A short connect timeout: a vanished host must fail the pass, not hang the loop.
@@ -106,7 +106,7 @@ class TritonAdapter:
         self.contracts = contracts or (lambda ref: None)
 
     def name_for(self, model_id: str, version: int) -> str:
-        from serving.triton_repo import triton_model_name
+        from serving.triton.repo import triton_model_name
 
         return triton_model_name(model_id, version)
 
@@ -209,7 +209,7 @@ class VLLMAdapter:
         return {name for name, p in self._procs.items() if p.healthy()}
 
     def ensure(self, version: ModelVersion) -> float:
-        from serving.triton_server import free_port
+        from serving.triton.server import free_port
         from serving.vllm_backend import VLLMArgs, VLLMProcess
 
         name = self.name_for(version.model_id, version.version)

@@ -27,7 +27,7 @@ from modelops.errors import (
     SpecError,
 )
 from modelops.spec import ModelVersion, State
-from serving.triton_repo import parse_triton_model_name, triton_model_name
+from serving.triton.repo import parse_triton_model_name, triton_model_name
 
 __all__ = [
     "BackendUnavailable",

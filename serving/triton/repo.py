@@ -9,7 +9,7 @@ Two renderings per framework:
 - native: the framework's own Triton backend (onnxruntime, libtorch, tensorflow), as production
   GPU servers run it;
 - portable: the Python backend runs the same artifact with onnxruntime, torch or tensorflow
-  (`serving/triton_python_model.py`), for a Triton that lacks native backends, such as the
+  (`serving/triton/python_model.py`), for a Triton that lacks native backends, such as the
   one the embedded default ships.
 """
 
@@ -66,7 +66,7 @@ TritonDType = Literal[
     "BYTES",
 ]
 
-PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("python_model.py")
 """Copied verbatim as `1/model.py` of every portable entry."""
 
 MANIFEST = "modelops.json"

@@ -1,7 +1,8 @@
 """The latency and memory SLO probe: the one offline gate that needs the real Triton.
 
-It lives with the resources because it drives the serving plane (the repository writer and
-the Triton client); the gate's verdict itself is a pure function in assets/gates.py.
+It is serving-plane work (the repository writer and the Triton client), reached from Dagster
+through `TritonResource.measure_slo`; the gate's verdict is a pure function of the
+`SloMeasurement` it returns (assets/gates.py).
 """
 
 from __future__ import annotations
@@ -11,33 +12,20 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from modelops.evidence import SloMeasurement
+
 if TYPE_CHECKING:
     from modelops.artifacts import ArtifactStore
     from modelops.contracts import FeatureContract
     from modelops.spec import ModelVersion
 
-__all__ = ["SloMeasurement", "measure_slo", "slo_model_name"]
-
-
-@dataclass(frozen=True)
-class SloMeasurement:
-    """What the candidate did in the real Triton."""
-
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    rss_mb: float | None
-    load_s: float
-    triton_name: str
-    rss_missing: str | None = None
-    """Why `rss_mb` is None: the gate reports memory as NOT_MEASURED with this reason."""
+__all__ = ["measure_slo", "slo_model_name"]
 
 
 def slo_model_name(model_id: str, version: int) -> str:
@@ -101,8 +89,8 @@ def measure_slo(
     against their sha256 first) in a private staging root, renamed, and moved into the
     repository whole: Triton never sees a half-written entry.
     """
-    from serving.triton_backend import TritonBackend
-    from serving.triton_repo import RepositoryWriter
+    from serving.triton.backend import TritonBackend
+    from serving.triton.repo import RepositoryWriter
 
     repository = Path(repository).absolute()
     name = slo_model_name(version.model_id, version.version)

@@ -44,7 +44,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     It is not the serving suite's server on purpose: controller passes here unload every
     managed name their registry does not need, which would pull models from under those tests.
     """
-    from serving.triton_server import TritonServer
+    from serving.triton.server import TritonServer
 
     root = tmp_path_factory.mktemp("triton")
     server = TritonServer(root / "repository", log_path=root / "triton.log")

@@ -18,17 +18,16 @@ from assets.gates import (
     GATE_NAMES,
     NO_PROD,
     NOT_MEASURED,
-    SloMeasurement,
     gate_fairness,
     gate_latency_memory_slo,
     gate_no_regression,
     gate_no_slice_regression,
-    slo_model_name,
 )
 from assets.offline_eval import binary_metrics, evaluate
 from assets.snapshots import newest_snapshot
 from demo.data import main as data_main
 from demo.data import write_snapshot
+from modelops.evidence import SloMeasurement
 from modelops.fleet import Fleet, GatePolicy
 from modelops.registry import Registry
 from modelops.spec import State, Tier
@@ -38,6 +37,7 @@ from resources import (
     TritonResource,
     default_resources,
 )
+from serving.triton.slo import slo_model_name
 
 
 def _fleet(demo_fleet: Fleet, model_id: str = "ctr_gbdt", **changes: Any) -> Fleet:
@@ -264,7 +264,7 @@ def test_slo_gate_not_measured_is_a_result_whose_meaning_follows_the_tier() -> N
 
 
 def test_slo_probe_says_why_memory_was_not_measured() -> None:
-    from resources.triton_slo import _why_no_rss
+    from serving.triton.slo import _why_no_rss
 
     assert "not on this host" in _why_no_rss("http://10.1.2.3:8000", "slo-m-1-ab")
     assert "native backend" in _why_no_rss("127.0.0.1:8000", "slo-m-1-ab")
@@ -535,8 +535,8 @@ def _serve_and_compare(home: Path, triton: Any, trainer: Any, framework: str, at
     """Train with the fleet trainer, register nothing: write, load, infer, compare."""
     from assets.snapshots import load_snapshot
     from modelops.artifacts import LocalArtifactStore
-    from serving.triton_backend import TritonBackend
-    from serving.triton_repo import RepositoryWriter
+    from serving.triton.backend import TritonBackend
+    from serving.triton.repo import RepositoryWriter
 
     path = write_snapshot(home, "ctr_clicks", 1, seed=5, n=1500)
     data = load_snapshot(path)

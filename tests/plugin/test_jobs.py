@@ -159,7 +159,7 @@ def state(reg: Registry, mid: str, v: int) -> tuple[str, int | None]:
 
 
 def loaded(triton: Any) -> set[str]:
-    from serving.triton_backend import TritonBackend
+    from serving.triton.backend import TritonBackend
 
     return TritonBackend(triton.url).loaded()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.triton_server import TritonServer
+from serving.triton.server import TritonServer
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def ray_session() -> Iterator[None]:
 
 
 def _free_port() -> int:
-    from serving.triton_server import free_port
+    from serving.triton.server import free_port
 
     return free_port()
 

@@ -36,7 +36,7 @@ from serving.routing import (
     ShadowRoute,
     WeightedEndpoint,
 )
-from serving.triton_server import TritonServer
+from serving.triton.server import TritonServer
 
 # The service token the test gateways are configured with, and the header that carries it.
 TOKEN = "gateway-test-token-0123456789"

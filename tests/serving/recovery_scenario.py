@@ -27,7 +27,7 @@ from demo_models import DemoModel
 from modelops.artifacts import LocalArtifactStore
 from modelops.registry import Registry
 from modelops.spec import ModelSpec, VersionMeta
-from serving.triton_server import TritonServer, free_port
+from serving.triton.server import TritonServer, free_port
 
 __all__ = ["TOKEN", "Sample", "Load", "Scenario"]
 

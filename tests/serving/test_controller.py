@@ -17,9 +17,9 @@ from modelops.artifacts import LocalArtifactStore
 from modelops.registry import Registry
 from modelops.spec import ModelClass, ModelSpec, VersionMeta
 from serving.controller import Controller, TritonAdapter
-from serving.triton_backend import RetentionPolicy, TritonBackend
-from serving.triton_repo import triton_model_name
-from serving.triton_server import TritonServer
+from serving.triton.backend import RetentionPolicy, TritonBackend
+from serving.triton.repo import triton_model_name
+from serving.triton.server import TritonServer
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -252,7 +252,7 @@ class GatewayProcess:
         import subprocess
         import sys
 
-        from serving.triton_server import free_port
+        from serving.triton.server import free_port
 
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
 from hypothesis import HealthCheck, given, settings
 
 from serving.routing import BackendKind, Endpoint
-from serving.triton_server import free_port
+from serving.triton.server import free_port
 
 MAX = 4096
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from serving.gateway.backend_pool import BackendPool, BackendTimeout, BackendUnavailable
-from serving.triton_server import free_port
+from serving.triton.server import free_port
 
 
 async def _server(handler) -> tuple[asyncio.AbstractServer, str, list[int]]:  # type: ignore[no-untyped-def]

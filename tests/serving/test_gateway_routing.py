@@ -28,7 +28,7 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
 )
 
 from serving.routing import BackendKind, Endpoint, assign
-from serving.triton_server import free_port
+from serving.triton.server import free_port
 
 N_USERS = 100_000
 USERS = [f"user-{i}" for i in range(N_USERS)]

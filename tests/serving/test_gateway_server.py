@@ -35,7 +35,7 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
 )
 
 from serving.gateway.server import make_listener
-from serving.triton_server import free_port
+from serving.triton.server import free_port
 
 
 def _get(conn: http.client.HTTPConnection, path: str) -> dict:

@@ -27,7 +27,7 @@ from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
 )
 
 from serving.routing import BackendKind, BreakerPolicy, Endpoint
-from serving.triton_server import free_port
+from serving.triton.server import free_port
 
 HUNG_TIMEOUT = BreakerPolicy(timeout_s=30.0, min_requests=1000)  # mirrors wait 30 s
 

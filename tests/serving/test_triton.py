@@ -40,21 +40,21 @@ from modelops.spec import (
     State,
     StateChange,
 )
-from serving.triton_backend import (
+from serving.triton.backend import (
     ModelLoadError,
     RetentionPolicy,
     TensorMeta,
     TritonBackend,
     promoted_at,
 )
-from serving.triton_repo import (
+from serving.triton.repo import (
     PYTHON_MODEL_SOURCE,
     RepositoryWriter,
     parse_triton_model_name,
     resolve_signature,
     triton_model_name,
 )
-from serving.triton_server import TritonServer
+from serving.triton.server import TritonServer
 
 # Served models are loaded once per module; keep this module's tests on one worker so the
 # loads (seconds each in the Python backend) happen once, not once per xdist worker.

@@ -29,7 +29,7 @@ from modelops.spec import (
     Tier,
 )
 from serving.routing import BackendKind
-from serving.triton_server import free_port
+from serving.triton.server import free_port
 from serving.vllm_backend import (
     ContextLengthExceeded,
     VLLMArgs,
