@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from modelops.spec import State
+from modelops.spec import ModelVersion, State
 
 __all__ = [
     "Clock",
@@ -21,11 +21,13 @@ __all__ = [
     "SLO_NOT_MEASURED_OVERRIDE",
     "OVERRIDE_KINDS",
     "DatasetRecord",
+    "DatasetInput",
     "LiveState",
     "VersionKey",
     "TransitionResult",
     "ApprovalRecord",
     "ModelDependents",
+    "Candidate",
     "AuditRef",
 ]
 
@@ -42,6 +44,20 @@ class DatasetRecord(BaseModel):
     uri: str
     content_hash: str | None
     created_at: str
+
+
+class DatasetInput(BaseModel):
+    """A dataset version as a caller holds it, registered if absent by `register_candidate`.
+
+    `kind` None takes the kind of the role it fills (training data: dataset; eval set:
+    eval_set), so a caller that knows no better cannot file one as the other.
+    """
+
+    name: str
+    version: int
+    uri: str
+    content_hash: str | None = None
+    kind: Literal["dataset", "eval_set"] | None = None
 
 
 class LiveState(NamedTuple):
@@ -96,6 +112,16 @@ class ModelDependents(BaseModel):
     version: int
     child_versions: list[VersionKey]
     downstream_models: list[str]
+
+
+class Candidate(BaseModel):
+    """What `register_candidate` settled, in one transaction, for the asset to report on."""
+
+    version: ModelVersion
+    created: bool  # False: this training run already had a version, and nothing was written
+    contract_ref: str | None
+    # slice -> its PROMOTED version other than this one, read under the same transaction
+    prod_versions: dict[str, int] = Field(default_factory=dict)
 
 
 class AuditRef(NamedTuple):

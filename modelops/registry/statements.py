@@ -92,6 +92,12 @@ Q_IDEMPOTENT = select(model_versions.c.version).where(
     model_versions.c.weights_hash == _b("h"),
     model_versions.c.training_run_id == _b("r"),
 )
+Q_BY_RUN = (
+    select(model_versions.c.version)
+    .where(model_versions.c.model_id == _b("m"), model_versions.c.training_run_id == _b("r"))
+    .order_by(model_versions.c.version)
+    .limit(1)
+)
 Q_NEXT_VERSION = select(models.c.next_version).where(models.c.model_id == _b("m"))
 U_NEXT_VERSION = update(models).where(models.c.model_id == _b("m")).values(next_version=_b("n"))
 Q_DATASET = select(datasets).where(datasets.c.name == _b("n"), datasets.c.version == _b("v"))

@@ -1,7 +1,8 @@
 """Model versions: registration (alone, or as a whole candidate in one call) and reads.
 
 Registration is idempotent on redelivery, because orchestrators redeliver: the same
-(model, weights, training run) is the same version.
+(model, weights, training run) is the same version, and `register_candidate` goes further
+and treats one training run as one version whatever bytes its retrain produced.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.exc import DBAPIError
 
 from modelops.contracts import (
     ContractCheck,
+    FeatureContract,
     FeatureSchema,
     parse_contract_ref,
     validate_contract,
 )
-from modelops.errors import IntegrityError, NotFoundError, SpecError
+from modelops.desired import DesiredState
+from modelops.errors import ConflictError, IntegrityError, NotFoundError, SpecError
 from modelops.spec import (
     DEFAULT_SLICE,
     CodeRef,
@@ -42,9 +46,11 @@ from modelops.store.tables import (
 )
 
 from .catalog import CatalogOps
-from .checks import as_ref
-from .records import canonical, dump, load
+from .checks import actor_name, as_ref, check_dataset_args, check_dataset_hash, team_name
+from .records import Candidate, DatasetInput, canonical, dump, load
 from .statements import (
+    Q_BY_RUN,
+    Q_DESIRED,
     Q_IDEMPOTENT,
     Q_MODEL_EDGES,
     Q_NEXT_VERSION,
@@ -53,6 +59,11 @@ from .statements import (
 )
 
 __all__ = ["VersionOps"]
+
+# A lost race on PostgreSQL (two first registrations of one run insert the same new team,
+# dataset or model, or deadlock on their locks) is retried: the retry finds the winner's rows.
+_RETRY_SQLSTATES = frozenset({"23505", "40001", "40P01"})
+_RETRIES = 5
 
 
 class VersionOps(CatalogOps):
@@ -300,6 +311,121 @@ class VersionOps(CatalogOps):
         ref = store.put_file(weights)
         return self.register_version(model_id, weights_hash=ref.sha256, weights_uri=ref.uri, **kw)
 
+    # ------------------------------------------------------------------ register_candidate
+
+    def find_candidate(self, model_id: str, training_run_id: str) -> ModelVersion | None:
+        """The version this training run registered, or None (also for an unknown model):
+        asked before training, so unchanged inputs are not trained again."""
+        with db.read_tx(self.engine) as conn:
+            try:
+                self._spec(conn, model_id)
+            except NotFoundError:
+                return None
+            found = conn.execute(Q_BY_RUN, {"m": model_id, "r": training_run_id}).scalar()
+            return None if found is None else self._load_version(conn, model_id, int(found))
+
+    def register_candidate(
+        self,
+        spec: ModelSpec,
+        *,
+        weights_hash: str,
+        weights_uri: str,
+        training_run_id: str,
+        training_data: DatasetInput,
+        eval_set: DatasetInput,
+        contract: FeatureContract | None = None,
+        parent: int | None = None,
+        meta: VersionMeta | None = None,
+        ensure_team_by: str | None = None,
+        actor: str = "system",
+    ) -> Candidate:
+        """A trained candidate's whole registration in one transaction: owner team (when
+        `ensure_team_by` vouches for it), model, contract, both datasets and the version.
+
+        Each part writes the audit entry its own call writes, and a part already registered
+        as given writes nothing, so a redelivery writes nothing at all. One training run is
+        one version: a retrain of the same run (exports are not always byte-stable) returns
+        the version it registered, `created=False`. A refusal anywhere leaves no row.
+        """
+        actor = self._require_actor(actor)
+        team_by = actor_name(ensure_team_by) if ensure_team_by is not None else None
+        meta = meta or VersionMeta()
+        inputs = [_dataset_input(training_data, "dataset"), _dataset_input(eval_set, "eval_set")]
+        _check_run_and_contract(training_run_id, None)
+        for attempt in range(_RETRIES):
+            try:
+                return self._register_candidate(
+                    spec,
+                    weights_hash,
+                    weights_uri,
+                    training_run_id,
+                    inputs,
+                    contract,
+                    parent,
+                    meta,
+                    team_by,
+                    actor,
+                )
+            except DBAPIError as exc:
+                self._spec_cache.pop(spec.model_id, None)
+                state = getattr(exc.orig, "sqlstate", None)
+                if not self._pg or state not in _RETRY_SQLSTATES or attempt == _RETRIES - 1:
+                    raise
+            except BaseException:
+                # A rolled-back first registration must not leave its spec cached.
+                self._spec_cache.pop(spec.model_id, None)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _register_candidate(
+        self,
+        spec: ModelSpec,
+        weights_hash: str,
+        weights_uri: str,
+        run_id: str,
+        inputs: list[DatasetInput],
+        contract: FeatureContract | None,
+        parent: int | None,
+        meta: VersionMeta,
+        team_by: str | None,
+        actor: str,
+    ) -> Candidate:
+        model_id = spec.model_id
+        with db.write_tx(self.engine) as conn:
+            if team_by is not None:
+                with self._write(team_by, within=conn) as op:
+                    self._add_team(op, team_name(spec.owner_team))
+            with self._write(actor, within=conn) as op:
+                self._create_model(op, spec)
+            contract_ref = None
+            if contract is not None:
+                with self._write(actor, within=conn) as op:
+                    contract_ref = self._register_contract(op, contract)
+            for d in inputs:
+                assert d.kind is not None
+                with self._write(actor, within=conn) as op:
+                    self._register_dataset(op, d.name, d.version, d.uri, d.content_hash, d.kind)
+            td, es = (DatasetRef(name=d.name, version=d.version) for d in inputs)
+            with self._write(actor, model_id=model_id, lock="model", within=conn) as op:
+                found = conn.execute(Q_BY_RUN, {"m": model_id, "r": run_id}).scalar()
+                if found is not None:
+                    mv = self._load_version(conn, model_id, int(found))
+                    _same_run(mv, td, es, contract_ref)
+                    op.unchanged(mv)
+                else:
+                    mv = self._add_version(
+                        op, weights_hash, weights_uri, run_id, td, es, contract_ref, parent, meta
+                    )
+            prods = {}
+            for s in spec.slices:
+                raw = conn.execute(Q_DESIRED, {"m": model_id, "s": s}).scalar()
+                prod = DesiredState.model_validate_json(raw).prod_version if raw else None
+                if prod is not None and prod != mv.version:
+                    prods[s] = prod
+            return Candidate(
+                version=mv, created=found is None, contract_ref=contract_ref, prod_versions=prods
+            )
+
     # ------------------------------------------------------------------ reads
 
     def _load_version(self, conn: Connection, model_id: str, version: int) -> ModelVersion:
@@ -401,6 +527,28 @@ def _check_run_and_contract(training_run_id: str, contract_ref: str | None) -> N
         raise SpecError("training_run_id is required: it makes registration idempotent")
     if contract_ref is not None:
         parse_contract_ref(contract_ref)
+
+
+def _dataset_input(d: DatasetInput, role_kind: str) -> DatasetInput:
+    """The role's kind filled in, the arguments checked and a local file hashed, before any
+    transaction opens (hashing a large file must not hold the write lock)."""
+    kind = d.kind or role_kind
+    check_dataset_args(kind, d.version)
+    return d.model_copy(
+        update={"kind": kind, "content_hash": check_dataset_hash(d.uri, d.content_hash)}
+    )
+
+
+def _same_run(mv: ModelVersion, td: DatasetRef, es: DatasetRef, contract_ref: str | None) -> None:
+    """A training run names one set of inputs; other inputs under its id are a caller's bug."""
+    have = (mv.training_data_version, mv.eval_set_version, mv.feature_contract_ref)
+    if have != (td, es, contract_ref):
+        raise ConflictError(
+            f"training run {mv.training_run_id} already registered {mv.model_id}@{mv.version} "
+            f"from training data {have[0]}, eval set {have[1]}, contract {have[2] or 'none'}; "
+            f"this call names {td}, {es}, {contract_ref or 'none'}; a new training run needs "
+            "a new run id"
+        )
 
 
 def _new_version(
