@@ -1,10 +1,11 @@
-"""Alembic environment. The connection comes from serving.predlog, never from an ini file."""
+"""Alembic environment. The connection and version table come from the migration runner
+(serving.predlog.schema.upgrade), never from an ini file."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from serving.predlog import VERSION_TABLE, metadata
+from serving.predlog.schema import VERSION_TABLE, metadata
 
 
 def _ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
@@ -16,7 +17,7 @@ connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    version_table=VERSION_TABLE,
+    version_table=context.config.attributes.get("version_table", VERSION_TABLE),
     include_object=_ours,
     render_as_batch=True,
 )
