@@ -36,7 +36,7 @@ from modelops.evaluation.decision import (
 from modelops.evaluation.guardrail import GuardrailRule
 from modelops.fleet import Fleet, OnlinePolicy
 from modelops.registry import LiveState, Registry
-from modelops.spec import ModelSpec, RollbackClass, State, Tier
+from modelops.spec import ModelClass, ModelSpec, RollbackClass, State, Tier
 from resources import PredictionLogResource, RegistryResource
 from sensors.launch import ActionJobs, action_run_request, jobs_for
 
@@ -139,8 +139,11 @@ class OnlineMetricsEvaluator:
             starts[(ls.model_id, ls.slice, start)].append(ls)
         out: list[tuple[LiveState, Decision]] = []
         for (model_id, slice_, start), group in starts.items():
+            # An LLM's windows carry their prompt lengths: the canary check reads them.
+            llm = self._spec(reg, model_id).model_class is ModelClass.llm
+            extra = {"with_prompt_tokens": True} if llm else {}
             try:
-                windows = reader.window(model_id, since_ts=start, slice=slice_)
+                windows = reader.window(model_id, since_ts=start, slice=slice_, **extra)
             except Exception as exc:  # noqa: BLE001 - one unreadable model must not stop the fleet
                 if log is not None:
                     log.warning(f"{model_id}/{slice_}: prediction log unreadable: {exc}")

@@ -14,6 +14,7 @@ launch runs; the benchmark drives the very same engines.
 - shadow: the shadow divergence engine
 - drift: binned references and the drift fast path
 - simulate: seeded per-user traffic for testing the rules
+- llm_canary: an LLM canary's prompt lengths against prod's (GuardrailRule holds on a mismatch)
 """
 
 from modelops.evaluation.ab import (

@@ -3,7 +3,8 @@
 Error rate, p99 latency, the spec's declared guardrails and the primary metric (a Wilson bound
 against prod; the primary metric is a 0/1 outcome such as a click, whose mean is a rate) roll
 back; dwell time and minimum sample sizes hold, and say so honestly ("inconclusive") rather
-than guessing; otherwise the version takes its next step.
+than guessing, as does an LLM canary whose prompt lengths are not prod's; otherwise the
+version takes its next step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 from modelops.actions import ActionKind
 from modelops.evaluation.decision import Decision, Evidence, Verdict, automated_path
+from modelops.evaluation.llm_canary import PromptLengthVerdict, compare_window_prompt_lengths
 from modelops.spec import State, Tier
 
 __all__ = ["GuardrailRule", "wilson_interval"]
@@ -58,7 +60,7 @@ class GuardrailRule:
             return _hold(f"post-promotion watch, no breach ({_dur(left)} left)")
         if e.state not in (State.SHADOW, State.CANARY, State.AB_TEST):
             return _hold(f"{e.state.value} is not a state the online rule moves")
-        waiting = self._dwell(e) or self._short(e) or self._lagging(e)
+        waiting = self._dwell(e) or self._short(e) or self._lagging(e) or self._prompt_mix(e)
         if waiting is not None:
             return _hold(waiting)
         return self._advance(e)
@@ -208,6 +210,21 @@ class GuardrailRule:
                     "holding for more samples"
                 )
         return None
+
+    def _prompt_mix(self, e: Evidence) -> str | None:
+        """An LLM canary speaks only for the prompts it was given: one that did not see prod's
+        prompt lengths (its long contexts above all) holds until it has
+        (`modelops.evaluation.llm_canary`). Windows read without prompt lengths skip this."""
+        if e.state is not State.CANARY:
+            return None
+        report = compare_window_prompt_lengths(e.candidate, e.baseline)
+        if report is None or report.verdict is PromptLengthVerdict.OK:
+            return None
+        if report.verdict is PromptLengthVerdict.INCONCLUSIVE:
+            return f"inconclusive: prompt lengths: {report.reasons[0]}"
+        return "canary prompts are not prod's, so its metrics cannot speak for prod: " + (
+            "; ".join(report.reasons)
+        )
 
     # ---------------------------------------------------------------- advance
 

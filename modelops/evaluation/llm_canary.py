@@ -12,26 +12,42 @@ prompt-length distribution with prod's before its metrics are believed:
 Too few samples is INCONCLUSIVE, never OK: absence of evidence must hold the rollout, not pass
 it. Each test needs both significance and a practically relevant effect, so huge samples do
 not flag differences nobody cares about.
+
+Methods: the two-sample Kolmogorov-Smirnov test (Massey 1951, JASA 46:68-78;
+`scipy.stats.ks_2samp`, exact or asymptotic by size) and the exact one-sided binomial test
+(`scipy.stats.binomtest`), Bonferroni-split at alpha/2 each. Its decision: `GuardrailRule`
+holds an LLM canary whose windows (read with their prompt lengths) are not OK here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelops.errors import SpecError
-from serving.records import PredictionRecord
+from modelops.evidence import WindowStats
 
 __all__ = [
     "PromptLengthVerdict",
     "PromptLengthPolicy",
     "PromptLengthReport",
+    "PromptRecord",
     "compare_prompt_lengths",
     "compare_prompt_lengths_from_records",
+    "compare_window_prompt_lengths",
 ]
+
+
+class PromptRecord(Protocol):
+    """What the check reads of a prediction-log record (the serving plane's PredictionRecord)."""
+
+    version: int
+    arm: str
+    prompt_tokens: int | None
 
 
 class PromptLengthVerdict(StrEnum):
@@ -155,7 +171,7 @@ def compare_prompt_lengths(
 
 
 def compare_prompt_lengths_from_records(
-    records: Iterable[PredictionRecord],
+    records: Iterable[PromptRecord],
     *,
     canary_version: int,
     prod_version: int,
@@ -175,6 +191,20 @@ def compare_prompt_lengths_from_records(
         elif r.version == prod_version:
             prod.append(r.prompt_tokens)
     return compare_prompt_lengths(canary, prod, policy)
+
+
+def compare_window_prompt_lengths(
+    candidate: WindowStats | None,
+    baseline: WindowStats | None,
+    policy: PromptLengthPolicy | None = None,
+) -> PromptLengthReport | None:
+    """The same check on two prediction-log windows read `with_prompt_tokens`; None when
+    either carries no prompt lengths (not an LLM, or the lengths were not asked for)."""
+    c = candidate.prompt_tokens if candidate is not None else None
+    b = baseline.prompt_tokens if baseline is not None else None
+    if c is None or b is None or c.values is None or b.values is None:
+        return None
+    return compare_prompt_lengths(c.values, b.values, policy)
 
 
 def _lengths(values: Sequence[int] | Sequence[float] | np.ndarray, what: str) -> np.ndarray:
