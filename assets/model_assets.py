@@ -31,9 +31,8 @@ from assets.translator import IRREVERSIBLE_WARNING
 from modelops.errors import ConflictError, IllegalTransition, ModelopsError
 from modelops.evidence import SloMeasurement
 from modelops.fleet import DatasetDecl, Fleet, ModelDecl
-from modelops.registry import SLO_NOT_MEASURED_OVERRIDE, Registry
+from modelops.registry import SLO_NOT_MEASURED_OVERRIDE, DatasetInput, Registry
 from modelops.spec import (
-    DatasetRef,
     ModelClass,
     ModelVersion,
     RollbackClass,
@@ -227,43 +226,39 @@ def _train(decl: ModelDecl, train: SnapshotData, held_out: SnapshotData, store: 
 
 
 def _register_candidate(
-    reg: Registry, fleet: Fleet, decl: ModelDecl, inputs: _Inputs, trained: _Trained
+    reg: Registry, decl: ModelDecl, inputs: _Inputs, trained: _Trained
 ) -> ModelVersion:
-    """The registry side of a training run: team, model, contract, datasets and version."""
-    spec = decl.spec
-    # The fleet file is the platform's reviewed declaration, so its owner teams are known.
-    reg.add_team(spec.owner_team, actor="system:fleet")
-    reg.create_model(spec)
-    if inputs.contract is not None:
-        reg.register_contract(inputs.contract)
-    for snap in (inputs.dataset, inputs.eval_set):
-        reg.register_dataset(
-            snap.name, snap.version, snap.uri, content_hash=snap.sha256, kind=snap.kind
+    """The one core call: team, model, contract, datasets and version in one transaction.
+
+    A concurrent run of the same training that registered first gets its version back.
+    """
+
+    def dataset(snap: Snapshot) -> DatasetInput:
+        return DatasetInput(
+            name=snap.name,
+            version=snap.version,
+            uri=snap.uri,
+            content_hash=snap.sha256,
+            kind=snap.kind,
         )
-    return reg.register_version(
-        decl.model_id,
+
+    return reg.register_candidate(
+        decl.spec,
         weights_hash=trained.weights_hash,
         weights_uri=trained.weights_uri,
         training_run_id=inputs.run_id,
-        training_data=DatasetRef(name=inputs.dataset.name, version=inputs.dataset.version),
-        eval_set=DatasetRef(name=inputs.eval_set.name, version=inputs.eval_set.version),
-        feature_contract_ref=inputs.contract_ref,
+        training_data=dataset(inputs.dataset),
+        eval_set=dataset(inputs.eval_set),
+        contract=inputs.contract,
         meta=VersionMeta(
             eval_metrics=trained.overall,
             eval_slice_metrics=trained.per_slice,
             signature=trained.signature,
             runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
         ),
-    )
-
-
-def _existing(reg: Registry, decl: ModelDecl, run_id: str) -> ModelVersion | None:
-    """The version this training run already registered, or None (also with no model yet)."""
-    if decl.model_id not in reg.list_models():
-        return None
-    return next(
-        (mv for mv in reg.list_versions(decl.model_id) if mv.training_run_id == run_id), None
-    )
+        # The fleet file is the platform's reviewed declaration, so its owner teams are known.
+        ensure_team_by="system:fleet",
+    ).version
 
 
 def materialize_model(
@@ -287,7 +282,7 @@ def materialize_model(
         f"training {decl.model_id} with {decl.trainer} on {ds_snap.name}@v{ds_snap.version} "
         f"({train.rows} rows); training run {inputs.run_id}"
     )
-    version = _existing(reg, decl, inputs.run_id)
+    version = reg.find_candidate(decl.model_id, inputs.run_id)
     if version is not None:
         # Same model, trainer, params, data and contract: a scheduled refresh with nothing new
         # to learn. Retraining could still give other bytes (TorchScript and SavedModel
@@ -298,7 +293,7 @@ def materialize_model(
         )
     else:
         trained = _train(decl, train, held_out, store)
-        version = _register_candidate(reg, fleet, decl, inputs, trained)
+        version = _register_candidate(reg, decl, inputs, trained)
     yield from _gate_and_report(context, decl, key, reg, store, triton, inputs, held_out, version)
 
 
