@@ -96,6 +96,8 @@ class ModelopsFleetTranslator:
     # ------------------------------------------------------------------ models
 
     def get_model_key(self, decl: ModelDecl) -> dg.AssetKey:
+        """The refresh jobs (`jobs.refresh`) select ["models", id] and ["eval_reports", id]
+        by key: a translator that moves these keys builds its own refresh jobs."""
         return dg.AssetKey(["models", decl.model_id])
 
     def get_model_deps(self, fleet: Fleet, decl: ModelDecl) -> list[dg.AssetKey]:
