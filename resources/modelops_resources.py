@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from modelops.evidence import SloMeasurement
     from modelops.registry import Registry
     from modelops.spec import ModelVersion
-    from serving.controller import Action, Controller
+    from serving.controller import Controller, ReconcileStep
     from serving.predlog import PredictionLogReader
     from serving.triton.backend import TritonBackend
     from serving.vllm_backend import VLLMClient
@@ -238,9 +238,15 @@ class ControllerResource(dg.ConfigurableResource):
         "variable, else $MODELOPS_HOME/gateway.token (the gateway's zero-config token)",
     )
 
-    def build(self, registry: Registry, store: ArtifactStore) -> Controller:
+    def build(
+        self, registry: Registry, store: ArtifactStore, *, timeout_s: float | None = None
+    ) -> Controller:
+        """`timeout_s` bounds each backend and gateway call (default: the controller's own)."""
         from serving.controller import triton_controller
 
+        timeouts = (
+            {"http_timeout_s": timeout_s, "backend_timeout_s": timeout_s} if timeout_s else {}
+        )
         return triton_controller(
             registry,
             store,
@@ -252,7 +258,21 @@ class ControllerResource(dg.ConfigurableResource):
             rendering=self.rendering,
             retention_s=self.retention_s,
             token=self.token,
+            **timeouts,
         )
+
+    def drift(
+        self,
+        registry: Registry,
+        store: ArtifactStore,
+        *,
+        timeout_s: float = 3.0,
+        log: Any = None,
+    ) -> list[str]:
+        """What differs between desired and actual state (`Controller.drift`), read without
+        the pass lock; each backend and gateway gets `timeout_s` to answer, so a hung one
+        cannot stall a sensor tick."""
+        return self.build(registry, store, timeout_s=timeout_s).drift(log=log)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -277,7 +297,7 @@ class ControllerResource(dg.ConfigurableResource):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def reconcile(self, registry: Registry, store: ArtifactStore) -> list[Action]:
+    def reconcile(self, registry: Registry, store: ArtifactStore) -> list[ReconcileStep]:
         """One full pass under the lock: load, route, push, unload."""
         with self.locked():
             return self.build(registry, store).reconcile_once()

@@ -162,6 +162,25 @@ def test_drift_is_healed(setup, server: TritonServer) -> None:  # type: ignore[n
     assert ctl.reconcile_once() == []
 
 
+def test_drift_names_what_a_pass_would_heal_and_does_nothing(setup, server: TritonServer) -> None:  # type: ignore[no-untyped-def]
+    """`Controller.drift` reads desired against loaded: it loads nothing and records no pass,
+    and a backend that does not answer is drift too, never an exception."""
+    reg, ctl, triton, _ = setup
+    assert ctl.drift() == []  # nothing desired yet
+    reg.transition("ctr", 1, "PROMOTED", actor="a")
+    missing = ["ctr/global: v1 (prod) is not loaded (ctr__v1)"]
+    assert ctl.drift() == missing
+    assert triton.loaded() == set() and ctl.status.passes == 0
+    ctl.reconcile_once()
+    assert ctl.drift() == []
+    triton.unload("ctr__v1")  # behind the controller's back
+    assert ctl.drift() == missing
+    assert triton.loaded() == set()
+
+    kill_hard(server)
+    assert ctl.drift() == ["backend triton for dnn models is unreachable"]
+
+
 def test_a_version_that_cannot_load_is_never_routed(setup) -> None:  # type: ignore[no-untyped-def]
     reg, ctl, triton, _ = setup
     reg.transition("ctr", 1, "PROMOTED", actor="a")

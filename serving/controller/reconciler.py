@@ -10,7 +10,6 @@ restarted empty, a gateway that lost its table) shows up as work for the next pa
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -18,25 +17,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from modelops.desired import DesiredState
-from modelops.errors import BackendUnavailable, ModelLoadError, ModelopsError
+from modelops.errors import BackendUnavailable, ModelopsError
 from modelops.registry import Registry
-from modelops.service_token import (
-    TOKEN_ENV,
-    auth_header,
-    bearer_ok,
-    check_token,
-    service_token,
-)
+from modelops.service_token import auth_header, service_token
 from modelops.spec import ModelClass, ModelSpec, ModelVersion
+from serving.controller.adapters import BACKEND_ERRORS, ServingBackend, TritonAdapter, one_line
 from serving.routing import (
     ABRoute,
     ApplyResult,
-    BackendKind,
     BreakerPolicy,
     Endpoint,
     RouteTable,
@@ -48,193 +41,18 @@ from serving.routing import (
 from serving.triton.backend import RetentionPolicy, promoted_at
 
 __all__ = [
-    "ServingBackend",
-    "TritonAdapter",
-    "RayAdapter",
-    "VLLMAdapter",
     "Controller",
     "ControllerStatus",
-    "SliceStatus",
-    "Action",
     "PassBackoff",
-    "ControllerServer",
+    "ReconcileStep",
+    "SliceStatus",
     "triton_controller",
 ]
 
 
-class ServingBackend(Protocol):
-    """What the controller needs from a runtime; one adapter per runtime."""
+class ReconcileStep(BaseModel):
+    """One thing a pass did (or failed to do): a load, an unload, a push or an error."""
 
-    kind: BackendKind
-
-    def name_for(self, model_id: str, version: int) -> str: ...
-
-    def present(self) -> set[str]:
-        """Names that are loaded and ready right now (asked of the backend, not remembered)."""
-        ...
-
-    def ensure(self, version: ModelVersion) -> float:
-        """Load the version if it is not ready; returns seconds spent loading (0 if none)."""
-        ...
-
-    def endpoint(self, version: ModelVersion) -> Endpoint: ...
-
-    def remove(self, name: str) -> None: ...
-
-
-class TritonAdapter:
-    """Triton: write a verified repository entry, then load it over the HTTP API."""
-
-    kind = BackendKind.triton
-
-    def __init__(
-        self,
-        url: str,
-        repository: Path,
-        store: Any,
-        rendering: str = "portable",
-        contracts: Callable[[str], Any] | None = None,
-    ):
-        from serving.triton.backend import TritonBackend
-        from serving.triton.repo import RepositoryWriter
-
-        self.url = url if url.startswith("http") else f"http://{url}"
-        # A short connect timeout: a vanished host must fail the pass, not hang the loop.
-        self.client = TritonBackend(self.url.removeprefix("http://"), connect_timeout_s=10.0)
-        self.writer = RepositoryWriter(Path(repository), store)
-        self.rendering = rendering
-        self.contracts = contracts or (lambda ref: None)
-
-    def name_for(self, model_id: str, version: int) -> str:
-        from serving.triton.repo import triton_model_name
-
-        return triton_model_name(model_id, version)
-
-    def present(self) -> set[str]:
-        return self.client.loaded()
-
-    def ensure(self, version: ModelVersion) -> float:
-        name = self.name_for(version.model_id, version.version)
-        if self.client.is_ready(name):
-            return 0.0
-        contract = (
-            self.contracts(version.feature_contract_ref) if version.feature_contract_ref else None
-        )
-        self.writer.write(version, rendering=self.rendering, contract=contract)  # type: ignore[arg-type]
-        return float(self.client.load(name))
-
-    def endpoint(self, version: ModelVersion) -> Endpoint:
-        return Endpoint(
-            version=version.version,
-            backend=BackendKind.triton,
-            url=self.url,
-            backend_model=self.name_for(version.model_id, version.version),
-            feature_contract_ref=version.feature_contract_ref,
-        )
-
-    def remove(self, name: str) -> None:
-        self.client.unload(name)
-        self.writer.remove(name)
-
-
-class RayAdapter:
-    """Ray Serve, the escape hatch: one Serve application per version."""
-
-    kind = BackendKind.ray
-
-    def __init__(self, backend: Any, store: Any, workdir: Path):
-        self.backend = backend
-        self.store = store
-        self.workdir = Path(workdir)
-        self._endpoints: dict[str, Endpoint] = {}
-
-    def name_for(self, model_id: str, version: int) -> str:
-        return f"{model_id}__v{version}"
-
-    def present(self) -> set[str]:
-        return set(_ray_call("listing applications", self.backend.deployed, BackendUnavailable))
-
-    def ensure(self, version: ModelVersion) -> float:
-        name = self.name_for(version.model_id, version.version)
-        if name in self.present() and name in self._endpoints:
-            return 0.0
-        t0 = time.perf_counter()
-        path = self.store.fetch(version.weights_hash, self.workdir / version.weights_hash)
-        self._endpoints[name] = _ray_call(
-            f"deploy of {name!r}", lambda: self.backend.deploy(version, path), ModelLoadError
-        )
-        return time.perf_counter() - t0
-
-    def endpoint(self, version: ModelVersion) -> Endpoint:
-        """Remembered from the deploy, or derived: a restarted controller finds the
-        applications already running and must still route to them."""
-        name = self.name_for(version.model_id, version.version)
-        ep = self._endpoints.get(name) or _ray_call(
-            f"endpoint of {name!r}", lambda: self.backend.endpoint(version), BackendUnavailable
-        )
-        return ep.model_copy(update={"feature_contract_ref": version.feature_contract_ref})
-
-    def remove(self, name: str) -> None:
-        _ray_call(f"undeploy of {name!r}", lambda: self.backend.undeploy(name), BackendUnavailable)
-        self._endpoints.pop(name, None)
-
-
-def _ray_call(what: str, fn: Callable[[], Any], error: type[ModelopsError]) -> Any:
-    """Ray's client raises its own exception types (and SystemExit when it loses the GCS);
-    the controller branches on ours, so a lost cluster is one error on the pass."""
-    try:
-        return fn()
-    except ModelopsError:
-        raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - Ray's many error types
-        raise error(
-            f"Ray Serve failed during {what}: {type(exc).__name__}: {_one_line(exc)}"
-        ) from None
-
-
-class VLLMAdapter:
-    """vLLM: one supervised `vllm serve` process per LLM version, on a port of its own."""
-
-    kind = BackendKind.vllm
-
-    def __init__(self, launcher: tuple[str, ...] = ("vllm", "serve"), **args: Any):
-        self.launcher = launcher
-        self.args = args  # forwarded to VLLMArgs.from_runtime (gpu_memory_gb, weights_gb…)
-        self._procs: dict[str, Any] = {}
-
-    def name_for(self, model_id: str, version: int) -> str:
-        return f"{model_id}__v{version}"
-
-    def present(self) -> set[str]:
-        return {name for name, p in self._procs.items() if p.healthy()}
-
-    def ensure(self, version: ModelVersion) -> float:
-        from serving.triton.server import free_port
-        from serving.vllm_backend import VLLMArgs, VLLMProcess
-
-        name = self.name_for(version.model_id, version.version)
-        if name in self.present():
-            return 0.0
-        old = self._procs.pop(name, None)
-        if old is not None:
-            old.stop()
-        t0 = time.perf_counter()
-        args = VLLMArgs.from_runtime(version, port=free_port(), host="127.0.0.1", **self.args)
-        self._procs[name] = VLLMProcess(args, launcher=self.launcher).start()
-        return time.perf_counter() - t0
-
-    def endpoint(self, version: ModelVersion) -> Endpoint:
-        proc = self._procs[self.name_for(version.model_id, version.version)]
-        ep = proc.endpoint(version.version)
-        return ep.model_copy(update={"feature_contract_ref": version.feature_contract_ref})
-
-    def remove(self, name: str) -> None:
-        proc = self._procs.pop(name, None)
-        if proc is not None:
-            proc.stop()
-
-
-class Action(BaseModel):
     ts: float
     kind: str  # load | unload | push | error
     target: str
@@ -254,7 +72,7 @@ class SliceStatus(BaseModel):
 class ControllerStatus(BaseModel):
     passes: int = 0
     last_pass_ts: float | None = None
-    last_actions: list[Action] = Field(default_factory=list)
+    last_actions: list[ReconcileStep] = Field(default_factory=list)
     slices: list[SliceStatus] = Field(default_factory=list)
     gateways: dict[str, dict[str, int]] = Field(default_factory=dict)
     backends: dict[str, str] = Field(
@@ -323,7 +141,7 @@ class Controller:
 
     # ------------------------------------------------------------------ pass
 
-    def reconcile_once(self) -> list[Action]:
+    def reconcile_once(self) -> list[ReconcileStep]:
         """One pass. Returns what it did; an empty list means actual already matched.
 
         A backend that fails (unreachable, or failing a load, an unload or a listing) is an
@@ -336,8 +154,8 @@ class Controller:
                 return self._reconcile()
             except Exception as exc:
                 now = self.clock()
-                detail = f"{type(exc).__name__}: {_one_line(exc)}"
-                err = Action(ts=now, kind="error", target="pass", detail=detail)
+                detail = f"{type(exc).__name__}: {one_line(exc)}"
+                err = ReconcileStep(ts=now, kind="error", target="pass", detail=detail)
                 self._record_pass(now, [err], self.status.slices, self.status.backends)
                 raise
 
@@ -362,9 +180,9 @@ class Controller:
             self._promoted_at[key] = promoted_at(fresh, d.slice)
         return self._promoted_at[key]
 
-    def _reconcile(self) -> list[Action]:
+    def _reconcile(self) -> list[ReconcileStep]:
         now = self.clock()
-        actions: list[Action] = []
+        actions: list[ReconcileStep] = []
         desired = self.registry.all_desired_states()
         previous = {t.key: t for t in self.snapshot.tables}
         # A backend that cannot say what it holds is "down" for this pass: nothing is loaded
@@ -374,8 +192,8 @@ class Controller:
         for kind, b in self.backends.items():
             try:
                 present[kind] = set(b.present())
-            except _BACKEND_ERRORS as exc:
-                present[kind], down[kind] = set(), _one_line(exc)
+            except BACKEND_ERRORS as exc:
+                present[kind], down[kind] = set(), one_line(exc)
         reported: set[ModelClass] = set()
         needed: dict[ModelClass, set[str]] = {kind: set() for kind in self.backends}
         tables: list[RouteTable] = []
@@ -398,7 +216,9 @@ class Controller:
                 if kind in down:
                     reported.add(kind)
                     st.errors.append(f"{name}: {down[kind]}")
-                    actions.append(Action(ts=now, kind="error", target=name, detail=down[kind]))
+                    actions.append(
+                        ReconcileStep(ts=now, kind="error", target=name, detail=down[kind])
+                    )
                     continue
                 try:
                     mv = self._version(d.model_id, v)
@@ -406,16 +226,16 @@ class Controller:
                         secs = backend.ensure(mv)
                         present[kind].add(name)
                         actions.append(
-                            Action(ts=now, kind="load", target=name, seconds=round(secs, 3))
+                            ReconcileStep(ts=now, kind="load", target=name, seconds=round(secs, 3))
                         )
                     ready[v] = backend.endpoint(mv)
-                except _BACKEND_ERRORS as exc:
-                    detail = _one_line(exc)
+                except BACKEND_ERRORS as exc:
+                    detail = one_line(exc)
                     if isinstance(exc, BackendUnavailable):
                         down[kind] = detail  # gone mid-pass: spare the rest of it the wait
                         reported.add(kind)
                     st.errors.append(f"{name}: {detail}")
-                    actions.append(Action(ts=now, kind="error", target=name, detail=detail))
+                    actions.append(ReconcileStep(ts=now, kind="error", target=name, detail=detail))
             st.versions = sorted(ready)
             table = _table(d, spec, ready)
             if table is None and kind in down and (d.model_id, d.slice) in previous:
@@ -425,7 +245,7 @@ class Controller:
                 st.routed_generation = table.generation
         for kind in down.keys() - reported:  # down, and no slice of it said so
             target = f"{kind.value} backend"
-            actions.append(Action(ts=now, kind="error", target=target, detail=down[kind]))
+            actions.append(ReconcileStep(ts=now, kind="error", target=target, detail=down[kind]))
         # Make before break: gateways get the new tables first, and a version leaves its
         # backend only once every gateway has stopped routing to it. A failed push defers
         # every unload to a later pass, since that gateway may still send traffic there.
@@ -444,10 +264,10 @@ class Controller:
         present: dict[ModelClass, set[str]],
         needed: dict[ModelClass, set[str]],
         down: dict[ModelClass, str],
-    ) -> list[Action]:
+    ) -> list[ReconcileStep]:
         """Unload what no desired state needs, only names we manage, and only from a backend
         that answered: an empty listing from a dead one proves nothing."""
-        actions: list[Action] = []
+        actions: list[ReconcileStep] = []
         for kind, backend in self.backends.items():
             if kind in down:
                 continue
@@ -456,16 +276,16 @@ class Controller:
                     continue
                 try:
                     backend.remove(name)
-                    actions.append(Action(ts=now, kind="unload", target=name))
-                except _BACKEND_ERRORS as exc:
-                    detail = _one_line(exc)
-                    actions.append(Action(ts=now, kind="error", target=name, detail=detail))
+                    actions.append(ReconcileStep(ts=now, kind="unload", target=name))
+                except BACKEND_ERRORS as exc:
+                    detail = one_line(exc)
+                    actions.append(ReconcileStep(ts=now, kind="error", target=name, detail=detail))
         return actions
 
     def _record_pass(
         self,
         now: float,
-        actions: list[Action],
+        actions: list[ReconcileStep],
         slices: list[SliceStatus],
         backends: dict[str, str],
     ) -> None:
@@ -493,7 +313,7 @@ class Controller:
             self._token = service_token()
         return self._token
 
-    def _push_gateways(self, now: float) -> list[Action]:
+    def _push_gateways(self, now: float) -> list[ReconcileStep]:
         """Bring every gateway to our tables, and check what each one actually applied.
 
         Each gateway is read first; only tables whose routing differs from ours are pushed,
@@ -506,7 +326,7 @@ class Controller:
         """
         import httpx
 
-        actions: list[Action] = []
+        actions: list[ReconcileStep] = []
         ours = {route_key(*t.key): t for t in self.snapshot.tables}
         if not self.gateways:  # pull-only: publish with the epochs we know, ask nobody
             self.snapshot = RoutingSnapshot(
@@ -519,12 +339,10 @@ class Controller:
         with httpx.Client(timeout=self.http_timeout_s, headers=auth_header(self.token)) as client:
             for gw in self.gateways:
                 try:
-                    r = client.get(f"{gw}/admin/routes")
-                    r.raise_for_status()
-                    views[gw] = _gateway_tables(r.json())
+                    views[gw] = _read_gateway(client, gw)
                 except (httpx.HTTPError, ValueError, ValidationError, KeyError, TypeError) as exc:
                     actions.append(
-                        Action(
+                        ReconcileStep(
                             ts=now,
                             kind="error",
                             target=gw,
@@ -549,7 +367,7 @@ class Controller:
                     newest = self.registry.desired_state(t.model_id, t.slice).generation
                 except ModelopsError as exc:
                     held_back.add(k)
-                    actions.append(Action(ts=now, kind="error", target=k, detail=str(exc)))
+                    actions.append(ReconcileStep(ts=now, kind="error", target=k, detail=str(exc)))
                     continue
                 if newest > t.generation:
                     held_back.add(k)  # our view is stale; the next pass has the newer table
@@ -572,7 +390,7 @@ class Controller:
         published: dict[str, RouteTable],
         held_back: set[str],
         now: float,
-    ) -> list[Action]:
+    ) -> list[ReconcileStep]:
         import httpx
 
         gens = {k: t.generation for k, t in have.items()}
@@ -600,7 +418,7 @@ class Controller:
             result = ApplyResult.model_validate_json(r.content)
         except (httpx.HTTPError, ValidationError, ValueError) as exc:
             self.status.gateways[gw] = gens
-            return [Action(ts=now, kind="error", target=gw, detail=f"push: {exc}")]
+            return [ReconcileStep(ts=now, kind="error", target=gw, detail=f"push: {exc}")]
         got = {route_key(a.model_id, a.slice): (a.epoch, a.generation) for a in result.applied}
         kept = {route_key(i.model_id, i.slice): i for i in result.ignored}
         done = [k for k in stale if got.get(k) == published[k].order]
@@ -614,15 +432,77 @@ class Controller:
         actions = []
         if done:
             detail = ", ".join(_pushed(k, have.get(k), published[k]) for k in done)
-            actions.append(Action(ts=now, kind="push", target=gw, detail=detail))
+            actions.append(ReconcileStep(ts=now, kind="push", target=gw, detail=detail))
         if missed:
             detail = "push: not applied: " + "; ".join(
                 f"{k} generation {published[k].generation} "
                 f"({kept[k].reason if k in kept else 'not in the reply'})"
                 for k in missed
             )
-            actions.append(Action(ts=now, kind="error", target=gw, detail=detail))
+            actions.append(ReconcileStep(ts=now, kind="error", target=gw, detail=detail))
         return actions
+
+    # ------------------------------------------------------------------ drift
+
+    def drift(self, log: Any = None) -> list[str]:
+        """Sorted, stable descriptions of every difference between desired and actual state.
+
+        Read-only: nothing is loaded, pushed or recorded. A routed version (prod, canary, A/B
+        arm, shadow) missing from its backend, a gateway whose table is not at the desired
+        generation, and a backend or gateway that does not answer are drift (the reconcile
+        pass will say why it cannot heal it). The warm rollback target is not checked: it
+        follows the retention window, which needs each version's history. How long a backend
+        or gateway may take to answer is this controller's own timeouts.
+        """
+        import httpx
+
+        drift: set[str] = set()
+        present: dict[ModelClass, set[str] | None] = {}
+        for kind, backend in self.backends.items():
+            try:
+                present[kind] = set(backend.present())
+            except Exception as exc:  # noqa: BLE001 - any failure to answer is drift, not a crash
+                present[kind] = None
+                drift.add(f"backend {backend.kind.value} for {kind.value} models is unreachable")
+                if log is not None:
+                    log.warning(f"backend {backend.kind.value} did not answer: {exc}")
+        gateways: dict[str, dict[str, RouteTable] | None] = {}
+        if self.gateways:
+            with httpx.Client(
+                timeout=self.http_timeout_s, headers=auth_header(self.token)
+            ) as client:
+                for gw in self.gateways:
+                    try:
+                        gateways[gw] = _read_gateway(client, gw)
+                    except Exception as exc:  # noqa: BLE001
+                        gateways[gw] = None
+                        drift.add(f"gateway {gw} is unreachable")
+                        if log is not None:
+                            log.warning(f"gateway {gw} did not answer: {exc}")
+
+        for d in self.registry.all_desired_states():
+            kind = self.registry.get_model(d.model_id).model_class
+            backend = self.backends.get(kind)
+            if backend is None:
+                continue  # no backend serves this model class; nothing a pass could heal
+            where = f"{d.model_id}/{d.slice}"
+            have = present.get(kind)
+            if have is not None:
+                for v, role in sorted(_routed_versions(d).items()):
+                    name = backend.name_for(d.model_id, v)
+                    if name not in have:
+                        drift.add(f"{where}: v{v} ({role}) is not loaded ({name})")
+            for gw, tables in gateways.items():
+                if tables is None:
+                    continue
+                held = tables.get(route_key(d.model_id, d.slice))
+                gen = held.generation if held is not None else None
+                if gen is None and d.generation == 0:
+                    continue  # nothing was ever desired here; no table is the right table
+                if gen != d.generation:
+                    got = "no table" if gen is None else f"generation {gen}"
+                    drift.add(f"{where}: gateway {gw} has {got}, desired generation {d.generation}")
+        return sorted(drift)
 
     def routes_json(self, have: dict[str, tuple[int, int]] | None = None) -> str | None:
         """The tables a gateway holding `have` (route key -> (epoch, generation)) lacks;
@@ -654,17 +534,25 @@ def _gateway_tables(payload: Any) -> dict[str, RouteTable]:
     return out
 
 
-def _gateway_generations(payload: Any) -> dict[str, int]:
-    return {k: t.generation for k, t in _gateway_tables(payload).items()}
+def _read_gateway(client: Any, gw: str) -> dict[str, RouteTable]:
+    """One `GET /admin/routes`: the tables a gateway holds, by route key."""
+    r = client.get(f"{gw}/admin/routes")
+    r.raise_for_status()
+    return _gateway_tables(r.json())
 
 
-# What a backend call may raise for reasons outside this process: typed errors from our
-# clients, and the OS's (a repository entry that cannot be written, a socket refused).
-_BACKEND_ERRORS = (ModelopsError, OSError)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _routed_versions(d: DesiredState) -> dict[int, str]:
+    """The versions a desired state sends traffic to, with their role."""
+    out: dict[int, str] = {}
+    if d.prod_version is not None:
+        out[d.prod_version] = "prod"
+    if d.canary:
+        out.setdefault(d.canary.version, "canary")
+    for arm in d.ab_test.arms if d.ab_test else []:
+        out.setdefault(arm.version, "A/B arm")
+    if d.shadow:
+        out.setdefault(d.shadow.version, "shadow")
+    return out
 
 
 def _managed(name: str) -> bool:
@@ -726,13 +614,20 @@ def triton_controller(
     rendering: str = "portable",
     retention_s: float = 3600.0,
     token: str | None = None,
+    http_timeout_s: float = 5.0,
+    backend_timeout_s: float = 300.0,
 ) -> Controller:
     """The embedded deployment: DNN models on one Triton, tables pushed to these gateways.
 
     One constructor for every caller (the CLI, the Dagster resource), so they cannot drift.
     """
     triton = TritonAdapter(
-        triton_url, Path(repository), store, rendering=rendering, contracts=registry.get_contract
+        triton_url,
+        Path(repository),
+        store,
+        rendering=rendering,
+        contracts=registry.get_contract,
+        timeout_s=backend_timeout_s,
     )
     return Controller(
         registry,
@@ -740,118 +635,5 @@ def triton_controller(
         gateways=[g.rstrip("/") for g in gateways],
         retention=RetentionPolicy(window_s=retention_s),
         token=token,
+        http_timeout_s=http_timeout_s,
     )
-
-
-class ControllerServer:
-    """Serves `GET /v1/routes` (gateways pull by generation) and `GET /v1/status`, only to
-    callers presenting the service token.
-
-    A pull names what the gateway holds (`?gen=MODEL/SLICE:GENERATION[:EPOCH]`, repeated);
-    the answer carries only newer tables, or 304 with no body when there are none.
-    """
-
-    def __init__(
-        self,
-        controller: Controller,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        token: str | None = None,
-    ):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import parse_qs, urlsplit
-
-        ctl = controller
-        token = token if token is not None else controller.token
-        check_token(token, "the controller's token")
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, status: int, body: bytes, **headers: str) -> None:
-                self.send_response(status)
-                if status != 304:
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                for k, v in headers.items():
-                    self.send_header(k.replace("_", "-"), v)
-                self.end_headers()
-                if status != 304:
-                    self.wfile.write(body)
-
-            def _error(self, status: int, message: str, **headers: str) -> None:
-                self._answer(status, json.dumps({"error": message}).encode(), **headers)
-
-            def _authorized(self) -> bool:
-                if bearer_ok(self.headers.get("authorization"), token):
-                    return True
-                self._error(401, _UNAUTHORIZED, WWW_Authenticate='Bearer realm="modelops"')
-                return False
-
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                if not self._authorized():
-                    return
-                url = urlsplit(self.path)
-                if url.path == "/v1/routes":
-                    gens = parse_qs(url.query, keep_blank_values=True).get("gen")
-                    try:
-                        have = _parse_gens(gens) if gens else None
-                    except ValueError as exc:
-                        self._error(400, str(exc))
-                        return
-                    body = ctl.routes_json(have)
-                    if body is None:
-                        self._answer(304, b"")
-                    else:
-                        self._answer(200, body.encode())
-                elif url.path == "/v1/status":
-                    self._answer(200, ctl.status.model_dump_json().encode())
-                else:
-                    self._error(404, f"unknown path {url.path!r}; allowed: /v1/routes, /v1/status")
-
-            def _not_allowed(self) -> None:
-                if self._authorized():
-                    self._error(405, f"{self.command} is not allowed; allowed: GET", Allow="GET")
-
-            do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ControllerServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-_UNAUTHORIZED = (
-    "missing or wrong bearer token; send 'Authorization: Bearer <token>' with the token from "
-    f"{TOKEN_ENV} or $MODELOPS_HOME/gateway.token"
-)
-
-
-def _parse_gens(values: list[str]) -> dict[str, tuple[int, int]]:
-    """`MODEL/SLICE:GENERATION[:EPOCH]` per held table, as route key -> (epoch, generation)."""
-    out: dict[str, tuple[int, int]] = {}
-    for v in values:
-        parts = v.rsplit(":", 2)
-        try:
-            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                out[parts[0]] = (int(parts[2]), int(parts[1]))
-                continue
-            if len(parts) >= 2 and parts[-1].isdigit():
-                out[v.rsplit(":", 1)[0]] = (0, int(parts[-1]))
-                continue
-        except ValueError:  # more digits than int() takes
-            pass
-        raise ValueError(f"gen={v[:200]!r}: allowed: MODEL/SLICE:GENERATION[:EPOCH]")
-    return out
