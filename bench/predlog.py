@@ -45,8 +45,8 @@ from typing import Any
 
 from benchlib import machine_info, postgres_backend, sqlite_backend
 
-# bench/serving.py sits beside this file: keep this folder off the path so `serving` is the
-# package, not that script.
+# Keep this folder off the path once benchlib is in: no script beside this one may stand in
+# for a package of ours.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from serving.predlog import PredictionLog, PredictionLogReader, upgrade  # noqa: E402

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as bench/recovery.py: bench/serving.py beside this file would shadow the `serving` package.
+# Run as bench/recovery.py: keep bench/ off the path, so no script here stands in for a package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "serving"))  # the scenario and the demo models
