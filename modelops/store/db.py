@@ -1,22 +1,20 @@
-"""Engines and migrations for the two registry backends.
+"""Transactions and the registry schema's revision, on the engines `engines` makes.
 
-SQLite is the embedded default; PostgreSQL is chosen by URL. Writers take the database's
-write lock at BEGIN (SQLite) or row locks (PostgreSQL), so every mutation is serialized
-where it has to be and readers never wait on WAL.
+Writers take the database's write lock at BEGIN (SQLite) or row locks (PostgreSQL), so every
+mutation is serialized where it has to be and readers never wait on WAL. The URL and engine
+helpers are re-exported here, where their callers have always found them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine
 
-from modelops.errors import SpecError
 from modelops.store import migrate
+from modelops.store.engines import default_home, default_registry_url, make_engine, resolve_url
 
 __all__ = [
     "HEAD_REVISION",
@@ -33,84 +31,6 @@ __all__ = [
 
 HEAD_REVISION = "0002_teams_audit_heads"
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("MODELOPS_HOME", ".modelops")).resolve()
-
-
-def default_registry_url() -> str:
-    return f"sqlite:///{default_home() / 'registry.db'}"
-
-
-def resolve_url(url: str | None, *, what: str = "registry") -> str:
-    """--registry beats MODELOPS_REGISTRY_URL beats the embedded SQLite file.
-
-    `what` names the database in errors: the prediction log shares these URLs, and a user
-    must be told which of several URLs was wrong.
-    """
-    url = url or os.environ.get("MODELOPS_REGISTRY_URL") or default_registry_url()
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    allowed = "allowed: sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
-    if not (url.startswith("sqlite:///") or url.startswith("postgresql+psycopg://")):
-        raise SpecError(f"{what} URL {url!r} is not supported; {allowed}")
-    if url.startswith("sqlite:///") and not url.removeprefix("sqlite:///").strip():
-        # An empty path is SQLite's private in-memory database: nothing would persist.
-        raise SpecError(f"{what} URL {url!r} names no file; {allowed}")
-    return url
-
-
-def make_engine(url: str, *, what: str = "registry") -> Engine:
-    url = resolve_url(url, what=what)
-    if url.startswith("sqlite"):
-        path = Path(url.removeprefix("sqlite:///"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            reason = "a file is in the way" if path.parent.is_file() else exc.strerror or exc
-            raise SpecError(
-                f"{what} database {path}: cannot create its directory {path.parent} ({reason})"
-            ) from None
-        # Pooled: closing the last connection to a WAL database checkpoints it, which costs
-        # milliseconds per operation if every transaction opens and closes its own.
-        engine = create_engine(url, pool_size=5, max_overflow=10, connect_args={"timeout": 60})
-        _sqlite_events(engine)
-    else:
-        # No pre-ping: it is a hidden round trip per checkout on the hot read path; stale
-        # connections are recycled instead, and a dropped one is invalidated on its error.
-        engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
-    _fork_safe(engine)
-    return engine
-
-
-def _fork_safe(engine: Engine) -> None:
-    """A forked child must not reuse the parent's pooled connections."""
-    ref = weakref.ref(engine)
-
-    def _after_fork() -> None:
-        eng = ref()
-        if eng is not None:
-            eng.dispose(close=False)
-
-    os.register_at_fork(after_in_child=_after_fork)
-
-
-def _sqlite_events(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("modelops_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 @contextlib.contextmanager
@@ -133,10 +53,6 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations: the only way the registry schema is created or changed."""
     migrate.upgrade(engine, script_location=_MIGRATIONS, revision=revision)
-
-
-# The prediction log's own copy of the runner still reaches the lock by this name.
-_upgrade_lock = migrate.upgrade_lock
 
 
 def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect, text
 
 from modelops.errors import SchemaOutOfDate
+from modelops.store.engines import make_engine
 
 __all__ = ["DEFAULT_VERSION_TABLE", "current_revision", "upgrade", "ensure_schema", "upgrade_lock"]
 
@@ -44,8 +45,6 @@ def upgrade(
     """
     from alembic import command
     from alembic.config import Config
-
-    from modelops.store.db import make_engine
 
     owned = isinstance(engine_or_url, str)
     engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
