@@ -57,7 +57,11 @@ log = logging.getLogger("modelops.gateway")
 
 
 class Gateway(RouteChooser, OpenAIRoutes):
-    """The state of one gateway process: routes, breakers, contract verdicts, mirrors, log."""
+    """The state of one gateway process: routes, breakers, contract verdicts, mirrors, log.
+
+    Which version a request goes to is `RouteChooser`'s (route_choice); the OpenAI API is
+    `OpenAIRoutes`' (openai_routes); the KServe hot path, shadow mirroring and records are here.
+    """
 
     def __init__(
         self,
