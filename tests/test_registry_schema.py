@@ -60,7 +60,7 @@ def test_sqlite_without_auto_upgrade_says_how_to_upgrade(tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     with pytest.raises(
         SchemaOutOfDate,
-        match=r"at schema none, code needs 0002_teams_audit_heads; run `modelops db upgrade`",
+        match=r"at schema none, code needs 0005_rollback; run `modelops db upgrade`",
     ):
         Registry(url, auto_upgrade=False)
 
@@ -71,7 +71,7 @@ def test_an_unmigrated_postgres_database_is_refused(empty_pg_url: str) -> None:
         with pytest.raises(SchemaOutOfDate) as info:
             Registry(empty_pg_url, engine=engine)
         msg = str(info.value)
-        assert "is at schema none, code needs 0002_teams_audit_heads" in msg
+        assert "is at schema none, code needs 0005_rollback" in msg
         assert msg.endswith("run `modelops db upgrade`")
         # PostgreSQL never migrates itself: nothing was created.
         assert inspect(engine).get_table_names() == []

@@ -29,7 +29,7 @@ __all__ = [
     "read_tx",
 ]
 
-HEAD_REVISION = "0002_teams_audit_heads"
+HEAD_REVISION = "0005_rollback"
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
