@@ -23,6 +23,15 @@ class PredictionRecord(BaseModel):
     arm: str  # prod | canary | ab | shadow | fallback
     slice: str
     user_bucket: int | None = None
+    user_hash: str | None = Field(
+        default=None,
+        description="keyed hash of the user key (serving.predlog.userhash), never the raw id: "
+        "windows aggregate per user with it",
+    )
+    segment: str | None = Field(
+        default=None,
+        description="the request's data slice (e.g. a country), for protected-slice tests",
+    )
     latency_ms: float
     error: str | None = None  # None on success; a short code otherwise (timeout, backend_5xx…)
     outputs: dict[str, Any] | None = None
