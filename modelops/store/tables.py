@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -193,6 +194,7 @@ actors = Table(
     Column("name", String(256), primary_key=True),
     Column("team", String(128), nullable=False),
     Column("created_at", String(32), nullable=False),
+    Column("role", String(16), nullable=True),  # NULL: registered before roles, an engineer
 )
 
 approvals = Table(
@@ -207,6 +209,8 @@ approvals = Table(
     Column("approver", String(256), nullable=False),
     Column("team", String(128), nullable=False),
     Column("ts", String(32), nullable=False),
+    Column("statement", Text, nullable=True),  # the signed statement; NULL only on legacy rows
+    Column("key_id", String(64), nullable=True),
     UniqueConstraint(
         "model_id", "version", "slice", "target_state", "epoch", "approver", name="uq_approval"
     ),
@@ -225,7 +229,48 @@ overrides = Table(
     Column("actor", String(256), nullable=False),
     Column("reason", Text, nullable=False),
     Column("ts", String(32), nullable=False),
+    Column("statement", Text, nullable=True),
+    Column("key_id", String(64), nullable=True),
     Index("ix_overrides_key", "model_id", "version", "slice"),
+)
+
+# Governance (0004): keys are revoked, never deleted; nonces are consumed once.
+actor_keys = Table(
+    "actor_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("actor", String(256), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("revoked_at", String(32), nullable=True),
+    Column("revoked_reason", Text, nullable=True),
+    Index("ix_actor_keys_actor", "actor"),
+)
+
+signed_nonces = Table(
+    "signed_nonces",
+    metadata,
+    Column("nonce", String(32), primary_key=True),
+    Column("signer", String(256), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("recorded_at", String(32), nullable=False),
+)
+
+spec_amendments = Table(
+    "spec_amendments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model_id", String(128), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("from_sha256", String(64), nullable=False),
+    Column("to_sha256", String(64), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("statement", Text, nullable=False),
+    Column("approvals_json", Text, nullable=False),
+    Column("ts", String(32), nullable=False),
+    UniqueConstraint("model_id", "epoch", name="uq_spec_amendment_epoch"),
 )
 
 audit_log = Table(
@@ -252,4 +297,119 @@ audit_heads = Table(
     Column("chain", String(160), primary_key=True),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# Orthogonal A/B layers: a capacity (percent of the layer's users) and the row an entry locks.
+ab_layers = Table(
+    "ab_layers",
+    metadata,
+    Column("layer", String(200), primary_key=True),
+    Column("capacity", Integer, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+# One row per entry to AB_TEST: layer, share and plan; live while the slice state keeps `epoch`.
+ab_experiments = Table(
+    "ab_experiments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("slice", String(128), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("layer", String(200), nullable=False),
+    Column("share", Integer, nullable=False),
+    Column("plan_json", Text, nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("conclusion_json", Text, nullable=True),
+    Column("concluded_at", String(32), nullable=True),
+    ForeignKeyConstraint(
+        ["model_id", "version"], ["model_versions.model_id", "model_versions.version"]
+    ),
+    ForeignKeyConstraint(["layer"], ["ab_layers.layer"]),
+    UniqueConstraint("model_id", "version", "slice", "epoch", name="uq_ab_entry"),
+    Index("ix_ab_experiments_layer", "layer"),
+)
+
+# 0005_rollback: snapshots taken on entry to CANARY/AB_TEST and what rollbacks did with them.
+state_snapshots = Table(
+    "state_snapshots",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("slice", String(128), nullable=False),
+    Column("target_state", String(32), nullable=False),
+    Column("owner_model", String(128), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("stores_json", Text, nullable=False),
+    Column("audit_id", BigInteger, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    ForeignKeyConstraint(
+        ["model_id", "version"], ["model_versions.model_id", "model_versions.version"]
+    ),
+    Index("ix_state_snapshots_key", "model_id", "version", "slice"),
+)
+
+rollback_runs = Table(
+    "rollback_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("rollback_audit_id", BigInteger, nullable=False),
+    Column("model_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("slice", String(128), nullable=False),
+    Column("rollback_class", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("snapshot_sha256", String(64), nullable=True),
+    Column("progress_json", Text, nullable=False),
+    Column("report_json", Text, nullable=True),
+    Column("actor", String(256), nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32), nullable=True),
+    UniqueConstraint("rollback_audit_id", name="uq_rollback_run_audit"),
+    Index("ix_rollback_runs_model", "model_id", "version"),
+)
+
+retrain_marks = Table(
+    "retrain_marks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model_id", String(128), nullable=False),
+    Column("source_model", String(128), nullable=False),
+    Column("source_version", Integer, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("latest_version", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("marked_at", String(32), nullable=False),
+    Index("ix_retrain_marks_model", "model_id"),
+)
+
+contaminated_features = Table(
+    "contaminated_features",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("feature", String(200), nullable=False),
+    Column("source_model", String(128), nullable=False),
+    Column("source_version", Integer, nullable=False),
+    Column("since", String(32), nullable=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("flagged_at", String(32), nullable=False),
+    Index("ix_contaminated_features_feature", "feature"),
+)
+
+decay_windows = Table(
+    "decay_windows",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model_id", String(128), nullable=False),
+    Column("slice", String(128), nullable=False),
+    Column("starts_at", String(32), nullable=False),
+    Column("ends_at", String(32), nullable=False),
+    Column("relax_factor", Float, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_decay_windows_model", "model_id", "slice"),
 )
