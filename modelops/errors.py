@@ -13,6 +13,8 @@ __all__ = [
     "NotFoundError",
     "IllegalTransition",
     "ApprovalRequired",
+    "ABTooEarly",
+    "LayerFull",
     "ConflictError",
     "PinnedError",
     "IntegrityError",
@@ -41,6 +43,14 @@ class IllegalTransition(ModelopsError):
 
 class ApprovalRequired(IllegalTransition):
     """A gated transition lacks the approvals its tier demands."""
+
+
+class ABTooEarly(IllegalTransition):
+    """An L2/L3 A/B test is promoted before its minimum duration and without a conclusion."""
+
+
+class LayerFull(IllegalTransition):
+    """An A/B test would over-allocate its orthogonal layer's capacity."""
 
 
 class ConflictError(ModelopsError):
