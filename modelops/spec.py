@@ -162,6 +162,18 @@ class ModelSpec(_Strict):
         description="state a STATE_SNAPSHOT model keeps outside its weights: snapshotted on "
         "entry to CANARY and AB_TEST, restored by a rollback",
     )
+    feeds_features: list[str] = Field(
+        default_factory=list,
+        description="features this model's outputs feed: a rollback flags them contaminated "
+        "since promotion, and models whose contracts read them are trained on its outputs",
+    )
+    decay_window_days: float = Field(
+        default=14.0,
+        gt=0,
+        le=365,
+        description="after a rollback of an IRREVERSIBLE version, alert thresholds are relaxed "
+        "this long, so the expected decay does not trigger a second rollback",
+    )
 
     @field_validator("model_id")
     @classmethod
