@@ -110,8 +110,10 @@ class TransitionOps(RegistryBase):
         layer: str | None = None,
         gate_results: dict[str, Any] | None = None,
         expected_percent: int | None = None,
+        audit_extra: dict[str, Any] | None = None,
     ) -> TransitionResult:
-        """The move itself, under the slice lock `op` holds."""
+        """The move itself, under the slice lock `op` holds. `audit_extra` joins the entry's
+        payload (the rollback snapshot taken for this move is recorded there)."""
         spec, conn = op.model, op.conn
         model_id = spec.model_id
         row = op.row(version, slice_)
@@ -183,6 +185,7 @@ class TransitionOps(RegistryBase):
             "gate_results": gate_results,
         }
         payload.update({k: v for k, v in extra.items() if v})
+        payload.update(audit_extra or {})
         if override is not None:
             payload["override"] = {"actor": override.actor, "reason": override.reason}
         if deprecated is not None:
