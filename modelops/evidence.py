@@ -17,6 +17,7 @@ __all__ = [
     "OutcomeStats",
     "SloMeasurement",
     "TokenStats",
+    "UserSums",
     "WindowReader",
     "WindowStats",
 ]
@@ -31,6 +32,25 @@ class OutcomeStats(BaseModel):
 
     count: int
     mean: float  # for a 0/1 click outcome: the click rate among requests with an outcome
+
+
+class UserSums(BaseModel):
+    """Per-user sufficient statistics of a ratio metric sum(x) / sum(y) over one series.
+
+    Per user u: x_u (e.g. the user's clicks) and y_u (the user's requests with that outcome);
+    the six sums are what the delta-method variance of the ratio needs, with the user as the
+    unit (`modelops.evaluation.ratio.ArmStats` holds the same numbers). Only requests that
+    carry a user hash count; `WindowStats.unkeyed_requests` says how many did not.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: int = Field(default=0, ge=0)
+    sum_x: float = 0.0
+    sum_y: float = Field(default=0.0, ge=0)
+    sum_xx: float = Field(default=0.0, ge=0)
+    sum_yy: float = Field(default=0.0, ge=0)
+    sum_xy: float = 0.0
 
 
 class TokenStats(BaseModel):
@@ -72,6 +92,24 @@ class WindowStats(BaseModel):
     latency_max_ms: float
     outcomes: dict[str, OutcomeStats] = Field(default_factory=dict)
     prompt_tokens: TokenStats | None = None
+    users: int = Field(default=0, ge=0, description="distinct user hashes in the series")
+    unkeyed_requests: int = Field(
+        default=0, ge=0, description="requests without a user hash: in no per-user figure"
+    )
+    user_requests: UserSums | None = Field(
+        default=None,
+        description="x = a user's failed requests, y = the user's requests (error ratio)",
+    )
+    user_outcomes: dict[str, UserSums] = Field(
+        default_factory=dict,
+        description="per outcome name: x = the user's outcome values, y = the user's requests "
+        "with that outcome (clicks per request, per user)",
+    )
+    segments: dict[str, dict[str, UserSums]] = Field(
+        default_factory=dict,
+        description="per data slice (segment), user_outcomes over its requests; filled when "
+        "the window is read by_segment",
+    )
 
 
 class WindowReader(Protocol):
@@ -86,6 +124,7 @@ class WindowReader(Protocol):
         slice: str | None = None,
         version: int | None = None,
         with_prompt_tokens: bool = False,
+        by_segment: bool = False,
     ) -> list[WindowStats]: ...
 
 

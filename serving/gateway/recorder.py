@@ -12,6 +12,7 @@ from typing import Any
 
 from serving.gateway.kserve import decode_infer_request, response_outputs
 from serving.gateway.metrics import GatewayMetrics
+from serving.predlog.userhash import hash_user, resolve_user_salt
 from serving.records import Outcome, PredictionRecord, PredictionSink
 from serving.routing import RouteTable, bucket
 
@@ -43,8 +44,11 @@ class PendingRecord:
     req_hlen: int = 0
     llm: bool = False
     prompt_tokens: int | None = None
+    segment: str | None = None
 
-    def build(self) -> PredictionRecord:
+    def build(self, user_salt: bytes | None = None) -> PredictionRecord:
+        """The record, with the user key as its keyed hash (`user_salt`; no salt, no hash):
+        the raw user id never leaves this object."""
         outputs: dict[str, Any] | None = None
         if self.resp_body and self.status is not None and self.status < 400:
             outputs = response_outputs(self.resp_body, self.resp_hlen)
@@ -61,6 +65,9 @@ class PendingRecord:
         ub = self.user_bucket
         if ub is None and self.user_id is not None:
             ub = bucket(layer_salt(self.table), self.user_id)
+        uh = None
+        if self.user_id is not None and user_salt is not None:
+            uh = hash_user(self.user_id, user_salt)
         prompt_tokens = self.prompt_tokens
         if self.llm and prompt_tokens is None and outputs is not None:
             usage = outputs.get("usage")
@@ -76,6 +83,8 @@ class PendingRecord:
             arm=self.arm,
             slice=self.slice,
             user_bucket=ub,
+            user_hash=uh,
+            segment=self.segment,
             latency_ms=self.latency_ms,
             error=self.error,
             outputs=outputs,
@@ -100,8 +109,17 @@ class RecordQueue:
     appends are thread-safe) and wake the task through the loop.
     """
 
-    def __init__(self, sink: PredictionSink, metrics: GatewayMetrics, max_items: int) -> None:
+    def __init__(
+        self,
+        sink: PredictionSink,
+        metrics: GatewayMetrics,
+        max_items: int,
+        user_salt: str | bytes | None = None,
+    ) -> None:
+        """`user_salt`: what user keys are hashed with before they reach the sink; None
+        resolves it on the first record that has a user (serving.predlog.userhash)."""
         self._sink = sink
+        self._user_salt = None if user_salt is None else resolve_user_salt(user_salt)
         self._metrics = metrics
         self._max = max_items
         self._items: deque[Any] = deque()
@@ -157,7 +175,10 @@ class RecordQueue:
         kind = "record"
         try:
             if isinstance(item, PendingRecord):
-                ok = self._sink.submit(item.build())
+                salt = self._user_salt
+                if salt is None and item.user_id is not None:
+                    salt = self._user_salt = resolve_user_salt()
+                ok = self._sink.submit(item.build(salt))
             elif isinstance(item, Outcome):
                 kind = "outcome"
                 ok = self._sink.submit_outcome(item)

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, event, func, select
 
-from modelops.evidence import TIMEOUT_ERROR, OutcomeStats, TokenStats, WindowStats
+from modelops.evidence import TIMEOUT_ERROR, OutcomeStats, TokenStats, UserSums, WindowStats
 from modelops.store import db
 from serving.predlog.schema import events, open_engine, outcomes, predictions, resolve_predlog_url
 from serving.records import GatewayEvent, PredictionRecord
@@ -142,8 +142,15 @@ class PredictionLogReader:
         slice: str | None = None,
         version: int | None = None,
         with_prompt_tokens: bool = False,
+        by_segment: bool = False,
     ) -> list[WindowStats]:
         """Aggregates per (version, arm, slice) over predictions with since_ts <= ts < until_ts.
+
+        Per user (requests carrying a user hash): users, and the six sums of each ratio the
+        sensors test (requests and errors per user; each outcome's values and requests per
+        user), computed in SQL as a GROUP BY user inside a GROUP BY series, so no row leaves
+        the database (`modelops.evaluation.ratio`). `by_segment` adds the outcome sums per
+        data slice (segment), for the protected-slice tests.
 
         Percentiles interpolate linearly between closest ranks (PostgreSQL's percentile_cont,
         numpy's default) on both backends: PostgreSQL computes them in SQL; SQLite has no
@@ -180,17 +187,8 @@ class PredictionLogReader:
                 for label, q in (("p50", 0.5), ("p99", 0.99)):  # NULLs are ignored
                     cols.append(func.percentile_cont(q).within_group(col).label(f"{name}_{label}"))
         agg = select(*cols).where(*conds).group_by(*grp)
-        o = outcomes
-        # A request counts once per series however often its id was logged (a client may
-        # reuse x-request-id), and the unique index leaves one outcome per (request, name):
-        # so n is the number of distinct requests with that outcome, never more.
-        served = select(p.c.request_id, *grp).where(*conds).distinct().subquery()
-        sgrp = (served.c.version, served.c.arm, served.c.slice)
-        joined = (
-            select(*sgrp, o.c.name, func.count().label("n"), func.avg(o.c.value).label("mean"))
-            .select_from(served.join(o, o.c.request_id == served.c.request_id))
-            .group_by(*sgrp, o.c.name)
-        )
+        per_user = _per_user_requests(conds)
+        joined = _per_user_outcomes(conds, by_segment=False)
         lat: dict[_Key, list[float]] = {}
         tok: dict[_Key, list[int]] = {}
         with self._tx() as conn:  # one snapshot for every query behind this window
@@ -198,8 +196,24 @@ class PredictionLogReader:
             if not groups:
                 return []
             outs: dict[_Key, dict[str, OutcomeStats]] = {}
-            for v, a, s, name, n, mean in conn.execute(joined):
-                outs.setdefault((v, a, s), {})[name] = OutcomeStats(count=n, mean=float(mean))
+            user_outs: dict[_Key, dict[str, UserSums]] = {}
+            for r in conn.execute(joined):
+                key0: _Key = (r.version, r.arm, r.slice)
+                n_all = int(r.n_all)
+                outs.setdefault(key0, {})[r.name] = OutcomeStats(
+                    count=n_all, mean=float(r.x_all) / n_all
+                )
+                if r.users:
+                    user_outs.setdefault(key0, {})[r.name] = _sums(r)
+            users: dict[_Key, Any] = {
+                (r.version, r.arm, r.slice): r for r in conn.execute(per_user)
+            }
+            segs: dict[_Key, dict[str, dict[str, UserSums]]] = {}
+            if by_segment:
+                for r in conn.execute(_per_user_outcomes(conds, by_segment=True)):
+                    if r.users and r.segment is not None:
+                        seg = segs.setdefault((r.version, r.arm, r.slice), {})
+                        seg.setdefault(r.segment, {})[r.name] = _sums(r)
             if not in_sql:
                 lat, tok = _series_values(conn, conds)
             elif with_prompt_tokens and any(g.tok_n for g in groups):
@@ -214,6 +228,7 @@ class PredictionLogReader:
                 lat_p50, lat_p99 = float(g.lat_p50), float(g.lat_p99)
             else:
                 lat_p50, lat_p99 = _quantile(lat[key], _P50), _quantile(lat[key], _P99)
+            u = users.get(key)
             tokens = None
             if g.tok_n:
                 values = tok.get(key, [])
@@ -246,10 +261,108 @@ class PredictionLogReader:
                     latency_max_ms=float(g.lat_max),
                     outcomes=outs.get(key, {}),
                     prompt_tokens=tokens,
+                    users=int(u.users) if u is not None else 0,
+                    unkeyed_requests=n - (int(u.sum_y) if u is not None else 0),
+                    user_requests=_sums(u) if u is not None else None,
+                    user_outcomes=user_outs.get(key, {}),
+                    segments=segs.get(key, {}),
                 )
             )
         out.sort(key=lambda w: (w.version, w.arm, w.slice))
         return out
+
+
+def _sum_of_users(x: Any, y: Any, keyed: Any, *group: Any) -> list[Any]:
+    """The six per-user sums over a subquery's rows (one row per user) where `keyed`."""
+
+    def only(v: Any) -> Any:
+        return func.coalesce(func.sum(sa.case((keyed, v), else_=0)), 0)
+
+    return [
+        *group,
+        func.coalesce(func.sum(sa.case((keyed, 1), else_=0)), 0).label("users"),
+        only(x).label("sum_x"),
+        only(y).label("sum_y"),
+        only(x * x).label("sum_xx"),
+        only(y * y).label("sum_yy"),
+        only(x * y).label("sum_xy"),
+    ]
+
+
+def _per_user_requests(conds: Sequence[Any]) -> Any:
+    """Per series: users, and x = failed requests, y = requests, per user (index-only)."""
+    p = predictions
+    inner = (
+        select(
+            p.c.version,
+            p.c.arm,
+            p.c.slice,
+            p.c.user_hash,
+            func.count().label("req"),
+            func.sum(sa.case((p.c.error.is_not(None), 1), else_=0)).label("err"),
+        )
+        .where(*conds, p.c.user_hash.is_not(None))
+        .group_by(p.c.version, p.c.arm, p.c.slice, p.c.user_hash)
+        .subquery()
+    )
+    grp = (inner.c.version, inner.c.arm, inner.c.slice)
+    cols = _sum_of_users(inner.c.err, inner.c.req, inner.c.user_hash.is_not(None), *grp)
+    return select(*cols).group_by(*grp)
+
+
+def _per_user_outcomes(conds: Sequence[Any], *, by_segment: bool) -> Any:
+    """Per series (and segment) and outcome name: every request with that outcome (the plain
+    OutcomeStats), and the six per-user sums over the requests that carry a user hash.
+
+    A request counts once per series however often its id was logged (a client may reuse
+    x-request-id), and the unique index leaves one outcome per (request, name): so a count is
+    the number of distinct requests with that outcome, never more. Requests without a user
+    hash form one group (SQL groups NULLs together); it counts toward n_all and x_all only.
+    """
+    p, o = predictions, outcomes
+    seg = (p.c.segment,) if by_segment else ()
+    served = (
+        select(p.c.request_id, p.c.version, p.c.arm, p.c.slice, p.c.user_hash, *seg)
+        .where(*conds)
+        .distinct()
+        .subquery()
+    )
+    sgrp = (served.c.version, served.c.arm, served.c.slice)
+    if by_segment:
+        sgrp += (served.c.segment,)
+    inner = (
+        select(
+            *sgrp,
+            served.c.user_hash,
+            o.c.name,
+            func.count().label("y"),
+            func.sum(o.c.value).label("x"),
+        )
+        .select_from(served.join(o, o.c.request_id == served.c.request_id))
+        .group_by(*sgrp, served.c.user_hash, o.c.name)
+        .subquery()
+    )
+    igrp = (inner.c.version, inner.c.arm, inner.c.slice)
+    if by_segment:
+        igrp += (inner.c.segment,)
+    cols = _sum_of_users(inner.c.x, inner.c.y, inner.c.user_hash.is_not(None), *igrp)
+    cols += [
+        inner.c.name,
+        func.sum(inner.c.y).label("n_all"),
+        func.sum(inner.c.x).label("x_all"),
+    ]
+    return select(*cols).group_by(*igrp, inner.c.name)
+
+
+def _sums(r: Any) -> UserSums:
+    return UserSums(
+        users=int(r.users),
+        sum_x=float(r.sum_x),
+        sum_y=float(r.sum_y),
+        sum_xx=float(r.sum_xx),
+        sum_yy=float(r.sum_yy),
+        sum_xy=float(r.sum_xy),
+    )
 
 
 def _series_values(

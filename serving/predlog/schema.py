@@ -30,7 +30,7 @@ __all__ = [
     "open_engine",
 ]
 
-HEAD_REVISION = "predlog_0002"
+HEAD_REVISION = "predlog_0003"
 VERSION_TABLE = "predlog_alembic_version"
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -71,9 +71,13 @@ predictions = sa.Table(
     sa.Column("inputs", _Json(), nullable=True),
     sa.Column("features", _Json(), nullable=True),
     sa.Column("prompt_tokens", sa.Integer(), nullable=True),
+    # predlog_0003: keyed hash of the user key (never the raw id) and the data slice.
+    sa.Column("user_hash", sa.String(32), nullable=True),
+    sa.Column("segment", sa.String(), nullable=True),
     sa.Index(
         "ix_predictions_window",
         *("model_id", "ts", "version", "arm", "slice", "latency_ms", "error", "prompt_tokens"),
+        *("user_hash", "segment"),
     ),
 )
 outcomes = sa.Table(

@@ -75,6 +75,7 @@ def _jsonable(value: Any) -> Any:
 _PRED_COLS = (
     "request_id", "ts", "model_id", "version", "arm", "slice", "user_bucket",
     "latency_ms", "error", "outputs", "inputs", "features", "prompt_tokens",
+    "user_hash", "segment",
 )  # fmt: skip
 _OUTCOME_COLS = ("request_id", "ts", "name", "value")
 _JSON_COLS = frozenset({"outputs", "inputs", "features"})
@@ -93,7 +94,7 @@ def _pred_params(r: PredictionRecord, clean: bool) -> tuple[Any, ...]:
     return (
         r.request_id, r.ts, r.model_id, r.version, r.arm, r.slice, r.user_bucket,
         r.latency_ms, r.error, _enc(r.outputs, clean), _enc(r.inputs, clean),
-        _enc(r.features, clean), r.prompt_tokens,
+        _enc(r.features, clean), r.prompt_tokens, r.user_hash, r.segment,
     )  # fmt: skip
 
 
