@@ -114,7 +114,8 @@ def traffic(url: str) -> Iterator[dict[str, object]]:
                     errs += err is not None
                     if err is None and rng.random() < 0.9:  # some requests get no outcome
                         c = float(rng.random() < p)
-                        log.submit_outcome(Outcome(request_id=rid, ts=T0 + 9, name="click", value=c))
+                        o = Outcome(request_id=rid, ts=T0 + 9, name="click", value=c)
+                        log.submit_outcome(o)
                         clicks, with_o = clicks + c, with_o + 1
                         s = seg_users.setdefault(seg, {}).setdefault(uh, [0.0, 0.0])
                         s[0], s[1] = s[0] + c, s[1] + 1
