@@ -24,6 +24,7 @@ __all__ = [
     "State",
     "ShadowMode",
     "Guardrail",
+    "ABContract",
     "DecisionPolicy",
     "ModelSpec",
     "CodeRef",
@@ -130,6 +131,41 @@ class Guardrail(_Strict):
     higher_is_worse: bool = True
 
 
+class ABContract(_Strict):
+    """What the registry plans an A/B test with on entry to AB_TEST, and holds it to.
+
+    The defaults are the seed's production figures (a 5% rate, about 1M users a day, a 1%
+    relative lift worth detecting); declare the model's own. The plan is the fixed-horizon
+    sample size of `modelops.evaluation.ab.plan_ab` at these values."""
+
+    baseline_rate: float = Field(
+        default=0.05, gt=0, lt=1, description="the primary metric's prod rate per user"
+    )
+    relative_mde: float = Field(
+        default=0.01, gt=0, lt=1, description="the relative lift (or drop) worth detecting"
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="two-sided, for the plan")
+    power: float = Field(default=0.8, gt=0.5, lt=1)
+    daily_users: int = Field(default=1_000_000, ge=1, description="users entering the slice a day")
+    layer_share: int = Field(
+        default=100, ge=2, le=100, description="percent of its layer's users a test enrolls"
+    )
+    min_days: int = Field(
+        default=14,
+        ge=7,
+        description="L2/L3: days in AB_TEST before PROMOTED, in whole weekly cycles, unless "
+        "the sequential test concluded with its planned power",
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ABContract:
+        if self.min_days % 7:
+            raise ValueError(f"min_days {self.min_days} must be whole weeks (7, 14, 21, ...)")
+        if not self.baseline_rate * (1 + self.relative_mde) < 1:
+            raise ValueError("baseline_rate * (1 + relative_mde) must stay below 1")
+        return self
+
+
 class DecisionPolicy(_Strict):
     primary_metric: str
     higher_is_better: bool = True
@@ -142,6 +178,7 @@ class DecisionPolicy(_Strict):
         "(True) or fail closed (False)",
     )
     log_inputs: bool = False
+    ab: ABContract = Field(default_factory=ABContract)
 
 
 class ModelSpec(_Strict):

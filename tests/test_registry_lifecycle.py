@@ -196,6 +196,7 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
     )
     assert str(info.value).endswith("legal next states: CANARY, AB_TEST, ROLLED_BACK")
     step(registry, v3, S.AB_TEST)
+    registry.clock.advance(days=14)  # type: ignore[attr-defined]  # L2 A/B minimum
     refused(
         registry,
         ApprovalRequired,
@@ -249,6 +250,7 @@ def test_l3_walk_needs_two_cross_team_approvals_for_each_move(registry: Registry
     )
     approve_l3(registry, M, v2, S.AB_TEST)
     step(registry, v2, S.AB_TEST)
+    registry.clock.advance(days=14)  # type: ignore[attr-defined]  # L3 A/B minimum
     approve_l3(registry, M, v2)  # the default target from AB_TEST is PROMOTED
     step(registry, v2, S.PROMOTED)
     assert states(registry) == {v1: S.DEPRECATED, v2: S.PROMOTED}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .audit_ops import AuditOps
 from .checks import actor_name, non_finite, team_name
+from .experiments import ABExperiment, ExperimentOps, LayerUsage
 from .governance import GovernanceOps
 from .lineage import LineageOps
 from .records import (
@@ -46,8 +47,10 @@ __all__ = [
     "ApprovalRecord",
     "VersionKey",
     "ModelDependents",
+    "ABExperiment",
+    "LayerUsage",
 ]
 
 
-class Registry(GovernanceOps, RollbackOps, LineageOps, AuditOps):
+class Registry(GovernanceOps, RollbackOps, LineageOps, AuditOps, ExperimentOps):
     """Entry point for the CLI, the Dagster resources, the controller and the gateway."""

@@ -36,6 +36,7 @@ from modelops.store.tables import (
 )
 
 from .checks import parse_state, unknown_slice
+from .experiments import check_ab_promotion, enter_ab
 from .records import IRREVERSIBLE_OVERRIDE, LiveState, TransitionResult, canonical
 from .records import parse_ts as _parse_ts
 from .statements import (
@@ -138,6 +139,9 @@ class TransitionOps(RegistryBase):
             op, version, slice_, target, row.epoch, decision.approvals, decision.cross_team
         )
         override = self._irreversible_override(op, version, slice_, target, row.epoch)
+        ab: dict[str, Any] | None = None
+        if target is State.PROMOTED and current is State.AB_TEST:
+            ab = check_ab_promotion(op, version, slice_, row)
         if target is State.ROLLED_BACK and current is State.PROMOTED:
             return self._rollback_prod(op, row, version, slice_, rows, reason, automated)
         params, percent = _target_params(model_id, slice_, target, percent, mode, layer)
@@ -156,6 +160,8 @@ class TransitionOps(RegistryBase):
             reason=reason,
             gate_results=gate_results,
         )
+        if target is State.AB_TEST and current is not State.AB_TEST:
+            ab = enter_ab(op, version, slice_, percent or 0, params["layer"])
         unpinned = self._maybe_archive(conn, model_id, version) if target is State.ARCHIVED else []
         generation = int(op.lock_row.generation)
         # A DEPRECATED version is the rollback target and kept warm, so archiving it
@@ -183,6 +189,7 @@ class TransitionOps(RegistryBase):
             "skip": decision.skip,
             "unpinned": unpinned,
             "gate_results": gate_results,
+            "ab": ab,
         }
         payload.update({k: v for k, v in extra.items() if v})
         payload.update(audit_extra or {})
