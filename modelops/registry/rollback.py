@@ -21,8 +21,8 @@ from modelops.store.tables import audit_log
 
 from .checks import parse_state
 from .records import AuditRef, TransitionResult
+from .rollback_state import RollbackStateOps
 from .statements import WriteOp
-from .transitions import TransitionOps
 
 __all__ = ["RollbackOps"]
 
@@ -30,7 +30,7 @@ __all__ = ["RollbackOps"]
 _BARE_ROLLBACK_ORDER = (State.CANARY, State.AB_TEST, State.SHADOW, State.PROMOTED)
 
 
-class RollbackOps(TransitionOps):
+class RollbackOps(RollbackStateOps):
     def rollback(
         self,
         model_id: str,

@@ -1,0 +1,416 @@
+"""The rollback run: cut traffic back, restore state, act on dependents, write the report.
+
+Order, and why:
+1. Plan and verify before anything moves: a cascade without its approvals, or a snapshot
+   whose bytes do not hash to their names, refuses the run with one line and no rows (the
+   traffic-only `modelops rollback` stays available for the incident).
+2. The registry rollback (idempotent: a rerun gets the same rollback back), then the
+   serving-plane pass the caller supplies (`cutover`), both timed.
+3. The run is recorded with one step per store to restore and per dependent to cascade,
+   each store's writes after the snapshot's cursor counted before anything is reverted.
+4. Each step runs and is recorded done at once. A rerun after a kill skips the steps
+   recorded done, and a store that already hashes to its snapshot (restored by the killed
+   attempt before it could record so) is recorded done without restoring it again, so new
+   writes made after the restore are never reverted by a second restore.
+5. Finishing writes the report, NEEDS_RETRAIN marks, contaminated features and the decay
+   window in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from modelops.errors import IntegrityError, SpecError
+from modelops.rollback.plan import (
+    CascadeApproval,
+    DependentsGraph,
+    RollbackPlan,
+    plan_rollback,
+)
+from modelops.rollback.report import Cutover, RollbackReport, StoreRestored, report_id
+from modelops.spec import DEFAULT_SLICE, ModelSpec, RollbackClass, State
+from modelops.state_stores import (
+    changes_since_snapshot,
+    load_manifest,
+    open_state_store,
+    restore_snapshot,
+)
+
+if TYPE_CHECKING:
+    from modelops.artifacts import ArtifactStore
+    from modelops.registry import Registry
+    from modelops.registry.rollback_state import RollbackRunRecord, SnapshotRecord
+
+__all__ = ["RELAX_FACTOR", "parse_approvals", "build_plan", "run_rollback"]
+
+RELAX_FACTOR = 2.0  # guardrail thresholds widen by this factor inside a decay window
+Hook = Callable[[str], None]
+
+
+def parse_approvals(registry: Registry, given: Sequence[str]) -> list[CascadeApproval]:
+    """`DEPENDENT=ACTOR` pairs; each actor must be registered (its team is looked up)."""
+    out = []
+    for g in given:
+        dep, sep, who = g.partition("=")
+        if not sep or not dep.strip() or not who.strip():
+            raise SpecError(f"cascade approval {g!r} is malformed; allowed form: DEPENDENT=ACTOR")
+        out.append(
+            CascadeApproval(
+                dependent=dep.strip(), approver=who.strip(), team=registry.actor_team(who.strip())
+            )
+        )
+    return out
+
+
+def build_plan(
+    registry: Registry,
+    model_id: str,
+    *,
+    slice: str = DEFAULT_SLICE,  # noqa: A002 - the domain's word
+    version: int | None = None,
+    cascade: bool = False,
+    approvals: Sequence[str] = (),
+    actor: str = "",
+) -> RollbackPlan:
+    """The plan the dry run shows and the run executes (one code path for both)."""
+    raw = registry.dependents_graph()
+    if model_id not in raw["nodes"]:
+        registry.get_model(model_id)  # NotFoundError naming how to create it
+    snapshotted: list[str] = []
+    if version is not None:
+        snapshotted = [
+            m for m in registry.entry_snapshots(model_id, version, slice) if m != model_id
+        ]
+    graph = DependentsGraph(nodes=raw["nodes"], edges=raw["edges"], snapshotted=snapshotted)
+    return plan_rollback(
+        model_id,
+        graph,
+        slice=slice,
+        cascade=cascade,
+        approvals=parse_approvals(registry, approvals),
+        actor=actor,
+        known_teams=set(registry.list_teams()),
+    )
+
+
+def _spec_of(registry: Registry, owner: str) -> ModelSpec:
+    return registry.get_model(owner)
+
+
+def _verify(registry: Registry, artifacts: ArtifactStore, snaps: Sequence[SnapshotRecord]) -> None:
+    """Every blob every snapshot needs is present and hashes to its name, before anything
+    moves (the artifact store rehashes on read)."""
+    for s in snaps:
+        try:
+            manifest = load_manifest(artifacts, s.sha256)
+            for e in manifest.stores:
+                for blob in e.blobs:
+                    artifacts.verify(blob)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"rollback of {s.model_id}@{s.version} refused, nothing changed: the snapshot "
+                f"of {s.owner_model} ({s.sha256[:12]}) does not verify: {exc}; roll back "
+                f"traffic alone with `modelops rollback {s.model_id} --version {s.version}`"
+            ) from None
+
+
+def _steps(
+    registry: Registry,
+    artifacts: ArtifactStore,
+    snaps: Sequence[SnapshotRecord],
+    plan: RollbackPlan,
+    cut: Cutover,
+    s3_client: Any,
+) -> dict[str, dict[str, Any]]:
+    steps: dict[str, dict[str, Any]] = {"cutover": {"kind": "cutover", **cut.model_dump()}}
+    steps["cutover"]["status"] = "done"
+    for s in snaps:
+        spec = _spec_of(registry, s.owner_model)
+        changes = {
+            c.store: c
+            for c in changes_since_snapshot(
+                spec.state_stores, artifacts, s.sha256, s3_client=s3_client
+            )
+        }
+        for store, content in sorted(s.stores.items()):
+            c = changes.get(store)
+            steps[f"restore:{s.owner_model}/{store}"] = {
+                "kind": "restore",
+                "owner_model": s.owner_model,
+                "store": store,
+                "snapshot_sha256": s.sha256,
+                "content_sha256": content,
+                "writes_before_restore": c.writes if c else None,
+                "keys_before_restore": c.keys if c else [],
+                "status": "pending",
+            }
+    for d in plan.by_action("cascade"):
+        steps[f"cascade:{d.model_id}"] = {
+            "kind": "cascade",
+            "dependent": d.model_id,
+            "status": "pending",
+        }
+    return steps
+
+
+def _restore_step(
+    registry: Registry, artifacts: ArtifactStore, step: dict[str, Any], s3_client: Any
+) -> dict[str, Any]:
+    spec = _spec_of(registry, step["owner_model"])
+    decl = next((d for d in spec.state_stores if d.name == step["store"]), None)
+    if decl is None:
+        raise SpecError(
+            f"{step['owner_model']} no longer declares state store {step['store']!r}; "
+            "restore needs the declaration"
+        )
+    store = open_state_store(decl, s3_client=s3_client)
+    try:
+        current = store.content_sha256()
+    finally:
+        store.close()
+    if current == step["content_sha256"] and step.get("attempted"):
+        # The killed attempt restored it and could not say so: record, never restore twice.
+        return {
+            "mode": "completed_by_earlier_attempt",
+            "writes_after_cursor": step.get("writes_before_restore"),
+            "keys_after_cursor": step.get("keys_before_restore", []),
+            "elapsed_s": 0.0,
+        }
+    result = restore_snapshot(
+        spec.state_stores,
+        artifacts,
+        step["snapshot_sha256"],
+        only=[step["store"]],
+        s3_client=s3_client,
+    )
+    r = result.stores[0]
+    return {
+        "mode": r.mode,
+        "store_kind": r.kind,
+        "writes_after_cursor": r.writes_after_cursor,
+        "keys_after_cursor": r.keys_after_cursor,
+        "verified_sha256": r.content_sha256,
+        "elapsed_s": r.elapsed_s,
+        "note": r.note,
+    }
+
+
+def run_rollback(
+    registry: Registry,
+    artifacts: ArtifactStore,
+    model_id: str,
+    version: int,
+    *,
+    actor: str,
+    slice: str = DEFAULT_SLICE,  # noqa: A002
+    expected: State | str | None = None,
+    reason: str = "",
+    automated: bool = False,
+    cascade: bool = False,
+    approvals: Sequence[str] = (),
+    cutover: Callable[[], Any] | None = None,
+    hook: Hook | None = None,
+    s3_client: Any = None,
+) -> RollbackReport:
+    """Roll `model_id@version` back on `slice`, completely and idempotently (see module)."""
+    hook = hook or (lambda _step: None)
+    spec = registry.get_model(model_id)
+    plan = build_plan(
+        registry,
+        model_id,
+        slice=slice,
+        version=version,
+        cascade=cascade,
+        approvals=approvals,
+        actor=actor,
+    )
+    entry = registry.entry_snapshots(model_id, version, slice)
+    restore_owners = {model_id} | {d.model_id for d in plan.by_action("restore_state")}
+    snaps = [s for m, s in entry.items() if m in restore_owners]
+    _verify(registry, artifacts, snaps)
+
+    t0 = time.perf_counter()
+    res = registry.rollback(
+        model_id,
+        actor=actor,
+        slice=slice,
+        reason=reason,
+        automated=automated,
+        expected_version=version,
+        expected=expected,
+    )
+    registry_s = round(time.perf_counter() - t0, 3)
+    hook("registry")
+    run = registry.rollback_run(res.audit_id)
+    if run is not None and run.status == "done" and run.report:
+        return RollbackReport.model_validate(
+            {k: v for k, v in run.report.items() if k not in ("sha256", "writes_reverted")}
+        )
+    serving_s = None
+    if cutover is not None and (run is None or res.changed):
+        t1 = time.perf_counter()
+        cutover()
+        serving_s = round(time.perf_counter() - t1, 3)
+    if run is None:
+        cut = Cutover(
+            from_state=res.from_state.value,
+            restored_version=res.restored_version,
+            registry_s=registry_s,
+            serving_s=serving_s,
+        )
+        run = registry.begin_rollback_run(
+            res,
+            rollback_class=spec.rollback_class.value,
+            snapshot_sha256=entry[model_id].sha256 if model_id in entry else None,
+            progress=_steps(registry, artifacts, snaps, plan, cut, s3_client),
+            actor=actor,
+        )
+    hook("begun")
+    for key in list(run.progress):
+        step = run.progress[key]
+        if step.get("status") == "done":
+            continue
+        if step["kind"] == "restore":
+            outcome = _restore_step(registry, artifacts, _attempted(run, key), s3_client)
+        else:
+            dep = step["dependent"]
+            r = registry.rollback(
+                dep,
+                actor=actor,
+                slice=slice,
+                automated=automated,
+                reason=f"cascade from the rollback of {model_id}@{version} (run {run.id})",
+            )
+            outcome = {"version": r.version, "changed": r.changed, "audit_id": r.audit_id}
+        hook(f"applied:{key}")
+        run = registry.record_run_step(run.id, key, outcome, actor=actor)
+        hook(f"recorded:{key}")
+    return _finish(registry, spec, run, plan, actor=actor, reason=reason)
+
+
+def _attempted(run: RollbackRunRecord, key: str) -> dict[str, Any]:
+    """A pending step of a run that began before this process: it may have been applied.
+    Every pending step of a recorded run counts as possibly attempted, which is safe: the
+    content-hash check only skips a store that already is its snapshot."""
+    return {**run.progress[key], "attempted": True}
+
+
+def _restored(key: str, step: dict[str, Any]) -> StoreRestored:
+    return StoreRestored(
+        owner_model=step["owner_model"],
+        store=step["store"],
+        kind=step.get("store_kind", ""),
+        snapshot_sha256=step["snapshot_sha256"],
+        content_sha256=step.get("verified_sha256", step["content_sha256"]),
+        mode=step["mode"],
+        writes_after_cursor=step.get("writes_after_cursor"),
+        keys_after_cursor=step.get("keys_after_cursor", []),
+        elapsed_s=step.get("elapsed_s", 0.0),
+        note=step.get("note", ""),
+    )
+
+
+def _finish(
+    registry: Registry,
+    spec: ModelSpec,
+    run: RollbackRunRecord,
+    plan: RollbackPlan,
+    *,
+    actor: str,
+    reason: str,
+) -> RollbackReport:
+    model_id, version, slice_ = run.model_id, run.version, run.slice
+    cut = Cutover.model_validate(
+        {k: v for k, v in run.progress["cutover"].items() if k in Cutover.model_fields}
+    )
+    own, downstream = [], []
+    for key, step in run.progress.items():
+        if step["kind"] == "restore":
+            (own if step["owner_model"] == model_id else downstream).append(_restored(key, step))
+    irreversible = spec.rollback_class is RollbackClass.IRREVERSIBLE
+    since = registry.promoted_since(model_id, version, slice_)
+    features = [(f, since) for f in spec.feeds_features]
+    retrain = [(d.model_id, d.note) for d in plan.by_action("needs_retrain")]
+    now = registry.clock()
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    decay = None
+    if irreversible:
+        start, end = registry.decay_bounds(now, spec.decay_window_days)
+        why = (
+            f"rollback of IRREVERSIBLE {model_id}@{version}: the restored version runs on an "
+            "input distribution its predecessor shifted, so metrics are expected to decay; "
+            "relaxed so that decay does not trigger a second, spurious rollback"
+        )
+        decay = (start, end, RELAX_FACTOR, why)
+    cascaded = [
+        {"model_id": s["dependent"], "note": f"v{s.get('version')} rolled back"}
+        for s in run.progress.values()
+        if s["kind"] == "cascade"
+    ]
+    restored = cut.restored_version
+    serving = f"v{restored}" if restored is not None else "the prod version"
+    delivered = [f"serving restored: {serving} serves slice {slice_!r} (cutover {cut.total_s} s)"]
+    caveats: list[str] = []
+    if own:
+        n = sum(s.writes_after_cursor or 0 for s in own)
+        delivered.append(
+            f"state restored: {len(own)} store(s) verified by hash; {n} writes after the "
+            "snapshot reverted"
+        )
+    elif spec.rollback_class is RollbackClass.STATE_SNAPSHOT:
+        caveats.append(
+            f"no entry snapshot of {model_id}@{version} on slice {slice_!r} (it never entered "
+            "CANARY or AB_TEST there): its state was not restored"
+        )
+    if irreversible:
+        feats = ", ".join(f for f, _ in features) or "none declared"
+        delivered.append(
+            f"input distribution perturbed: features {feats} carry v{version}'s outputs since "
+            f"{since or 'its entry'}"
+        )
+        deps = ", ".join(d for d, _ in retrain) or "none"
+        delivered.append(f"dependents contaminated: NEEDS_RETRAIN on {deps}")
+        caveats.append(f"what v{version} already did cannot be undone")
+    delivered.append(
+        f"audit trail complete: run {run.id}, rollback audit entry {run.rollback_audit_id}"
+    )
+    report = RollbackReport(
+        id=report_id(model_id, version, slice_, run.id),
+        run_id=run.id,
+        model_id=model_id,
+        version=version,
+        slice=slice_,
+        rollback_class=spec.rollback_class.value,
+        actor=actor,
+        reason=reason,
+        started_at=run.started_at,
+        finished_at=now.isoformat(),
+        cutover=cut,
+        state=own,
+        contaminated_features=[{"feature": f, "since": s} for f, s in features],
+        needs_retrain=[{"model_id": d, "note": n} for d, n in retrain],
+        downstream_state=downstream,
+        cascaded=cascaded,
+        warned=[d.model_id for d in plan.by_action("warn")],
+        decay_window=(
+            {
+                "starts_at": decay[0].isoformat(),
+                "ends_at": decay[1].isoformat(),
+                "days": spec.decay_window_days,
+                "relax_factor": decay[2],
+                "reason": decay[3],
+            }
+            if decay
+            else None
+        ),
+        plan=plan,
+        delivered=delivered,
+        caveats=caveats,
+    )
+    registry.finish_rollback_run(
+        run.id, report.document(), actor=actor, retrain=retrain, features=features, decay=decay
+    )
+    return report

@@ -1,0 +1,269 @@
+"""STATE_SNAPSHOT rollback: the snapshot taken on entry, the restore on the way back.
+
+Real stores (SQLite tables written through the application's own connection), the real
+registry on SQLite and PostgreSQL, and a real process kill for the rerun test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_registry_kit import bootstrap_prod, refused, version
+
+from modelops.artifacts import LocalArtifactStore
+from modelops.errors import IntegrityError, StateStoreUnavailable
+from modelops.registry import Registry
+from modelops.rollback import enter_with_snapshots, run_rollback
+from modelops.spec import RollbackClass, State, Tier
+from modelops.state_stores import SqlTableStoreSpec, load_manifest
+
+S = State
+M = "ranker"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class App:
+    """The serving process's own writes: autocommit, through a second connection."""
+
+    def __init__(self, path: Path, table: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.table = table
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (user_id INTEGER PRIMARY KEY, clicks INTEGER)"
+        )
+
+    def put(self, user: int, clicks: int) -> None:
+        self.conn.execute(
+            f"INSERT INTO {self.table} VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET "
+            "clicks = excluded.clicks",
+            (user, clicks),
+        )
+
+    def rows(self) -> dict[int, int]:
+        return dict(self.conn.execute(f"SELECT user_id, clicks FROM {self.table}").fetchall())
+
+
+def store(path: Path, table: str, name: str | None = None) -> SqlTableStoreSpec:
+    return SqlTableStoreSpec(name=name or table, url=f"sqlite:///{path}", table=table)
+
+
+def make_model(reg: Registry, stores: list[SqlTableStoreSpec]) -> int:
+    """v1 prod, v2 in APPROVED_CANARY, for a STATE_SNAPSHOT model with `stores`."""
+    from test_registry_kit import datasets, spec, teams
+
+    teams(reg)
+    datasets(reg)
+    s = spec(M, tier=Tier.L1, rollback_class=RollbackClass.STATE_SNAPSHOT)
+    reg.create_model(s.model_copy(update={"state_stores": stores}))
+    bootstrap_prod(reg)
+    v2 = version(reg).version
+    for st in (S.APPROVED_SHADOW, S.SHADOW, S.APPROVED_CANARY):
+        reg.transition(M, v2, st, actor="ops")
+    return v2
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(tmp_path / "artifacts")
+
+
+def test_entry_to_canary_records_the_snapshot_on_the_version_and_in_the_audit(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    app = App(tmp_path / "state.db", "counters")
+    for u in range(5):
+        app.put(u, u)
+    v2 = make_model(registry, [store(tmp_path / "state.db", "counters")])
+    res = enter_with_snapshots(registry, artifacts, M, v2, S.CANARY, actor="ops", percent=5)
+    assert res.to_state is S.CANARY
+    snaps = registry.snapshots_of(M, v2)
+    assert len(snaps) == 1 and snaps[0].owner_model == M
+    mv = registry.get_version(M, v2)
+    assert mv.rollback_snapshot_uri == snaps[0].uri
+    entry = registry.audit_entries(M)[-1]
+    assert entry.id == res.audit_id and entry.payload["snapshot"][0]["sha256"] == snaps[0].sha256
+    manifest = load_manifest(artifacts, snaps[0].sha256)
+    assert manifest.entry("counters").content_sha256 == snaps[0].stores["counters"]
+    assert manifest.entry("counters").items == 5
+    # A canary step is not an entry: no second snapshot.
+    enter_with_snapshots(registry, artifacts, M, v2, S.CANARY, actor="ops", percent=10)
+    assert len(registry.snapshots_of(M, v2)) == 1
+
+
+def test_an_unreachable_store_refuses_the_transition_and_nothing_moves(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    gone = tmp_path / "no-such-dir" / "state.db"
+    v2 = make_model(registry, [store(gone, "counters")])
+    info = refused(
+        registry,
+        StateStoreUnavailable,
+        lambda: enter_with_snapshots(registry, artifacts, M, v2, S.CANARY, actor="ops"),
+    )
+    msg = str(info.value)
+    assert "\n" not in msg and "refused, nothing moved" in msg and "'counters'" in msg
+    assert registry.state_of(M, v2) is S.APPROVED_CANARY
+    assert registry.get_version(M, v2).rollback_snapshot_uri is None
+
+
+def canary_with_writes(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path, tables: list[str]
+) -> tuple[int, dict[str, App], dict[str, dict[int, int]]]:
+    apps = {t: App(tmp_path / "state.db", t) for t in tables}
+    for a in apps.values():
+        for u in range(10):
+            a.put(u, 100 + u)
+    v2 = make_model(registry, [store(tmp_path / "state.db", t) for t in tables])
+    before = {t: a.rows() for t, a in apps.items()}
+    enter_with_snapshots(registry, artifacts, M, v2, S.CANARY, actor="ops", percent=5)
+    for a in apps.values():  # the canary's writes: 2 updates of user 1, one of 2, one insert
+        a.put(1, 7)
+        a.put(1, 8)
+        a.put(2, 9)
+        a.put(50, 1)
+    return v2, apps, before
+
+
+def test_rollback_restores_the_snapshot_and_counts_the_reverted_writes(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    v2, apps, before = canary_with_writes(registry, artifacts, tmp_path, ["counters"])
+    report = run_rollback(registry, artifacts, M, v2, actor="ops", reason="canary regressed")
+    assert apps["counters"].rows() == before["counters"]
+    [st] = report.state
+    assert st.writes_after_cursor == 4
+    assert st.keys_after_cursor == ['{"user_id": 1}', '{"user_id": 2}', '{"user_id": 50}']
+    assert st.content_sha256 == registry.snapshots_of(M, v2)[0].stores["counters"]
+    assert report.cutover.from_state == "CANARY"
+    assert registry.state_of(M, v2) is S.ROLLED_BACK
+    md = report.markdown()
+    assert "4 writes after the snapshot's cursor reverted" in md
+    assert "What rollback delivered" in md
+    # A rerun is answered from the record: nothing restored again, nothing written.
+    apps["counters"].put(3, 33)  # a write after the rollback
+    before_rows = registry.row_counts()
+    again = run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert again.id == report.id and again.state[0].writes_after_cursor == 4
+    assert registry.row_counts() == before_rows
+    assert apps["counters"].rows()[3] == 33
+
+
+def test_a_snapshot_that_does_not_hash_refuses_the_rollback_and_changes_nothing(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    v2, apps, _ = canary_with_writes(registry, artifacts, tmp_path, ["counters"])
+    manifest = load_manifest(artifacts, registry.snapshots_of(M, v2)[0].sha256)
+    blob = artifacts.path_for(manifest.entry("counters").blobs[0])
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes() + b"tampered")
+    after_canary = apps["counters"].rows()
+    info = refused(
+        registry, IntegrityError, lambda: run_rollback(registry, artifacts, M, v2, actor="ops")
+    )
+    msg = str(info.value)
+    assert "\n" not in msg and "nothing changed" in msg and "modelops rollback" in msg
+    assert registry.state_of(M, v2) is S.CANARY
+    assert apps["counters"].rows() == after_canary
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+from modelops.artifacts import LocalArtifactStore
+from modelops.registry import Registry
+from modelops.rollback import run_rollback
+
+url, art, version, kill_at, marker = sys.argv[1:6]
+
+def hook(step):
+    if step == kill_at:
+        Path(marker).write_text(step)
+        time.sleep(120)
+
+reg = Registry(url, auto_upgrade=False)
+run_rollback(reg, LocalArtifactStore(art), "ranker", int(version), actor="ops", hook=hook)
+print("finished")
+"""
+
+
+def run_child(
+    url: str, art: Path, v: int, kill_at: str, tmp: Path
+) -> subprocess.CompletedProcess[str] | None:
+    """Run the rollback in a child; SIGKILL it when it reaches `kill_at` (None: let it end)."""
+    marker = tmp / "reached"
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, url, str(art), str(v), kill_at, str(marker)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if kill_at == "never":
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        return subprocess.CompletedProcess(proc.args, 0, out, err)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the child never reached the kill point"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return None
+
+
+def test_a_run_killed_between_two_stores_resumes_without_restoring_twice(
+    registry: Registry, registry_url: str, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    v2, apps, before = canary_with_writes(registry, artifacts, tmp_path, ["alpha", "beta"])
+    run_child(registry_url, artifacts.root, v2, f"recorded:restore:{M}/alpha", tmp_path)
+    assert apps["alpha"].rows() == before["alpha"]  # restored and recorded before the kill
+    assert apps["beta"].rows() != before["beta"]  # not reached
+    [run] = registry.rollback_runs_of(M)
+    assert run.status == "started"
+    assert run.progress[f"restore:{M}/alpha"]["status"] == "done"
+    apps["alpha"].put(1, 1234)  # written after alpha's restore: must survive the rerun
+    run_child(registry_url, artifacts.root, v2, "never", tmp_path)
+    assert apps["alpha"].rows()[1] == 1234
+    assert apps["beta"].rows() == before["beta"]
+    [run] = registry.rollback_runs_of(M)
+    assert run.status == "done"
+    report = run.report
+    assert report is not None
+    counts = {s["store"]: s["writes_after_cursor"] for s in report["state"]}
+    assert counts == {"alpha": 4, "beta": 4}
+    actions = [e.action for e in registry.audit_entries(M)]
+    assert actions.count("rollback") == 1 and actions.count("rollback_run_started") == 1
+    assert actions.count("rollback_run_step") == 2 and actions.count("rollback_report") == 1
+
+
+def test_a_run_killed_after_a_restore_it_did_not_record_does_not_restore_again(
+    registry: Registry, registry_url: str, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    v2, apps, before = canary_with_writes(registry, artifacts, tmp_path, ["alpha"])
+    run_child(registry_url, artifacts.root, v2, f"applied:restore:{M}/alpha", tmp_path)
+    assert apps["alpha"].rows() == before["alpha"]
+    [run] = registry.rollback_runs_of(M)
+    assert run.progress[f"restore:{M}/alpha"]["status"] == "pending"
+    run_child(registry_url, artifacts.root, v2, "never", tmp_path)
+    [run] = registry.rollback_runs_of(M)
+    step = run.progress[f"restore:{M}/alpha"]
+    assert (run.status, step["status"], step["mode"]) == (
+        "done",
+        "done",
+        "completed_by_earlier_attempt",
+    )
+    assert step["writes_after_cursor"] == 4  # counted before the killed attempt reverted them
+    assert json.dumps(run.report)  # the report was written
+    assert apps["alpha"].rows() == before["alpha"]
