@@ -38,7 +38,7 @@ BASE_EDGES: dict[State, frozenset[State]] = {
     S.OFFLINE_PASSED: frozenset({S.APPROVED_SHADOW, S.ARCHIVED}),
     S.FAILED: frozenset({S.ARCHIVED}),
     S.APPROVED_SHADOW: frozenset({S.SHADOW, S.ROLLED_BACK}),
-    S.SHADOW: frozenset({S.APPROVED_CANARY, S.ROLLED_BACK}),
+    S.SHADOW: frozenset({S.APPROVED_CANARY, S.FAILED, S.ROLLED_BACK}),  # FAILED: divergence
     S.APPROVED_CANARY: frozenset({S.CANARY, S.ROLLED_BACK}),
     S.CANARY: frozenset({S.CANARY, S.AB_TEST, S.ROLLED_BACK}),
     S.AB_TEST: frozenset({S.PROMOTED, S.ROLLED_BACK}),
@@ -122,6 +122,8 @@ def approvals_needed(current: State, target: State, ctx: SliceContext) -> tuple[
         return 0, False  # a gate on the way back turns an incident into an outage
     if current is S.REGISTERED and target in (S.OFFLINE_PASSED, S.FAILED):
         return 0, False  # gate results are evidence written by the gates themselves
+    if current is S.SHADOW and target is S.FAILED:
+        return 0, False  # the shadow divergence verdict: a way out, never gated
     if ctx.tier is Tier.L3:
         return 2, True
     if ctx.tier is Tier.L2 and target in (S.APPROVED_CANARY, S.PROMOTED):
@@ -193,7 +195,12 @@ def check_transition(
                 "only one candidate takes live traffic at a time"
             )
     n, cross = approvals_needed(current, target, ctx)
-    automated_ok = ctx.tier is not Tier.L3 or target is S.ROLLED_BACK
+    # At L3 an automated actor may only take a version out: roll it back, or fail a shadow.
+    automated_ok = (
+        ctx.tier is not Tier.L3
+        or target is S.ROLLED_BACK
+        or (current is S.SHADOW and target is S.FAILED)
+    )
     if automated and not automated_ok:
         raise IllegalTransition(
             f"{where}: tier L3 allows no automatic transition to {target.value}; "

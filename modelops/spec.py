@@ -25,6 +25,8 @@ __all__ = [
     "ShadowMode",
     "Guardrail",
     "ABContract",
+    "ShadowThresholds",
+    "DriftThresholds",
     "DecisionPolicy",
     "ModelSpec",
     "CodeRef",
@@ -131,6 +133,45 @@ class Guardrail(_Strict):
     higher_is_worse: bool = True
 
 
+class ShadowThresholds(_Strict):
+    """When a shadow fails: the divergence engine's thresholds (the fields and defaults of
+    `modelops.evaluation.shadow.ShadowPolicy`, kept equal by a test), plus which output holds
+    the score. Here, in the spec, so every verdict is judged against the registered policy."""
+
+    score_output: str | None = Field(
+        default=None, description="output tensor holding the score; unset: the first output"
+    )
+    threshold: float = Field(default=0.5, description="decision threshold for 1-D scores")
+    score_range: tuple[float, float] = (0.0, 1.0)
+    bins: int = Field(default=20, ge=2)
+    calibration_bins: int = Field(default=15, ge=2)
+    min_pairs: int = Field(default=1000, ge=1)
+    min_agreement: float = Field(default=0.95, ge=0, le=1)
+    max_kl: float = Field(default=0.05, ge=0)
+    max_js_distance: float = Field(default=0.1, ge=0, le=1)
+    max_slice_js_distance: float = Field(default=0.15, ge=0, le=1)
+    min_slice_pairs: int = Field(default=200, ge=1)
+    max_ece_increase: float = Field(default=0.02, ge=0)
+    max_latency_p99_ratio: float = Field(default=1.5, ge=1)
+    max_error_rate_increase: float = Field(default=0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> ShadowThresholds:
+        if not self.score_range[1] > self.score_range[0]:
+            raise ValueError("score_range must be (low, high) with high > low")
+        return self
+
+
+class DriftThresholds(_Strict):
+    """When drift alerts: the fields and defaults of `modelops.evaluation.drift.DriftPolicy`,
+    plus the window the drift sensor reads. Drift alerts; it never rolls back."""
+
+    psi_threshold: float = Field(default=0.2, gt=0)
+    js_threshold: float = Field(default=0.1, gt=0, le=1)
+    min_rows: int = Field(default=500, ge=1)
+    window_s: float = Field(default=3600.0, gt=0, description="recent prediction-log window")
+
+
 class ABContract(_Strict):
     """What the registry plans an A/B test with on entry to AB_TEST, and holds it to.
 
@@ -179,6 +220,8 @@ class DecisionPolicy(_Strict):
     )
     log_inputs: bool = False
     ab: ABContract = Field(default_factory=ABContract)
+    shadow: ShadowThresholds = Field(default_factory=ShadowThresholds)
+    drift: DriftThresholds = Field(default_factory=DriftThresholds)
 
 
 class ModelSpec(_Strict):
@@ -317,6 +360,10 @@ class VersionMeta(_Strict):
     eval_metrics: dict[str, float] = Field(default_factory=dict)
     eval_slice_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     rollback_snapshot_uri: str | None = None
+    drift_reference_uri: str | None = Field(
+        default=None, description="binned training reference (modelops.evaluation.drift)"
+    )
+    drift_reference_hash: str | None = None
     downstream_dependents: list[str] = Field(default_factory=list)
     signature: dict[str, Any] = Field(default_factory=dict)
 
@@ -342,6 +389,8 @@ class ModelVersion(_Strict):
     eval_slice_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     rollback_class: RollbackClass
     rollback_snapshot_uri: str | None = None
+    drift_reference_uri: str | None = None
+    drift_reference_hash: str | None = None
     tier: Tier
     state: dict[str, State] = Field(default_factory=dict)
     canary_percent: dict[str, int] = Field(default_factory=dict)

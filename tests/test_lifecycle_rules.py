@@ -226,6 +226,7 @@ def test_approvals_needed_per_tier(tier: Tier, refresh: bool) -> None:
         for target in legal_next(current, c):
             n, cross = approvals_needed(current, target, c)
             gate = current is S.REGISTERED and target in (S.OFFLINE_PASSED, S.FAILED)
+            gate |= current is S.SHADOW and target is S.FAILED  # the divergence verdict
             if target is S.ROLLED_BACK or gate:
                 expected = (0, False)
             elif tier is Tier.L3:

@@ -14,6 +14,7 @@ from test_registry_kit import (
     approve_l3,
     bootstrap_prod,
     contract,
+    key_of,
     new_model,
     refused,
     version,
@@ -134,7 +135,7 @@ def test_l1_walk(registry: Registry) -> None:
         registry,
         IllegalTransition,
         lambda: registry.transition(M, v2, S.PROMOTED, actor="ops"),
-        match="legal next states: APPROVED_CANARY, ROLLED_BACK",
+        match="legal next states: FAILED, APPROVED_CANARY, ROLLED_BACK",
     )
     walk(registry, v2, LADDER[2:5], automated=True)
     res = step(registry, v2, S.PROMOTED, automated=True)
@@ -159,7 +160,7 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
         lambda: registry.transition(M, v1, S.PROMOTED, actor="ops"),
         match="needs 1 approval from distinct actors; have: none",
     )
-    assert registry.approve(M, v1, actor="rank-lead").target is S.PROMOTED
+    assert registry.approve(M, v1, actor="rank-lead", key=key_of("rank-lead")).target is S.PROMOTED
     step(registry, v1, S.PROMOTED)
     assert last_audit(registry)["approvals"] == [{"approver": "rank-lead", "team": "ranking"}]
 
@@ -180,12 +181,14 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
         ApprovalRequired,
         lambda: registry.transition(M, v3, S.APPROVED_CANARY, actor="ops", automated=True),
     )
-    registry.approve(M, v3, actor="rank-lead")
+    registry.approve(M, v3, actor="rank-lead", key=key_of("rank-lead"))
     walk(registry, v3, LADDER[2:4])
     refused(  # approvals are only for legal moves
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v3, actor="rank-lead", target=S.PROMOTED),
+        lambda: registry.approve(
+            M, v3, actor="rank-lead", key=key_of("rank-lead"), target=S.PROMOTED
+        ),
         match="legal next states: CANARY, AB_TEST, ROLLED_BACK",
     )
     info = refused(
@@ -202,7 +205,7 @@ def test_l2_walk_refresh_skips_ab_but_a_contract_change_does_not(registry: Regis
         ApprovalRequired,
         lambda: registry.transition(M, v3, S.PROMOTED, actor="ops"),
     )
-    registry.approve(M, v3, actor="rank-lead")
+    registry.approve(M, v3, actor="rank-lead", key=key_of("rank-lead"))
     step(registry, v3, S.PROMOTED)
     assert "skip" not in last_audit(registry)
     assert states(registry) == {v1: S.DEPRECATED, v2: S.DEPRECATED, v3: S.PROMOTED}
@@ -239,7 +242,9 @@ def test_l3_walk_needs_two_cross_team_approvals_for_each_move(registry: Registry
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="rank-lead", target=S.PROMOTED),
+        lambda: registry.approve(
+            M, v2, actor="rank-lead", key=key_of("rank-lead"), target=S.PROMOTED
+        ),
         match="legal next states: CANARY, AB_TEST, ROLLED_BACK",
     )
     refused(
@@ -288,14 +293,14 @@ def l3(registry: Registry) -> Registry:
 
 
 def test_l3_two_approvals_from_the_owning_team_are_not_enough(l3: Registry) -> None:
-    l3.approve(M, 2, actor="rank-lead")
-    l3.approve(M, 2, actor="rank-eng")
+    l3.approve(M, 2, actor="rank-lead", key=key_of("rank-lead"))
+    l3.approve(M, 2, actor="rank-eng", key=key_of("rank-eng"))
     info = refused(
         l3, ApprovalRequired, lambda: l3.transition(M, 2, S.APPROVED_SHADOW, actor="ops")
     )
     assert "at least one outside team 'ranking'" in str(info.value)
     assert "have: rank-eng (ranking), rank-lead (ranking)" in str(info.value)
-    l3.approve(M, 2, actor="safety-eng")
+    l3.approve(M, 2, actor="safety-eng", key=key_of("safety-eng"))
     step(l3, 2, S.APPROVED_SHADOW)
 
 
@@ -310,14 +315,19 @@ def test_l3_the_actors_own_approval_does_not_count(l3: Registry) -> None:
 
 
 def test_l3_one_actor_approves_once(l3: Registry) -> None:
-    l3.approve(M, 2, actor="safety-lead")
+    l3.approve(M, 2, actor="safety-lead", key=key_of("safety-lead"))
     refused(
         l3,
         ConflictError,
-        lambda: l3.approve(M, 2, actor="safety-lead"),
+        lambda: l3.approve(M, 2, actor="safety-lead", key=key_of("safety-lead")),
         match="a second approval must come from another actor",
     )
-    refused(l3, NotFoundError, lambda: l3.approve(M, 2, actor="intruder"), match="unknown actor")
+    refused(
+        l3,
+        NotFoundError,
+        lambda: l3.approve(M, 2, actor="intruder", key=key_of("intruder")),
+        match="unknown actor",
+    )
     refused(
         l3,
         ApprovalRequired,
@@ -367,25 +377,29 @@ def test_approve_refuses_what_needs_no_approval_or_is_not_legal(registry: Regist
     add_people(registry)
     new_model(registry, tier=Tier.L2)
     bootstrap = version(registry).version
-    registry.approve(M, bootstrap, actor="rank-lead")
+    registry.approve(M, bootstrap, actor="rank-lead", key=key_of("rank-lead"))
     step(registry, bootstrap, S.PROMOTED)
     v2 = version(registry).version
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="rank-lead", target=S.APPROVED_SHADOW),
+        lambda: registry.approve(
+            M, v2, actor="rank-lead", key=key_of("rank-lead"), target=S.APPROVED_SHADOW
+        ),
         match="needs no approval at tier L2",
     )
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="rank-lead", target=S.CANARY),
+        lambda: registry.approve(
+            M, v2, actor="rank-lead", key=key_of("rank-lead"), target=S.CANARY
+        ),
         match="legal next states: APPROVED_SHADOW, ARCHIVED",
     )
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.approve(M, v2, actor="rank-lead"),
+        lambda: registry.approve(M, v2, actor="rank-lead", key=key_of("rank-lead")),
         match="no single next move needs approval",
     )
 
@@ -403,7 +417,7 @@ def test_irreversible_promotion_needs_an_override(registry: Registry, tier: Tier
         if tier is Tier.L3:
             approve_l3(registry, M, v1, S.PROMOTED)
         else:
-            registry.approve(M, v1, actor="rank-lead", target=S.PROMOTED)
+            registry.approve(M, v1, actor="rank-lead", key=key_of("rank-lead"), target=S.PROMOTED)
 
     approve()
     refused(
@@ -415,16 +429,18 @@ def test_irreversible_promotion_needs_an_override(registry: Registry, tier: Tier
     refused(
         registry,
         SpecError,
-        lambda: registry.override(M, v1, actor="safety-eng", reason="  "),
+        lambda: registry.override(M, v1, actor="safety-eng", key=key_of("safety-eng"), reason="  "),
         match="needs a reason",
     )
     refused(
         registry,
         NotFoundError,
-        lambda: registry.override(M, v1, actor="nobody", reason="x"),
+        lambda: registry.override(M, v1, actor="nobody", key=key_of("nobody"), reason="x"),
         match="unknown actor",
     )
-    registry.override(M, v1, actor="safety-eng", reason="ledger writes reviewed")
+    registry.override(
+        M, v1, actor="safety-eng", key=key_of("safety-eng"), reason="ledger writes reviewed"
+    )
     step(registry, v1, S.PROMOTED)
     assert last_audit(registry)["override"] == {
         "actor": "safety-eng",
@@ -436,24 +452,24 @@ def test_irreversible_override_binds_to_the_state_it_was_given_in(registry: Regi
     add_people(registry)
     new_model(registry, tier=Tier.L2, rollback_class=RollbackClass.IRREVERSIBLE)
     v1 = version(registry).version
-    registry.approve(M, v1, actor="rank-lead")
-    registry.override(M, v1, actor="safety-eng", reason="first version")
+    registry.approve(M, v1, actor="rank-lead", key=key_of("rank-lead"))
+    registry.override(M, v1, actor="safety-eng", key=key_of("safety-eng"), reason="first version")
     step(registry, v1, S.PROMOTED)
 
     v2 = version(registry).version  # a refresh: CANARY -> PROMOTED is legal at L2
     walk(registry, v2, LADDER[:2])
-    registry.approve(M, v2, actor="rank-lead")
+    registry.approve(M, v2, actor="rank-lead", key=key_of("rank-lead"))
     walk(registry, v2, LADDER[2:4])
-    registry.override(M, v2, actor="safety-eng", reason="at 1%")
+    registry.override(M, v2, actor="safety-eng", key=key_of("safety-eng"), reason="at 1%")
     step(registry, v2, S.CANARY, 5)
-    registry.approve(M, v2, actor="rank-lead")
+    registry.approve(M, v2, actor="rank-lead", key=key_of("rank-lead"))
     refused(
         registry,
         IllegalTransition,
         lambda: registry.transition(M, v2, S.PROMOTED, actor="ops"),
         match="override",
     )
-    registry.override(M, v2, actor="safety-eng", reason="at 5%")
+    registry.override(M, v2, actor="safety-eng", key=key_of("safety-eng"), reason="at 5%")
     res = step(registry, v2, S.PROMOTED)
     assert last_audit(registry)["override"]["reason"] == "at 5%"
     assert res.deprecated_version == v1
@@ -471,7 +487,9 @@ def test_override_is_only_for_irreversible_models(registry: Registry) -> None:
     refused(
         registry,
         IllegalTransition,
-        lambda: registry.override(M, v1, actor="safety-eng", reason="why not"),
+        lambda: registry.override(
+            M, v1, actor="safety-eng", key=key_of("safety-eng"), reason="why not"
+        ),
         match="overrides are only for IRREVERSIBLE models",
     )
 

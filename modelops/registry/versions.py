@@ -148,6 +148,11 @@ class VersionOps(CatalogOps):
                 "parent": parent,
                 "pins": [f"{r} ({role})" for r, role in pins],
                 "downstream_dependents": edges,
+                **(
+                    {"drift_reference_hash": meta.drift_reference_hash}
+                    if meta.drift_reference_hash is not None
+                    else {}
+                ),
             },
             version=version,
         )
@@ -224,6 +229,9 @@ class VersionOps(CatalogOps):
             "rollback_snapshot_uri": meta.rollback_snapshot_uri,
             "signature": meta.signature,
         }
+        if meta.drift_reference_hash is not None:  # absent, not null: older records stay equal
+            record["drift_reference_uri"] = meta.drift_reference_uri
+            record["drift_reference_hash"] = meta.drift_reference_hash
         conn.execute(U_NEXT_VERSION, {"m": model_id, "n": version + 1})
         conn.execute(
             insert(model_versions).values(
@@ -471,6 +479,8 @@ class VersionOps(CatalogOps):
             eval_slice_metrics=rec.get("eval_slice_metrics", {}),
             rollback_class=spec.rollback_class,
             rollback_snapshot_uri=rec.get("rollback_snapshot_uri"),
+            drift_reference_uri=rec.get("drift_reference_uri"),
+            drift_reference_hash=rec.get("drift_reference_hash"),
             tier=spec.tier,
             state={s.slice: State(s.state) for s in states},
             canary_percent={s.slice: s.percent for s in states if s.state == "CANARY"},
@@ -585,6 +595,8 @@ def _new_version(
         eval_slice_metrics=meta.eval_slice_metrics,
         rollback_class=spec.rollback_class,
         rollback_snapshot_uri=meta.rollback_snapshot_uri,
+        drift_reference_uri=meta.drift_reference_uri,
+        drift_reference_hash=meta.drift_reference_hash,
         tier=spec.tier,
         state={sl: State.REGISTERED for sl in spec.slices},
         state_history=[
