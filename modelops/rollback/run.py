@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from modelops.errors import IntegrityError, SpecError
+from modelops.errors import IllegalTransition, IntegrityError, NotFoundError, SpecError
 from modelops.rollback.plan import (
     CascadeApproval,
     DependentsGraph,
@@ -276,19 +276,46 @@ def run_rollback(
         if step["kind"] == "restore":
             outcome = _restore_step(registry, artifacts, _attempted(run, key), s3_client)
         else:
-            dep = step["dependent"]
-            r = registry.rollback(
-                dep,
+            outcome = _cascade_step(
+                registry,
+                step["dependent"],
+                model_id,
+                version,
+                run.id,
                 actor=actor,
-                slice=slice,
+                slice_=slice,
                 automated=automated,
-                reason=f"cascade from the rollback of {model_id}@{version} (run {run.id})",
             )
-            outcome = {"version": r.version, "changed": r.changed, "audit_id": r.audit_id}
         hook(f"applied:{key}")
         run = registry.record_run_step(run.id, key, outcome, actor=actor)
         hook(f"recorded:{key}")
     return _finish(registry, spec, run, plan, actor=actor, reason=reason)
+
+
+def _cascade_step(
+    registry: Registry,
+    dep: str,
+    model_id: str,
+    version: int,
+    run_id: int,
+    *,
+    actor: str,
+    slice_: str,
+    automated: bool,
+) -> dict[str, Any]:
+    """Roll the dependent's live version back on the slice (a bare rollback, idempotent);
+    a dependent with nothing serving there is recorded as such, not failed."""
+    try:
+        r = registry.rollback(
+            dep,
+            actor=actor,
+            slice=slice_,
+            automated=automated,
+            reason=f"cascade from the rollback of {model_id}@{version} (run {run_id})",
+        )
+    except (IllegalTransition, NotFoundError) as exc:
+        return {"version": None, "changed": False, "note": str(exc)}
+    return {"version": r.version, "changed": r.changed, "audit_id": r.audit_id}
 
 
 def _attempted(run: RollbackRunRecord, key: str) -> dict[str, Any]:
@@ -346,7 +373,10 @@ def _finish(
         )
         decay = (start, end, RELAX_FACTOR, why)
     cascaded = [
-        {"model_id": s["dependent"], "note": f"v{s.get('version')} rolled back"}
+        {
+            "model_id": s["dependent"],
+            "note": f"v{s['version']} rolled back" if s.get("version") else s.get("note", ""),
+        }
         for s in run.progress.values()
         if s["kind"] == "cascade"
     ]

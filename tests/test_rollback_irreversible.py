@@ -1,0 +1,173 @@
+"""IRREVERSIBLE rollback: the five-step report, NEEDS_RETRAIN, the decay window, cascades.
+
+The fleet: `embedder` (IRREVERSIBLE; its outputs feed the feature `user_emb`) with three
+dependents: `ranker` reads `user_emb` in its contract (trained on the embedder's outputs),
+`retrieval` keeps an index built from its outputs (STATE_SNAPSHOT, a real SQLite table),
+and `dashboard` only consumes it (L2).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from test_registry_kit import (
+    add_people,
+    bootstrap_prod,
+    contract,
+    datasets,
+    refused,
+    spec,
+    version,
+)
+
+from modelops.artifacts import LocalArtifactStore
+from modelops.errors import ApprovalRequired
+from modelops.registry import Registry
+from modelops.rollback import enter_with_snapshots, run_rollback
+from modelops.spec import RollbackClass, State, Tier
+from modelops.state_stores import SqlTableStoreSpec
+
+S = State
+E = "embedder"
+
+
+class Fleet:
+    def __init__(self, reg: Registry, tmp: Path) -> None:
+        self.reg = reg
+        self.artifacts = LocalArtifactStore(tmp / "artifacts")
+        self.db = sqlite3.connect(tmp / "index.db", isolation_level=None)
+        self.db.execute("CREATE TABLE idx (item INTEGER PRIMARY KEY, vec TEXT)")
+        for i in range(20):
+            self.db.execute("INSERT INTO idx VALUES (?, ?)", (i, f"v1-{i}"))
+        add_people(reg)
+        datasets(reg)
+        reg.create_model(
+            spec(
+                E,
+                rollback_class=RollbackClass.IRREVERSIBLE,
+                downstream=["ranker", "retrieval", "dashboard", "reporting"],
+            ).model_copy(update={"feeds_features": ["user_emb"]})
+        )
+        reg.create_model(spec("ranker"))
+        store = SqlTableStoreSpec(name="index", url=f"sqlite:///{tmp / 'index.db'}", table="idx")
+        reg.create_model(
+            spec("retrieval", rollback_class=RollbackClass.STATE_SNAPSHOT).model_copy(
+                update={"state_stores": [store]}
+            )
+        )
+        reg.create_model(spec("dashboard"))
+        reg.create_model(spec("reporting", tier=Tier.L2))  # nothing serving yet
+        ref = reg.register_contract(contract("ranker.features", 1, "user_emb", "country"))
+        self.ranker_v = bootstrap_prod(reg, "ranker", contract_ref=ref)
+        self.dash_v = bootstrap_prod(reg, "dashboard")
+        self.retrieval_v = bootstrap_prod(reg, "retrieval")
+        self.v1 = bootstrap_prod(reg, E)
+        self.v2 = version(reg, E).version
+        for st in (S.APPROVED_SHADOW, S.SHADOW, S.APPROVED_CANARY):
+            reg.transition(E, self.v2, st, actor="ops")
+        enter_with_snapshots(reg, self.artifacts, E, self.v2, S.CANARY, actor="ops", percent=5)
+        reg.transition(E, self.v2, S.PROMOTED, actor="ops")
+        self.snapshot_rows = self.rows()
+        # The index is rebuilt from v2's embeddings: two items rewritten, one added.
+        self.db.execute("UPDATE idx SET vec = 'v2-3' WHERE item = 3")
+        self.db.execute("UPDATE idx SET vec = 'v2-4' WHERE item = 4")
+        self.db.execute("INSERT INTO idx VALUES (99, 'v2-99')")
+
+    def rows(self) -> dict[int, str]:
+        return dict(self.db.execute("SELECT item, vec FROM idx").fetchall())
+
+
+@pytest.fixture
+def fleet(registry: Registry, tmp_path: Path) -> Fleet:
+    return Fleet(registry, tmp_path)
+
+
+def test_the_five_step_report(fleet: Fleet, registry: Registry) -> None:
+    f = fleet
+    assert set(registry.entry_snapshots(E, f.v2)) == {"retrieval"}
+    report = run_rollback(
+        registry, f.artifacts, E, f.v2, actor="ops", reason="embedding drift broke recall"
+    )
+    # 1. cutover: v2 out, v1 back, timed.
+    assert (report.cutover.from_state, report.cutover.restored_version) == ("PROMOTED", f.v1)
+    assert report.cutover.registry_s >= 0
+    assert registry.desired_state(E).prod_version == f.v1
+    # 2. the fed feature, contaminated since v2's promotion.
+    [feat] = report.contaminated_features
+    promoted_at = registry.promoted_since(E, f.v2, "global")
+    assert feat == {"feature": "user_emb", "since": promoted_at}
+    assert [c.feature for c in registry.contaminated("user_emb")] == ["user_emb"]
+    # 3. the model trained on its outputs: NEEDS_RETRAIN, not rolled back.
+    assert [d["model_id"] for d in report.needs_retrain] == ["ranker"]
+    assert [m.model_id for m in registry.needs_retrain()] == ["ranker"]
+    assert registry.state_of("ranker", f.ranker_v) is S.PROMOTED
+    # 4. the downstream index, back to its pre-promotion snapshot.
+    [ds] = report.downstream_state
+    assert (ds.owner_model, ds.store, ds.writes_after_cursor) == ("retrieval", "index", 3)
+    assert f.rows() == f.snapshot_rows
+    assert registry.state_of("retrieval", f.retrieval_v) is S.PROMOTED  # state, not traffic
+    # 5. the decay window, with its reason.
+    w = report.decay_window
+    assert w is not None and w["days"] == 14.0 and w["relax_factor"] == 2.0
+    now = registry.clock()
+    assert registry.decay_window(E, at=now + timedelta(days=13)) is not None
+    assert registry.decay_window(E, at=now + timedelta(days=15)) is None
+    assert "spurious rollback" in registry.decay_window(E, at=now).reason  # type: ignore[union-attr]
+    # The consumer is only warned.
+    assert report.warned == ["dashboard", "reporting"]
+    assert registry.state_of("dashboard", f.dash_v) is S.PROMOTED
+    md = report.markdown()
+    for heading in (
+        "## 1. Traffic cutover",
+        "## 2. Features this model's outputs feed",
+        "## 3. Downstream models trained on its outputs",
+        "## 4. Downstream snapshotted state",
+        "## 5. Post-rollback monitoring",
+        "## What rollback delivered",
+    ):
+        assert heading in md
+    assert "v1 is running on a shifted input distribution" in md
+    assert md.rstrip().splitlines()[-1].startswith("- audit trail complete")
+    assert report.document()["sha256"] == registry.audit_entries(E)[-1].payload["report_sha256"]
+
+
+def test_a_new_version_clears_needs_retrain(fleet: Fleet, registry: Registry) -> None:
+    run_rollback(registry, fleet.artifacts, E, fleet.v2, actor="ops")
+    assert [m.model_id for m in registry.needs_retrain("ranker")] == ["ranker"]
+    version(registry, "ranker")
+    assert registry.needs_retrain("ranker") == []
+
+
+def test_a_cascade_without_approvals_is_refused_whole(fleet: Fleet, registry: Registry) -> None:
+    before_rows = fleet.rows()
+    info = refused(
+        registry,
+        ApprovalRequired,
+        lambda: run_rollback(registry, fleet.artifacts, E, fleet.v2, actor="ops", cascade=True),
+    )
+    msg = str(info.value)
+    assert "\n" not in msg and "reporting (tier L2) needs 1 approval" in msg
+    assert "dashboard" not in msg  # L1: no approval needed
+    assert registry.state_of(E, fleet.v2) is S.PROMOTED
+    assert fleet.rows() == before_rows
+
+
+def test_an_approved_cascade_rolls_the_dependent_back(fleet: Fleet, registry: Registry) -> None:
+    report = run_rollback(
+        registry,
+        fleet.artifacts,
+        E,
+        fleet.v2,
+        actor="ops",
+        cascade=True,
+        approvals=["reporting=safety-lead"],
+    )
+    assert [c["model_id"] for c in report.cascaded] == ["dashboard", "reporting"]
+    assert "nothing to roll back" in report.cascaded[1]["note"]
+    assert registry.state_of("dashboard", fleet.dash_v) is S.ROLLED_BACK
+    assert registry.state_of("ranker", fleet.ranker_v) is S.PROMOTED  # retrain, not cascade
+    [plan_rep] = [d for d in report.plan.dependents if d.model_id == "reporting"]
+    assert (plan_rep.approvals_needed, plan_rep.approvers) == (1, ["safety-lead"])
