@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from modelops.cli.cmd_support import open_registry, print_json, split_model_ref
+from modelops.cli.experiment_cmds import ab_lines
 from modelops.errors import SpecError
 
 
@@ -18,7 +19,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if version is not None:
             v = reg.get_version(model_id, version)
             if args.json:
-                print_json(v.model_dump(mode="json"))
+                ab = [e.model_dump(mode="json") for e in reg.ab_experiments(model_id, version)]
+                print_json({**v.model_dump(mode="json"), "ab_experiments": ab})
                 return 0
             print(f"{v.model_id}@{v.version}  tier {v.tier.value}  {v.rollback_class.value}")
             print(f"  weights   {v.weights_uri}")
@@ -29,6 +31,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             for s, st in sorted(v.state.items()):
                 pct = f" {v.canary_percent[s]}%" if s in v.canary_percent else ""
                 print(f"  slice {s}: {st.value}{pct}")
+            for line in ab_lines(reg, model_id, version):
+                print(line)
             print("  history:")
             for h in v.state_history:
                 pct = f" {h.percent}%" if h.percent is not None else ""
