@@ -12,6 +12,7 @@ from typing import Any
 
 from modelops.cli import CliParser, bounded_int, database_url, port, seconds
 from modelops.errors import ModelopsError, SpecError
+from serving import why_cli
 
 __all__ = ["register", "gateway_main"]
 
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
         help="run a single pass and exit (the loop is `controller run`)",
     )
     rec.set_defaults(fn=cmd_controller_reconcile)
+    why_cli.register(sub)
 
 
 def _gateway_args(serve: Any) -> None:

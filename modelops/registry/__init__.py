@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .audit_ops import AuditOps
 from .checks import actor_name, non_finite, team_name
+from .diagnosis import Diagnosis, DiagnosisOps, DiagnosisStep, Observations
 from .experiments import ABExperiment, ExperimentOps, LayerUsage
 from .governance import GovernanceOps
 from .lineage import LineageOps
@@ -49,8 +50,11 @@ __all__ = [
     "ModelDependents",
     "ABExperiment",
     "LayerUsage",
+    "Diagnosis",
+    "DiagnosisStep",
+    "Observations",
 ]
 
 
-class Registry(GovernanceOps, RollbackOps, LineageOps, AuditOps, ExperimentOps):
+class Registry(GovernanceOps, RollbackOps, DiagnosisOps, LineageOps, AuditOps, ExperimentOps):
     """Entry point for the CLI, the Dagster resources, the controller and the gateway."""
