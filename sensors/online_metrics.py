@@ -10,21 +10,32 @@ matter how many ticks see it.
 
 What is watched: SHADOW, CANARY and AB_TEST versions, and a PROMOTED version for
 `durations.watch_s` after its promotion when there is a last good version to go back to.
-The window starts when the version entered its current state; for a promoted version it
-also covers an equal span before the promotion, which is the previous prod's baseline.
+The window starts when the version entered its current state, except for a canary, whose
+windows cover every step since it entered CANARY (the harm test accumulates users across
+steps; the current step's users are read apart for the sample-ratio check); for a promoted
+version it also covers an equal span before the promotion, which is the previous prod's
+baseline.
+
+The default engine is `SequentialRule` (always-valid tests over per-user ratios). Holds that
+owners must hear about (SRM, an A/B guardrail trip, "no detectable effect") are written once
+per episode as registry alerts (audit entries); an A/B test's conclusion is recorded with
+the registry before its promotion is launched; every launched run carries the decision's
+evidence (lift, interval, users, state of the test) as the `modelops/evidence` tag.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
-from modelops.actions import ActionKind, ActionRequest
+from modelops.actions import ActionKind, ActionRequest, action_run_fields
 from modelops.evaluation.decision import (
     CANDIDATE_ARMS,
     PROD_ARM,
@@ -33,12 +44,12 @@ from modelops.evaluation.decision import (
     Evidence,
     Verdict,
 )
-from modelops.evaluation.guardrail import GuardrailRule
+from modelops.evaluation.sequential_rule import SequentialRule
 from modelops.fleet import Fleet, OnlinePolicy
 from modelops.registry import LiveState, Registry
 from modelops.spec import ModelClass, ModelSpec, RollbackClass, State, Tier
 from resources import PredictionLogResource, RegistryResource
-from sensors.launch import ActionJobs, action_run_request, jobs_for
+from sensors.launch import ActionJobs, jobs_for
 
 __all__ = [
     "ONLINE_METRICS_SENSOR",
@@ -53,6 +64,9 @@ ONLINE_ACTOR = "system:online-metrics"
 _WATCHED = (State.SHADOW, State.CANARY, State.AB_TEST, State.PROMOTED)
 _MAX_CURSOR_ENTRIES = 2000
 _LAUNCHES = (ActionKind.canary_step, ActionKind.start_ab, ActionKind.promote, ActionKind.rollback)
+_MAX_ALERT_KEYS = 2000
+EVIDENCE_TAG = "modelops/evidence"
+ALERT_PREFIX = "online_"  # registry alert kinds: online_srm, online_ab_guardrail, ...
 
 
 def _key(ls: LiveState) -> str:
@@ -79,11 +93,15 @@ class OnlineMetricsEvaluator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.fleet = fleet
-        self.engine: DecisionEngine = engine or GuardrailRule()
+        self.engine: DecisionEngine = engine or SequentialRule()
         self.clock = clock
         self._online: dict[str, OnlinePolicy] = {m.model_id: m.online for m in fleet.models}
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._contract_refs: dict[tuple[str, str, int], str | None] = {}
+        # When a canary entered CANARY, per (registry, model, slice, version, step start):
+        # immutable once found, like the A/B plan recorded on entry to AB_TEST.
+        self._canary_starts: dict[tuple[str, str, str, int, float], float] = {}
+        self._ab_plans: dict[tuple[str, str, str, int, float], dict[str, Any] | None] = {}
 
     # ------------------------------------------------------------------ caches
 
@@ -99,6 +117,41 @@ class OnlineMetricsEvaluator:
         if k not in self._contract_refs:
             self._contract_refs[k] = reg.get_version(model_id, version).feature_contract_ref
         return self._contract_refs[k]
+
+    def _canary_start(self, reg: Registry, ls: LiveState) -> float:
+        """When the version entered CANARY (its latest entry): the harm test's first user.
+        The first step's start is its own; a later step's is found once in the audit log."""
+        since = ls.since.timestamp()
+        if ls.percent is None or ls.percent <= self.fleet.canary_ladder[0]:
+            return since
+        k = (reg.url, ls.model_id, ls.slice, ls.version, since)
+        if k not in self._canary_starts:
+            start = since
+            for entry in reg.audit_entries(ls.model_id):
+                p = entry.payload
+                if (
+                    entry.version == ls.version
+                    and p.get("slice") == ls.slice
+                    and p.get("to") == State.CANARY.value
+                    and p.get("from") != State.CANARY.value
+                ):
+                    start = _ts(entry.ts)
+            self._canary_starts[k] = min(start, since)
+        return self._canary_starts[k]
+
+    def _ab_plan(self, reg: Registry, ls: LiveState) -> dict[str, Any] | None:
+        """The plan the registry recorded on entry to AB_TEST, when it records plans."""
+        lookup = getattr(reg, "ab_experiment", None)
+        if lookup is None:
+            return None
+        k = (reg.url, ls.model_id, ls.slice, ls.version, ls.since.timestamp())
+        if k not in self._ab_plans:
+            try:
+                exp = lookup(ls.model_id, ls.version, ls.slice)
+            except Exception:  # noqa: BLE001 - no plan: the policy's split and horizon apply
+                exp = None
+            self._ab_plans[k] = dict(exp.plan) if exp is not None and exp.live else None
+        return self._ab_plans[k]
 
     # ------------------------------------------------------------------ one tick
 
@@ -134,14 +187,20 @@ class OnlineMetricsEvaluator:
             since = ls.since.timestamp()
             if ls.state is State.PROMOTED:
                 start = since - max(0.0, now - since)  # an equal span of the previous prod
+            elif ls.state is State.CANARY:
+                start = self._canary_start(reg, ls)
             else:
                 start = since
             starts[(ls.model_id, ls.slice, start)].append(ls)
         out: list[tuple[LiveState, Decision]] = []
         for (model_id, slice_, start), group in starts.items():
+            spec = self._spec(reg, model_id)
             # An LLM's windows carry their prompt lengths: the canary check reads them.
-            llm = self._spec(reg, model_id).model_class is ModelClass.llm
-            extra = {"with_prompt_tokens": True} if llm else {}
+            extra: dict[str, Any] = {}
+            if spec.model_class is ModelClass.llm:
+                extra["with_prompt_tokens"] = True
+            if spec.policy.protected_slices:
+                extra["by_segment"] = True
             try:
                 windows = reader.window(model_id, since_ts=start, slice=slice_, **extra)
             except Exception as exc:  # noqa: BLE001 - one unreadable model must not stop the fleet
@@ -155,6 +214,7 @@ class OnlineMetricsEvaluator:
                 else:
                     base_v = prod.get((model_id, slice_))
                 ev = self._evidence(reg, ls, now, by, base_v, prod.get((model_id, slice_)))
+                ev = self._complete(reg, reader, ls, ev, start, by, base_v, log)
                 try:
                     decision = self.engine.decide(ev)
                 except Exception as exc:  # noqa: BLE001 - a bad engine holds, visibly
@@ -163,6 +223,108 @@ class OnlineMetricsEvaluator:
                     continue
                 out.append((ls, decision))
         return out
+
+    def _complete(
+        self,
+        reg: Registry,
+        reader: Any,
+        ls: LiveState,
+        ev: Evidence,
+        start: float,
+        by: dict[tuple[int, str], Any],
+        base_v: int | None,
+        log: Any | None,
+    ) -> Evidence:
+        """What a state's test needs beyond the windows: a canary's users on each arm since
+        its current step began (SRM), an A/B test's recorded plan."""
+        since = ls.since.timestamp()
+        upd: dict[str, Any] = {}
+        if ls.state is State.CANARY:
+            upd["window_start_ts"] = start
+            step = by
+            if start < since:
+                try:
+                    ws = reader.window(ls.model_id, since_ts=since, slice=ls.slice)
+                    step = {(w.version, w.arm): w for w in ws}
+                except Exception as exc:  # noqa: BLE001 - no SRM this tick, said so
+                    step = {}
+                    if log is not None:
+                        log.warning(f"{_key(ls)}: step window unreadable: {exc}")
+            cand = step.get((ls.version, CANDIDATE_ARMS[ls.state]))
+            base = step.get((base_v, PROD_ARM)) if base_v is not None else None
+            if cand is not None or base is not None:
+                upd["step_users"] = (
+                    cand.users if cand is not None else 0,
+                    base.users if base is not None else 0,
+                )
+        elif ls.state is State.AB_TEST:
+            upd["ab_plan"] = self._ab_plan(reg, ls)
+        return ev.model_copy(update=upd) if upd else ev
+
+    def record_outcomes(
+        self,
+        reg: Registry,
+        decided: list[tuple[LiveState, Decision]],
+        alerted: set[str],
+        log: Any | None = None,
+    ) -> set[str]:
+        """Write what the owners must hear about, once per episode: an alert as a registry
+        audit entry (kind online_<alert>), and an A/B test's conclusion. Returns the alert
+        keys now on record (the sensor keeps them in its cursor; the audit log is the
+        authority when the cursor is lost)."""
+        on_record: set[str] = set()
+        for ls, d in decided:
+            if d.conclusion is not None and ls.state is State.AB_TEST:
+                self._conclude(reg, ls, d, log)
+            if d.alert is None:
+                continue
+            key = alert_key(ls, d.alert)
+            on_record.add(key)
+            if key in alerted:
+                continue
+            kind = ALERT_PREFIX + d.alert
+            try:
+                if not _alert_on_record(reg, ls.model_id, key):
+                    reg.record_alert(
+                        ls.model_id,
+                        kind=kind,
+                        detail=f"{_key(ls)} {ls.state.value}: {d.reason}",
+                        payload={
+                            "key": key,
+                            "slice": ls.slice,
+                            "version": ls.version,
+                            "state": ls.state.value,
+                            "evidence": _jsonable(d.details),
+                        },
+                        actor=ONLINE_ACTOR,
+                    )
+                if log is not None:
+                    log.warning(f"ALERT {kind}: {_key(ls)}: {d.reason}")
+            except Exception as exc:  # noqa: BLE001 - retried next tick; the hold stands
+                on_record.discard(key)
+                if log is not None:
+                    log.error(f"{_key(ls)}: could not record the {kind} alert: {exc}")
+        return on_record
+
+    def _conclude(self, reg: Registry, ls: LiveState, d: Decision, log: Any | None) -> None:
+        conclude = getattr(reg, "record_ab_conclusion", None)
+        if conclude is None or d.conclusion is None:
+            return
+        c = d.conclusion
+        try:
+            conclude(
+                ls.model_id,
+                ls.version,
+                actor=ONLINE_ACTOR,
+                outcome=c["outcome"],
+                concluded_with_power=bool(c["concluded_with_power"]),
+                slice=ls.slice,
+                reason=str(c.get("reason", "")),
+                evidence=_jsonable(c.get("evidence") or {}),
+            )
+        except Exception as exc:  # noqa: BLE001 - a conflict or an old entry: said, not fatal
+            if log is not None:
+                log.warning(f"{_key(ls)}: A/B conclusion not recorded: {exc}")
 
     def _evidence(
         self,
@@ -218,12 +380,46 @@ def run_request_for(ls: LiveState, decision: Decision) -> dg.RunRequest | None:
         reason=decision.reason,
         actor=ONLINE_ACTOR,
     )
-    return action_run_request(decision.next_action, req)
+    fields = action_run_fields(decision.next_action, req)
+    if decision.details:
+        evidence = json.dumps(_jsonable(decision.details), sort_keys=True)
+        fields["tags"] = {**fields["tags"], EVIDENCE_TAG: evidence}
+    return dg.RunRequest(**fields)
+
+
+def _ts(value: Any) -> float:
+    """An audit entry's time (ISO text or datetime) as unix seconds."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    return float(value.timestamp())
+
+
+def alert_key(ls: LiveState, alert: str) -> str:
+    """One alert per (version, slice, state episode, kind): a hold seen on many ticks, and
+    by a sensor whose cursor was lost, alerts once."""
+    return f"{_key(ls)}/{ls.state.value}@{ls.since.timestamp():.3f}/{alert}"
+
+
+def _alert_on_record(reg: Registry, model_id: str, key: str) -> bool:
+    return any(
+        e.action == "alert" and e.payload.get("key") == key for e in reg.audit_entries(model_id)
+    )
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """Finite numbers and strings only (the registry refuses NaN in evidence)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            continue
+        out[k] = v if isinstance(v, str | int | float | bool) or v is None else str(v)
+    return out
 
 
 def _load_cursor(raw: str | None) -> dict[str, Any]:
-    """{"tick": n, "last_decisions": {"model/slice/vN": "VERDICT vN STATE PERCENT"}}; a
-    missing or unreadable cursor starts afresh (it only dedupes log lines)."""
+    """{"tick": n, "last_decisions": {"model/slice/vN": "VERDICT vN STATE PERCENT"},
+    "alerted": [alert keys on record]}; a missing or unreadable cursor starts afresh (it
+    dedupes log lines, and alerts, which the audit log then dedupes)."""
     try:
         data = json.loads(raw) if raw else {}
     except ValueError:
@@ -232,9 +428,11 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
         data = {}
     tick = data.get("tick")
     last = data.get("last_decisions")
+    alerted = data.get("alerted")
     return {
         "tick": tick if isinstance(tick, int) and tick >= 0 else 0,
         "last_decisions": last if isinstance(last, dict) else {},
+        "alerted": [a for a in alerted if isinstance(a, str)] if isinstance(alerted, list) else [],
     }
 
 
@@ -246,7 +444,7 @@ def build_online_metrics_sensor(
     clock: Callable[[], float] = time.time,
     name: str = ONLINE_METRICS_SENSOR,
 ) -> dg.SensorDefinition:
-    """The sensor over the whole fleet; `engine` defaults to `GuardrailRule`, `clock` to the
+    """The sensor over the whole fleet; `engine` defaults to `SequentialRule`, `clock` to the
     wall clock (tests pass a later time instead of sleeping). `jobs` maps each action kind to
     its job (`jobs.ACTION_JOBS`); this one launches canary_step, start_ab, promote, rollback."""
     evaluator = OnlineMetricsEvaluator(fleet, engine, clock=clock)
@@ -267,7 +465,10 @@ def build_online_metrics_sensor(
     ) -> dg.SensorResult:
         cursor = _load_cursor(context.cursor)
         last: dict[str, str] = cursor["last_decisions"]
-        decided = evaluator.evaluate(registry.get(), predlog.reader(), context.log)
+        reg = registry.get()
+        decided = evaluator.evaluate(reg, predlog.reader(), context.log)
+        # Alerts and A/B conclusions first: a promotion launched below needs its conclusion.
+        alerted = evaluator.record_outcomes(reg, decided, set(cursor["alerted"]), context.log)
         requests: list[dg.RunRequest] = []
         seen: dict[str, str] = {}
         holding = 0
@@ -280,6 +481,8 @@ def build_online_metrics_sensor(
                 holding += 1
                 if last.get(key) != summary:
                     context.log.info(f"{key} {ls.state.value}: HOLD - {d.reason}")
+                    if d.details:
+                        context.log.info(f"{key} evidence: {json.dumps(d.details)}")
                 continue
             context.log.info(
                 f"{key} {ls.state.value}{'' if ls.percent is None else f' {ls.percent}%'}: "
@@ -291,6 +494,7 @@ def build_online_metrics_sensor(
             {
                 "tick": cursor["tick"] + 1,
                 "last_decisions": dict(sorted(seen.items())[:_MAX_CURSOR_ENTRIES]),
+                "alerted": sorted(alerted)[:_MAX_ALERT_KEYS],
             },
             sort_keys=True,
         )

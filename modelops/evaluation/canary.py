@@ -73,7 +73,12 @@ class CanaryPolicy(BaseModel):
     power: float = Field(default=0.90, gt=0.5, lt=1, description="P(rollback) at the margin")
     higher_is_better: bool = True
     min_users: int = Field(default=1000, ge=2, description="per arm before any verdict")
-    min_events: int = Field(default=50, ge=1, description="outcomes (sum x) per arm, likewise")
+    min_events: int = Field(
+        default=50,
+        ge=1,
+        description="outcomes (sum x) per arm, likewise; the candidate's may be those it "
+        "would have had at prod's rate",
+    )
     max_information_factor: float = Field(default=3.0, ge=1)
     srm: SRMPolicy = Field(default_factory=SRMPolicy)
 
@@ -138,10 +143,16 @@ class CanaryDecision(BaseModel):
 
 
 def _eligible(c: ArmArrays, b: ArmArrays, policy: CanaryPolicy) -> np.ndarray:
+    """Enough users on both arms, and enough outcomes: prod's observed, the candidate's
+    observed or expected at prod's rate over its requests. A candidate whose clicks
+    collapsed has few by its very harm; counting the clicks it had the chance to get lets
+    the test see it (the rate it is compared with is prod's, measured on min_events)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(b.sum_y > 0, c.sum_y * b.sum_x / b.sum_y, 0.0)
     return (
         (c.n_users >= policy.min_users)
         & (b.n_users >= policy.min_users)
-        & (c.sum_x >= policy.min_events)
+        & (np.maximum(c.sum_x, expected) >= policy.min_events)
         & (b.sum_x >= policy.min_events)
     )
 

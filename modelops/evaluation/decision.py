@@ -10,7 +10,7 @@ and a statistical engine (sequential tests, SRM, shadow divergence) can replace
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,6 +76,19 @@ class Evidence(BaseModel):
         default=False, description="same feature contract as the current prod version"
     )
     irreversible: bool = Field(default=False, description="rollback class IRREVERSIBLE")
+    window_start_ts: float | None = Field(
+        default=None,
+        description="where candidate and baseline windows start when not at since_ts (a "
+        "canary's windows cover every step since it began; since_ts is the current step's)",
+    )
+    step_users: tuple[int, int] | None = Field(
+        default=None,
+        description="users on (candidate, prod) since the current step began: the SRM check "
+        "against the step's percent",
+    )
+    ab_plan: dict[str, Any] | None = Field(
+        default=None, description="the plan the registry recorded on entry to AB_TEST"
+    )
 
     @property
     def elapsed_s(self) -> float:
@@ -89,6 +102,20 @@ class Decision(BaseModel):
     reason: str
     next_percent: int | None = None
     next_action: ActionKind | None = None
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the reason rests on (lift, interval, users, why waiting), flat "
+        "scalars the sensor puts on the run and in its log",
+    )
+    alert: str | None = Field(
+        default=None,
+        description="an alert kind the owners must hear about (srm, ab_guardrail, "
+        "ab_no_effect, canary_inconclusive); the sensor records it once in the audit log",
+    )
+    conclusion: dict[str, Any] | None = Field(
+        default=None,
+        description="an A/B test's end (outcome, concluded_with_power) for the registry",
+    )
 
 
 @runtime_checkable

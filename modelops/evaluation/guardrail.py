@@ -16,12 +16,13 @@ from modelops.evaluation.decision import Decision, Evidence, Verdict, automated_
 from modelops.evaluation.llm_canary import PromptLengthVerdict, compare_window_prompt_lengths
 from modelops.spec import State, Tier
 
-__all__ = ["GuardrailRule", "wilson_interval"]
+__all__ = ["GuardrailRule", "hard_breach", "wilson_interval"]
 
 _Z95 = 1.959963984540054
 _WINDOW_METRICS = frozenset(
     {"error_rate", "timeout_rate", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms"}
 )
+_TAIL_METRICS = frozenset({"latency_p99_ms"})
 
 
 def wilson_interval(mean: float, n: int, z: float = _Z95) -> tuple[float, float]:
@@ -68,54 +69,10 @@ class GuardrailRule:
     # ---------------------------------------------------------------- roll back
 
     def _breach(self, e: Evidence) -> str | None:
-        c, on = e.candidate, e.online
-        if c is None:
-            return None
-        if c.requests >= on.min_requests:
-            if c.error_rate > on.max_error_rate:
-                return (
-                    f"error rate {c.error_rate:.1%} over {c.requests} requests exceeds "
-                    f"{on.max_error_rate:.1%}"
-                )
-            base = e.baseline
-            base_p99 = base.latency_p99_ms if base is not None and base.requests else None
-            slow = c.latency_p99_ms > on.max_latency_p99_ms
-            if slow and base_p99 is not None and c.latency_p99_ms < base_p99 * on.max_latency_ratio:
-                slow = False  # prod is as slow over the same window: the host, not the model
-            if slow:
-                vs = "" if base_p99 is None else f" (prod {_fmt_ms(base_p99)})"
-                return (
-                    f"p99 latency {_fmt_ms(c.latency_p99_ms)}{vs} over {c.requests} requests "
-                    f"exceeds {_fmt_ms(on.max_latency_p99_ms)}"
-                )
-        declared = self._declared_breach(e)
-        if declared is not None:
-            return declared
-        if e.state is State.SHADOW:
-            return None  # outcomes on the shadow arm are prod's; latency and errors only
+        breach = hard_breach(e)
+        if breach is not None or e.state is State.SHADOW:
+            return breach  # outcomes on the shadow arm are prod's; latency and errors only
         return self._primary_breach(e)
-
-    def _declared_breach(self, e: Evidence) -> str | None:
-        """The spec's own guardrails: a window field (error_rate, timeout_rate, latency_*_ms)
-        once min_requests are in, or an outcome's mean once min_samples are in."""
-        c = e.candidate
-        if c is None:
-            return None
-        for g in e.policy.guardrails:
-            if g.metric in _WINDOW_METRICS:
-                if c.requests < e.online.min_requests:
-                    continue
-                value, n = float(getattr(c, g.metric)), c.requests
-            else:
-                o = c.outcomes.get(g.metric)
-                if e.state is State.SHADOW or o is None or o.count < e.policy.min_samples:
-                    continue
-                value, n = o.mean, o.count
-            crossed = value > g.threshold if g.higher_is_worse else value < g.threshold
-            if crossed:
-                side = "above" if g.higher_is_worse else "below"
-                return f"guardrail {g.metric} {value:.4g} (n={n}) is {side} {g.threshold:g}"
-        return None
 
     def _primary_breach(self, e: Evidence) -> str | None:
         name, n_min = e.policy.primary_metric, e.policy.min_samples
@@ -294,6 +251,63 @@ class GuardrailRule:
             base = f" vs prod {b.mean:.4f}" if b else ""
             parts.append(f"{name} {c.outcomes[name].mean:.4f}{base}")
         return ", ".join(parts)
+
+
+def hard_breach(e: Evidence, latency_min_requests: int = 0) -> str | None:
+    """The hard guardrails: error rate, p99 latency relative to prod, the spec's declared
+    guardrails. None when none is breached.
+
+    `latency_min_requests` is the sample a p99 needs before it may breach (a window field
+    `latency_p99_ms`, the online policy's or a declared one): below it the p99 is set by the
+    few slowest requests, and a cold start alone can set it. The engines say why they pick it.
+    """
+    c, on = e.candidate, e.online
+    if c is None:
+        return None
+    if c.requests >= on.min_requests:
+        if c.error_rate > on.max_error_rate:
+            return (
+                f"error rate {c.error_rate:.1%} over {c.requests} requests exceeds "
+                f"{on.max_error_rate:.1%}"
+            )
+        base = e.baseline
+        base_p99 = base.latency_p99_ms if base is not None and base.requests else None
+        slow = c.latency_p99_ms > on.max_latency_p99_ms and c.requests >= latency_min_requests
+        if slow and base_p99 is not None and c.latency_p99_ms < base_p99 * on.max_latency_ratio:
+            slow = False  # prod is as slow over the same window: the host, not the model
+        if slow:
+            vs = "" if base_p99 is None else f" (prod {_fmt_ms(base_p99)})"
+            return (
+                f"p99 latency {_fmt_ms(c.latency_p99_ms)}{vs} over {c.requests} requests "
+                f"exceeds {_fmt_ms(on.max_latency_p99_ms)}"
+            )
+    return _declared_breach(e, latency_min_requests)
+
+
+def _declared_breach(e: Evidence, latency_min_requests: int) -> str | None:
+    """The spec's own guardrails: a window field (error_rate, timeout_rate, latency_*_ms)
+    once min_requests are in, or an outcome's mean once min_samples are in."""
+    c = e.candidate
+    if c is None:
+        return None
+    for g in e.policy.guardrails:
+        if g.metric in _WINDOW_METRICS:
+            need = e.online.min_requests
+            if g.metric in _TAIL_METRICS:
+                need = max(need, latency_min_requests)
+            if c.requests < need:
+                continue
+            value, n = float(getattr(c, g.metric)), c.requests
+        else:
+            o = c.outcomes.get(g.metric)
+            if e.state is State.SHADOW or o is None or o.count < e.policy.min_samples:
+                continue
+            value, n = o.mean, o.count
+        crossed = value > g.threshold if g.higher_is_worse else value < g.threshold
+        if crossed:
+            side = "above" if g.higher_is_worse else "below"
+            return f"guardrail {g.metric} {value:.4g} (n={n}) is {side} {g.threshold:g}"
+    return None
 
 
 def _hold(reason: str) -> Decision:
