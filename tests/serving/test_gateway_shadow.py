@@ -3,14 +3,17 @@
 The hung shadow backend is a real socket that accepts connections and never answers, so a
 mirror sent to it waits on its own timeout; the assertions are that users never wait with
 it, that the bounded queue fills and drops (counted), and that answers from a working
-shadow are logged with arm "shadow" under the user's request id.
+shadow are logged with arm "shadow" under the user's request id. Where the proof is that
+users never wait on a mirror, the backend instead holds each mirror until the test releases
+it, and every user answer must arrive before that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
-import time
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from gateway_fixtures import (  # noqa: F401 - gw_models is a fixture
@@ -75,49 +78,143 @@ def test_shadow_answers_are_logged_with_arm_shadow(gw_models) -> None:  # noqa: 
         assert outs["OUTPUT0"] == [2.0 * int(rid[1:])]
 
 
+class HeldBackend:
+    """A real HTTP backend that reads each request and holds it unanswered until `release`.
+
+    While `answered` is 0, every mirror it `received` is provably still waiting on it: a
+    user answer that arrives then cannot have waited for a mirror's answer.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.received = 0
+        self.answered = 0
+        self._lock = threading.Lock()
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                with backend._lock:
+                    backend.received += 1
+                backend.release.wait()  # set by the test, and always on exit
+                payload = json.dumps(
+                    {
+                        "model_name": "hung",
+                        "outputs": [
+                            {"name": "OUTPUT0", "shape": [2], "datatype": "FP32", "data": [0, 0]}
+                        ],
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                with backend._lock:
+                    backend.answered += 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> HeldBackend:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
 @pytest.mark.timeout(120)
 def test_hung_shadow_backend_never_delays_or_fails_users(gw_models) -> None:  # noqa: F811
+    """Users are answered, correctly, while the shadow backend holds every mirror unanswered.
+
+    Two workers and a queue of 8: the first two mirrors are held by the backend, the next 8
+    wait in the queue, and the rest are dropped and counted. The mirrors' own timeout is
+    longer than the test, so only the backend's hold keeps them waiting. At every user
+    answer the mirror is in exactly the state that answer's arrival order implies, with no
+    mirror finished (answered, failed or timed out): no user waited on a mirror.
+    """
     n = 150
     body = infer_body([1.0, 2.0])
+    sink = MemorySink()
+    never = BreakerPolicy(timeout_s=3600.0, min_requests=1000)
+    # At each answer: backend (received, answered, released), mirror (in flight, queued,
+    # mirrored, dropped).
+    seen: list[tuple[tuple[int, int, bool], tuple[int, int, int, int]]] = []
 
-    async def latencies(app) -> list[float]:  # type: ignore[no-untyped-def]
-        out = []
+    async def scenario(held: HeldBackend) -> None:
+        t = table(
+            "hungshadow", gw_models.endpoint(1), shadow=(_hung(held.url), 100.0), breaker=never
+        )
+        app = make_app(sink=sink, tables=[t], shadow_workers=2, shadow_queue_size=8)
+        gw = app.state.gateway
+        mirror = gw.mirror
         async with running(app) as c:
-            for _ in range(20):  # warm the connection pool
-                await c.post("/v2/models/hungshadow/infer", json=body)
-            for i in range(n):
-                t0 = time.perf_counter()
+
+            async def call(i: int) -> None:
                 r = await c.post(
-                    "/v2/models/hungshadow/infer", json=body, headers={"x-user-id": f"u{i}"}
+                    "/v2/models/hungshadow/infer",
+                    json=body,
+                    headers={"x-user-id": f"u{i}", "x-request-id": f"r{i}"},
                 )
-                out.append(time.perf_counter() - t0)
+                seen.append(
+                    (
+                        (held.received, held.answered, held.release.is_set()),
+                        (mirror.in_flight, mirror.queue_depth(), mirror.mirrored, mirror.dropped),
+                    )
+                )
                 assert r.status_code == 200, r.text
                 assert output(r) == [2.0, 4.0]
-            gw = app.state.gateway
-            if gw.store.lookup("hungshadow", "global").shadow is not None:
-                # both workers are stuck on the hung backend, the queue is full, the rest drop
-                await until(lambda: gw.mirror.in_flight == 2, 5, "workers in flight")
-                assert gw.mirror.mirrored == 2 + 8
-                assert gw.mirror.dropped == n + 20 - 10
-        return out
 
-    with HungServer() as hung:
-        plain = table("hungshadow", gw_models.endpoint(1))
-        mirrored = table(
-            "hungshadow",
-            gw_models.endpoint(1),
-            shadow=(_hung(hung.url), 100.0),
-            breaker=HUNG_TIMEOUT,
-        )
-        config = {"shadow_workers": 2, "shadow_queue_size": 8}
-        base = asyncio.run(latencies(make_app(tables=[plain], **config)))
-        with_shadow = asyncio.run(latencies(make_app(tables=[mirrored], **config)))
-        assert hung.accepted == 2  # the mirrors really were sent, and are still waiting
-    p50_base, p50_shadow = statistics.median(base), statistics.median(with_shadow)
-    # Nobody waited on the hung backend (its mirrors wait 30 s) ...
-    assert max(with_shadow) < 1.0
-    # ... and the typical request is no slower beyond noise on a shared 2-core machine.
-    assert p50_shadow < p50_base * 1.5 + 0.002, (p50_base, p50_shadow)
+            # Each worker takes one mirror and the backend holds it.
+            await call(0)
+            await until(lambda: held.received == 1, 30, "the first mirror to be held")
+            await call(1)
+            await until(lambda: held.received == 2, 30, "the second mirror to be held")
+            for i in range(2, n):
+                await call(i)
+            # Every user was answered while the backend held mirrors and had answered none.
+            assert len(seen) == n
+            assert all(backend[1:] == (0, False) for backend, _ in seen)
+            # From the third answer on: both workers stuck on the two held mirrors, the queue
+            # filling to 8, then every further mirror dropped and counted at once.
+            for i, ((received, _, _), state) in enumerate(seen[2:], start=2):
+                accepted = min(i + 1, 10)
+                assert received == 2 and state == (2, accepted - 2, accepted, i + 1 - accepted)
+            text = (await c.get("/metrics")).text
+            labels = {"arm": "shadow", "model": "hungshadow", "version": "7"}
+            assert metric(text, "modelops_gateway_shadow_mirrored_total", **labels) == 10.0
+            assert metric(
+                text, "modelops_gateway_shadow_dropped_total", reason="queue_full", **labels
+            ) == float(n - 10)
+            assert sink.by_arm("shadow") == []  # no mirror finished while users were served
+            # Released, the held and the queued mirrors complete: exactly the 10 accepted.
+            held.release.set()
+            await until(lambda: len(sink.by_arm("shadow")) == 10, 30, "the mirrors to finish")
+            assert held.answered == 10 and mirror.in_flight == 0 and mirror.queue_depth() == 0
+
+        prods = sink.by_arm("prod")
+        assert len(prods) == n and all(r.error is None for r in prods)
+        shadows = sink.by_arm("shadow")
+        assert {r.request_id for r in shadows} == {f"r{i}" for i in range(10)}
+        assert all(r.version == 7 and r.error is None for r in shadows)
+
+    with HeldBackend() as held:
+        asyncio.run(scenario(held))
 
 
 @pytest.mark.timeout(60)
