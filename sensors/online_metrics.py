@@ -275,7 +275,9 @@ class OnlineMetricsEvaluator:
         on_record: set[str] = set()
         for ls, d in decided:
             if d.conclusion is not None and ls.state is State.AB_TEST:
-                self._conclude(reg, ls, d, log)
+                ckey = alert_key(ls, f"conclusion:{d.conclusion['outcome']}")
+                if ckey in alerted or self._conclude(reg, ls, d, log):
+                    on_record.add(ckey)
             if d.alert is None:
                 continue
             key = alert_key(ls, d.alert)
@@ -306,10 +308,12 @@ class OnlineMetricsEvaluator:
                     log.error(f"{_key(ls)}: could not record the {kind} alert: {exc}")
         return on_record
 
-    def _conclude(self, reg: Registry, ls: LiveState, d: Decision, log: Any | None) -> None:
+    def _conclude(self, reg: Registry, ls: LiveState, d: Decision, log: Any | None) -> bool:
+        """Record the A/B test's conclusion (idempotent in the registry); True once it is
+        on record, so the cursor spares the next ticks the write."""
         conclude = getattr(reg, "record_ab_conclusion", None)
         if conclude is None or d.conclusion is None:
-            return
+            return False
         c = d.conclusion
         try:
             conclude(
@@ -325,6 +329,8 @@ class OnlineMetricsEvaluator:
         except Exception as exc:  # noqa: BLE001 - a conflict or an old entry: said, not fatal
             if log is not None:
                 log.warning(f"{_key(ls)}: A/B conclusion not recorded: {exc}")
+            return False
+        return True
 
     def _evidence(
         self,

@@ -15,6 +15,7 @@ launch runs; the benchmark drives the very same engines.
 - drift: binned references and the drift fast path
 - simulate: seeded per-user traffic for testing the rules
 - llm_canary: an LLM canary's prompt lengths against prod's (GuardrailRule holds on a mismatch)
+- sequential_rule: SequentialRule, the sensors' default DecisionEngine over those engines
 """
 
 from modelops.evaluation.ab import (
