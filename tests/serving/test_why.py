@@ -22,7 +22,7 @@ from modelops.spec import State, Tier
 from serving.predlog.reader import PredictionLogReader
 from serving.predlog.writer import PredictionLog
 from serving.records import PredictionRecord
-from serving.why_cli import observations, parse_since
+from serving.why_cli import _reference, observations, parse_since
 
 M = "ranker"
 ROWS = 2_000
@@ -110,6 +110,50 @@ def test_why_walks_the_tree_on_two_versions(fleet: Registry, tmp_path: Path) -> 
     # 6. the audit log since: the promotion of v2 and what it deprecated.
     assert s[6].changed and "transition@2 by ops (OFFLINE_PASSED -> PROMOTED): retrained" in (
         s[6].answer
+    )
+
+
+def test_why_compares_with_the_training_reference_when_one_is_stored(
+    fleet: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from modelops.cli.cmd_support import artifact_store
+    from modelops.evaluation.drift import build_reference
+
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELOPS_ARTIFACTS", raising=False)
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.0, 1.0, 5_000)
+    train = {"clicks_7d": x, "country": np.array(["de", "de", "fr"] * 1666 + ["de"] * 2)}
+    ref = build_reference(train, prediction=1 / (1 + np.exp(-x)))
+    digest = artifact_store(None).put_bytes(ref.model_dump_json().encode()).sha256
+    assert digest == ref.content_hash()
+    loaded, note = _reference(SimpleNamespace(version=2, drift_reference_hash=digest))
+    assert loaded == ref and note == ""
+    gone, note = _reference(SimpleNamespace(version=2, drift_reference_hash="0" * 64))
+    assert gone is None and "v2's training reference is unreadable" in note
+    _, note = _reference(SimpleNamespace(version=2))
+    assert note == "v2 has no training reference"
+
+    now = fleet.clock() + timedelta(seconds=1)
+    since = now - timedelta(days=1)
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    log_window(url, since, now, v=2, shift=1.0, seed=5)  # nothing logged before the window
+    with PredictionLogReader(url) as reader:
+        obs = observations(reader, M, "global", since, now)
+    assert obs.rows_before == 0
+    d = fleet.diagnose(M, since=since, observations=obs, reference=loaded)
+    drift, out = d.steps[1], d.steps[3]
+    assert (
+        drift.details["baseline"] == out.details["baseline"] == "the version's training reference"
+    )
+    assert drift.details["drifted_by_slice"] == {"eu": ["clicks_7d"]}
+    assert out.changed and "shifted on slices eu" in out.answer
+    # Without the reference and with no earlier window there is nothing to compare with.
+    d = fleet.diagnose(M, since=since, observations=obs)
+    assert d.steps[1].changed is None and "no training reference and no requests before" in (
+        d.steps[1].answer
     )
 
 
