@@ -18,6 +18,7 @@ from assets.fleet_defs import (
 )
 from assets.gates import GATE_NAMES, GateResult
 from assets.model_assets import materialize_model, observe_dataset
+from assets.online_reports import build_online_report_defs
 from assets.translator import (
     IRREVERSIBLE_WARNING,
     FeatureUse,
@@ -37,6 +38,7 @@ __all__ = [
     "build_fleet_assets",
     "build_fleet_defs",
     "build_model_asset",
+    "build_online_report_defs",
     "feature_uses",
     "materialize_eval_report",
     "materialize_model",
