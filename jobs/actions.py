@@ -19,6 +19,7 @@ import dagster as dg
 from dagster import OpExecutionContext
 from pydantic import ValidationError
 
+from jobs.rollback_job import rollback_extra, rollback_run_events
 from modelops.actions import (
     ACTION_TAG,
     JOB_NAMES,
@@ -65,6 +66,8 @@ class ActionConfig(dg.Config):
     actor: str = "system:dagster"
     reason: str = ""
     automated: bool = True
+    cascade: bool = False  # rollback only: roll approved dependents back too
+    approvals: list[str] = []  # rollback only: DEPENDENT=ACTOR cascade approvals
 
     def request(self) -> ActionRequest:
         return ActionRequest.model_validate(self.model_dump())
@@ -115,13 +118,16 @@ def perform(
     req: ActionRequest,
     registry: "Registry",
     done: list["TransitionResult"] | None = None,
+    artifacts: Any = None,
 ) -> list["TransitionResult"]:
     """The registry side of an action: the transitions it makes, in order.
 
     Only the first step carries the caller's compare-and-set (`expected`); later steps
     expect the state the previous step just wrote, so nothing slips in between unnoticed.
     Each committed step is also appended to `done`, so a caller whose later step is refused
-    can say what was already committed.
+    can say what was already committed. With `artifacts`, a step into CANARY or AB_TEST takes
+    the state snapshot first (`modelops.rollback.enter_with_snapshots`); a failed snapshot
+    refuses that step.
     """
     done = done if done is not None else []
     common: dict[str, Any] = {
@@ -133,7 +139,12 @@ def perform(
     mid, ver = req.model_id, req.version
 
     def step(target: State | str, **kw: Any) -> "TransitionResult":
-        result = registry.transition(mid, ver, target, **common, **kw)
+        if artifacts is not None and str(target) in (State.CANARY.value, State.AB_TEST.value):
+            from modelops.rollback import enter_with_snapshots
+
+            result = enter_with_snapshots(registry, artifacts, mid, ver, target, **common, **kw)
+        else:
+            result = registry.transition(mid, ver, target, **common, **kw)
         done.append(result)
         return result
 
@@ -322,10 +333,33 @@ def action_op(action: ActionKind) -> dg.OpDefinition:
                 description=f"invalid {action.value} config: {bad}", allow_retries=False
             ) from None
         reg = registry.get()
+        if action is ActionKind.rollback:
+            store = artifacts.get()
+            report, events = rollback_run_events(
+                context,
+                req,
+                reg,
+                store,
+                lambda: _controller_pass(context, reg, store, controller, model_id=req.model_id),
+                cascade=req.cascade,
+                approvals=req.approvals,
+            )
+            for ev in events:
+                context.log_event(ev)
+            context.log_event(
+                slice_observation(
+                    reg,
+                    req.model_id,
+                    req.version,
+                    action=action.value,
+                    extra=rollback_extra(report),
+                )
+            )
+            return
         where = f"{action.value} {req.model_id}@{req.version} on slice {req.slice!r}"
         done: list[Any] = []
         try:
-            results = perform(action, req, reg, done)
+            results = perform(action, req, reg, done, artifacts=artifacts.get())
         except ModelopsError as exc:
             context.log.error(f"{where} refused: {_one_line(str(exc))}")
             committed = ", ".join(f"{r.from_state.value} -> {r.to_state.value}" for r in done)

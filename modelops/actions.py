@@ -81,6 +81,12 @@ class ActionRequest(BaseModel):
     actor: str = "system:dagster"
     reason: str = ""
     automated: bool = True
+    cascade: bool = Field(
+        default=False, description="rollback only: roll dependents back too (with approvals)"
+    )
+    approvals: list[str] = Field(
+        default_factory=list, description="rollback only: cascade approvals, DEPENDENT=ACTOR"
+    )
 
 
 def action_run_key(kind: ActionKind, req: ActionRequest) -> str:

@@ -232,6 +232,10 @@ def run_rollback(
     snaps = [s for m, s in entry.items() if m in restore_owners]
     _verify(registry, artifacts, snaps)
 
+    # A rerun (a retried or resumed job) finds the version already ROLLED_BACK: it takes the
+    # recorded rollback back instead of failing the compare-and-set its first run passed.
+    if registry.state_of(model_id, version, slice) is State.ROLLED_BACK:
+        expected = None
     t0 = time.perf_counter()
     res = registry.rollback(
         model_id,
