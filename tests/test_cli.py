@@ -134,7 +134,7 @@ def test_user_mistakes_are_one_line(env: dict[str, Path]) -> None:
     refused(f"model create {d}/broken.yaml", "broken.yaml", "line")
     (d / "extra.yaml").write_text(SPEC + "colour: blue\n")
     refused(f"model create {d}/extra.yaml", "colour", "unknown field")
-    refused("approve ctr 1 --actor ghost", "unknown actor 'ghost'", "actor add")
+    refused("approve ctr 1 --actor ghost", "is unsigned", "--key FILE")
 
 
 def test_usage_errors_exit_2(env: dict[str, Path]) -> None:
@@ -421,7 +421,7 @@ def test_teams_and_actors_have_one_spelling(env: dict[str, Path]) -> None:
     code, out, _ = run("team list")
     assert (code, out) == (0, "ads\nrisk\n")
     code, out, _ = run("actor add ' ALICE ' --team ADS")
-    assert (code, out) == (0, "actor alice in team ads\n")
+    assert (code, out) == (0, "actor alice in team ads as engineer, no key yet (it cannot sign)\n")
     refused(
         "actor add bob --team adz",
         "unknown team 'adz'",

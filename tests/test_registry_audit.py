@@ -16,6 +16,7 @@ from test_registry_kit import (
     bootstrap_prod,
     contract,
     datasets,
+    key_of,
     new_model,
     refused,
     spec,
@@ -72,6 +73,11 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     for name, team in (("rank-eng", "ranking"), ("safety-lead", "safety"), ("ops", "ranking")):
         r.add_actor(name, team)
     no_entry(r, lambda: r.add_actor("rank-lead", "ranking"))
+    pub = key_of("rank-lead").public_key
+    one_entry(r, None, "add_key", lambda: r.add_key("rank-lead", pub))
+    no_entry(r, lambda: r.add_key("rank-lead", pub))
+    for name in ("rank-eng", "safety-lead", "ops"):
+        r.add_key(name, key_of(name).public_key)
     e = one_entry(r, None, "register_dataset", lambda: r.register_dataset("clicks", 1, "s3://c"))
     assert e["entry"].payload["uri"] == "s3://c"
     no_entry(r, lambda: r.register_dataset("clicks", 1, "s3://c"))
@@ -110,7 +116,14 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     no_entry(r, lambda: r.record_gate_result(M, v1, passed=True, results={"a": 1}))
 
     for sl in ("eu", "us"):
-        e = one_entry(r, M, "approval", lambda sl=sl: r.approve(M, v1, actor="rank-lead", slice=sl))
+        e = one_entry(
+            r,
+            M,
+            "approval",
+            lambda sl=sl: r.approve(M, v1, actor="rank-lead", key=key_of("rank-lead"), slice=sl),
+        )
+        signed = e["entry"].payload.pop("statement")
+        assert (signed["payload"]["signer"], signed["payload"]["slice"]) == ("rank-lead", sl)
         assert e["entry"].payload == {
             "slice": sl,
             "from": "OFFLINE_PASSED",
@@ -121,7 +134,9 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
             r,
             M,
             "override",
-            lambda sl=sl: r.override(M, v1, actor="safety-lead", reason="ok", slice=sl),
+            lambda sl=sl: r.override(
+                M, v1, actor="safety-lead", key=key_of("safety-lead"), reason="ok", slice=sl
+            ),
         )
         e = one_entry(
             r, M, "transition", lambda sl=sl: r.transition(M, v1, S.PROMOTED, actor="ops", slice=sl)
@@ -137,11 +152,11 @@ def test_every_mutation_appends_exactly_one_entry(registry: Registry) -> None:
     r.record_gate_result(M, v2, passed=True, results={})
     r.transition(M, v2, S.APPROVED_SHADOW, actor="ops", slice="eu")
     r.transition(M, v2, S.SHADOW, actor="ops", slice="eu")
-    r.approve(M, v2, actor="rank-eng", slice="eu")
+    r.approve(M, v2, actor="rank-eng", key=key_of("rank-eng"), slice="eu")
     r.transition(M, v2, S.APPROVED_CANARY, actor="ops", slice="eu")
     r.transition(M, v2, S.CANARY, actor="ops", slice="eu")
-    r.approve(M, v2, actor="rank-eng", slice="eu")
-    r.override(M, v2, actor="safety-lead", reason="ok", slice="eu")
+    r.approve(M, v2, actor="rank-eng", key=key_of("rank-eng"), slice="eu")
+    r.override(M, v2, actor="safety-lead", key=key_of("safety-lead"), reason="ok", slice="eu")
     e = one_entry(
         r, M, "transition", lambda: r.transition(M, v2, S.PROMOTED, actor="ops", slice="eu")
     )
@@ -551,7 +566,8 @@ def test_a_forged_approval_appended_with_its_head_is_named(audited: Registry) ->
             "MISMATCH",
             f"model:{M}: approval of {M}@3 -> ROLLED_BACK on slice 'global' by safety-lead "
             "(safety) is in the audit chain but not in the table",
-        )
+        ),
+        ("UNSIGNED", f"model:{M}: seq 11 (approval {M}@3) carries no signature"),
     ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from modelops.contracts import Feature, FeatureContract
+from modelops.identity import SigningKey, generate_signing_key
 from modelops.registry import Registry
 from modelops.spec import (
     DecisionPolicy,
@@ -144,15 +145,37 @@ PEOPLE = {
 }
 
 
+_KEYS: dict[str, SigningKey] = {}
+
+
+def key_of(name: str) -> SigningKey:
+    """Each test actor's private key (one per name and test session; names in one spelling)."""
+    name = name.strip().lower()
+    if name not in _KEYS:
+        _KEYS[name] = generate_signing_key()
+    return _KEYS[name]
+
+
+def enroll_keys(reg: Registry, *names: str) -> None:
+    """Register the test keys of actors that already exist (approvals must be signed)."""
+    for name in names:
+        reg.add_key(name, key_of(name).public_key)
+
+
 def add_people(reg: Registry) -> None:
     teams(reg)
     for name, team in PEOPLE.items():
-        reg.add_actor(name, team)
+        reg.enroll_actor(name, team, public_key=key_of(name).public_key)
+
+
+def approve(reg: Registry, model_id: str, v: int, actor: str, **kw: Any) -> Any:
+    """A signed approval by `actor`, with its test key."""
+    return reg.approve(model_id, v, actor=actor, key=key_of(actor), **kw)
 
 
 def approve_l3(
     reg: Registry, model_id: str, v: int, target: State | None = None, **kw: Any
 ) -> None:
     """The two approvals an L3 move needs: one inside the owning team, one outside it."""
-    reg.approve(model_id, v, actor="rank-lead", target=target, **kw)
-    reg.approve(model_id, v, actor="safety-lead", target=target, **kw)
+    approve(reg, model_id, v, "rank-lead", target=target, **kw)
+    approve(reg, model_id, v, "safety-lead", target=target, **kw)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from test_registry_kit import OWNER_TEAM, new_model, refused, spec, version
+from test_registry_kit import OWNER_TEAM, enroll_keys, key_of, new_model, refused, spec, version
 
 from modelops.errors import ApprovalRequired, NotFoundError, SpecError
 from modelops.registry import Registry
@@ -68,8 +68,9 @@ def test_an_actor_spelled_in_capitals_is_the_same_actor(registry: Registry) -> N
     """`--actor ALICE` approved by `alice` must not pass the self-approval rule."""
     new_model(registry, tier=Tier.L2)
     registry.add_actor("alice", OWNER_TEAM)
+    enroll_keys(registry, "alice")
     v1 = version(registry).version
-    registry.approve(M, v1, actor="ALICE")  # recorded as alice
+    registry.approve(M, v1, actor="ALICE", key=key_of("ALICE"))  # recorded as alice
     info = refused(
         registry,
         ApprovalRequired,
@@ -89,9 +90,10 @@ def test_the_owning_team_spelled_differently_is_not_another_team(
     new_model(registry, tier=Tier.L3)
     registry.add_actor("rank-lead", OWNER_TEAM)
     registry.add_actor("mallory", spelling)  # normalized: the owning team itself
+    enroll_keys(registry, "rank-lead", "mallory")
     v1 = version(registry).version
-    registry.approve(M, v1, actor="rank-lead", target=S.PROMOTED)
-    registry.approve(M, v1, actor="mallory", target=S.PROMOTED)
+    registry.approve(M, v1, actor="rank-lead", key=key_of("rank-lead"), target=S.PROMOTED)
+    registry.approve(M, v1, actor="mallory", key=key_of("mallory"), target=S.PROMOTED)
     info = refused(
         registry, ApprovalRequired, lambda: registry.transition(M, v1, S.PROMOTED, actor="ops")
     )
@@ -113,13 +115,15 @@ def test_a_blank_or_unknown_team_left_by_an_old_registry_is_not_another_team(
                 text("INSERT INTO actors (name, team, created_at) VALUES (:n, :t, 'legacy')"),
                 {"n": name, "t": team},
             )
+    enroll_keys(registry, "rank-lead", "safety-lead", "blank", "spaced", "ghost-team")
     v1 = version(registry).version
-    registry.approve(M, v1, actor="rank-lead", target=S.PROMOTED)
+    registry.approve(M, v1, actor="rank-lead", key=key_of("rank-lead"), target=S.PROMOTED)
     for legacy in ("blank", "spaced", "ghost-team"):
-        registry.approve(M, v1, actor=legacy, target=S.PROMOTED)
+        registry.approve(M, v1, actor=legacy, key=key_of(legacy), target=S.PROMOTED)
     info = refused(
         registry, ApprovalRequired, lambda: registry.transition(M, v1, S.PROMOTED, actor="ops")
     )
     assert "at least one outside team 'ranking'" in str(info.value)
-    registry.approve(M, v1, actor="safety-lead", target=S.PROMOTED)  # outside, in a known team
+    # outside, in a known team
+    registry.approve(M, v1, actor="safety-lead", key=key_of("safety-lead"), target=S.PROMOTED)
     assert registry.transition(M, v1, S.PROMOTED, actor="ops").to_state is S.PROMOTED

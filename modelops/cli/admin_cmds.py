@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from modelops.cli import governance_cmds
 from modelops.cli.cmd_support import actor_opt, open_registry
 
 
@@ -46,15 +47,6 @@ def cmd_db_grant_app(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_actor_add(args: argparse.Namespace) -> int:
-    from modelops.registry import actor_name, team_name
-
-    with open_registry(args) as reg:
-        reg.add_actor(args.name, args.team, actor=args.actor)
-    print(f"actor {actor_name(args.name)} in team {team_name(args.team)}")
-    return 0
-
-
 def cmd_team_add(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         name = reg.add_team(args.name, actor=args.actor)
@@ -84,11 +76,7 @@ def register(sub: Any) -> None:
     ap = sub.add_parser("actor", help="people and their teams").add_subparsers(
         dest="sub", required=True
     )
-    a = ap.add_parser("add")
-    a.add_argument("name")
-    a.add_argument("--team", required=True, help="a known team (`modelops team add NAME`)")
-    actor_opt(a)
-    a.set_defaults(fn=cmd_actor_add)
+    governance_cmds.register_actor(ap)  # add (with role and key), add-key, revoke-key, keys
 
     tp = sub.add_parser("team", help="the known teams").add_subparsers(dest="sub", required=True)
     a = tp.add_parser("add", help="make a team known (owners and approvers name known teams)")

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from modelops.cli.cmd_support import open_registry, print_json, split_model_ref
+from modelops.cli.cmd_support import artifact_store, open_registry, print_json, split_model_ref
 from modelops.cli.experiment_cmds import ab_lines
 from modelops.errors import SpecError
 
@@ -126,10 +126,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     if args.target == "verify":
+        store = artifact_store(args.artifacts) if args.anchors else None
         with open_registry(args) as reg:
-            report = reg.verify_audit(args.model)
+            report = reg.verify_audit(args.model, anchors=store)
         if report.ok:
-            print(f"audit ok: {report.entries} entries in {report.chains} chains verify")
+            anchored = ", signatures and anchors" if store is not None else " and signatures"
+            print(f"audit ok: {report.entries} entries in {report.chains} chains{anchored} verify")
             return 0
         for p in report.problems:
             print(f"error: audit {p.kind}: {p.detail}")
@@ -186,6 +188,12 @@ def register(sub: Any) -> None:
         help="a model id, '-' for registry-wide events, or 'verify'",
     )
     au.add_argument("--model", default=None, help="with verify: check only this model's chain")
+    au.add_argument(
+        "--anchors",
+        action="store_true",
+        help="with verify: also check every chain head anchored in the artifact store",
+    )
+    au.add_argument("--artifacts", default=None, metavar="URI", help="with --anchors")
     au.add_argument("--json", action="store_true")
     au.set_defaults(fn=cmd_audit)
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from modelops.cli.cmd_support import actor_opt, open_registry
+from modelops.cli.governance_cmds import signed_by, signing_opts
 
 
 def _print_result(r: Any) -> None:
@@ -60,7 +61,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         a = reg.approve(
-            args.model, args.version, actor=args.actor, slice=args.slice, target=args.to
+            args.model,
+            args.version,
+            actor=args.actor,
+            slice=args.slice,
+            target=args.to,
+            **signed_by(args),
         )
     print(
         f"{a.approver} ({a.team}) approved {a.model_id}@{a.version} -> {a.target.value} "
@@ -78,6 +84,7 @@ def cmd_override(args: argparse.Namespace) -> int:
             reason=args.reason,
             slice=args.slice,
             kind=args.kind,
+            **signed_by(args),
         )
     what = {
         "promote_irreversible": "promoting",
@@ -146,6 +153,7 @@ def register(sub: Any) -> None:
     a.add_argument("--slice", default="global")
     a.add_argument("--to", default=None, metavar="STATE")
     actor_opt(a, required=True)
+    signing_opts(a)
     a.set_defaults(fn=cmd_approve)
 
     o = sub.add_parser(
@@ -164,4 +172,5 @@ def register(sub: Any) -> None:
         help="promote_irreversible (default) or slo_not_measured",
     )
     actor_opt(o, required=True)
+    signing_opts(o)
     o.set_defaults(fn=cmd_override)

@@ -9,10 +9,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelops.cli import admin_cmds, experiment_cmds, inspect_cmds, lifecycle_cmds, registry_cmds
+from modelops.cli import (
+    admin_cmds,
+    experiment_cmds,
+    governance_cmds,
+    inspect_cmds,
+    lifecycle_cmds,
+    registry_cmds,
+)
 from modelops.cli.args import CliParser, database_url
 
-TOPICS = (admin_cmds, registry_cmds, lifecycle_cmds, inspect_cmds, experiment_cmds)
+TOPICS = (
+    admin_cmds,
+    registry_cmds,
+    lifecycle_cmds,
+    inspect_cmds,
+    experiment_cmds,
+    governance_cmds,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

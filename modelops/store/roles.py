@@ -28,6 +28,10 @@ APP_PRIVILEGES: dict[str, str] = {
     "audit_heads": "SELECT, INSERT, UPDATE",
     "datasets": "SELECT, INSERT, UPDATE, DELETE",
     "dataset_pins": "SELECT, INSERT, UPDATE, DELETE",
+    # A consumed nonce, an amendment and a key's registration are never rewritten (a key's
+    # revocation is its one UPDATE, hence the default for actor_keys).
+    "signed_nonces": "SELECT, INSERT",
+    "spec_amendments": "SELECT, INSERT",
     "alembic_version": "SELECT",
 }
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -287,11 +287,14 @@ def test_slo_override_kind_is_recorded_only_where_it_means_something(home: Path)
     IRREVERSIBLE override stays the default kind and keeps its rule."""
     from modelops.cli import main
     from modelops.errors import IllegalTransition, SpecError
+    from modelops.identity import generate_signing_key, write_keypair
     from modelops.spec import ModelSpec
 
     reg = Registry()
     reg.add_team("ads")
-    reg.add_actor("oncall", "ads")
+    oncall = generate_signing_key()
+    key_file, _ = write_keypair(oncall, home / "oncall.key")
+    reg.enroll_actor("oncall", "ads", public_key=oncall.public_key)
     for model_id, tier in (("hi", "L2"), ("lo", "L1")):
         reg.create_model(
             ModelSpec.model_validate(
@@ -322,7 +325,7 @@ def test_slo_override_kind_is_recorded_only_where_it_means_something(home: Path)
     def refused(exc: type[Exception], match: str, **kw: Any) -> None:
         before = reg.row_counts()
         with pytest.raises(exc, match=match):
-            reg.override(actor="oncall", reason="measured by hand", **kw)
+            reg.override(actor="oncall", key=oncall, reason="measured by hand", **kw)
         assert reg.row_counts() == before
 
     refused(
@@ -340,7 +343,7 @@ def test_slo_override_kind_is_recorded_only_where_it_means_something(home: Path)
 
     code = main(
         ["override", "hi", "1", "--kind", "slo_not_measured", "--actor", "oncall",
-         "--reason", "memory measured on the GPU node by hand"]
+         "--key", str(key_file), "--reason", "memory measured on the GPU node by hand"]
     )  # fmt: skip
     assert code == 0
     (entry,) = [e for e in reg.audit_entries("hi") if e.action == "override"]
@@ -407,9 +410,17 @@ def test_unmeasured_slo_at_l2_blocks_until_an_override_is_recorded(
     assert v1.state == {"global": State.REGISTERED}
     assert not [e for e in reg.audit_entries(model_id) if e.action == "gate_result"]
 
-    reg.add_actor("oncall", fleet.models[0].spec.owner_team)
+    from modelops.identity import generate_signing_key
+
+    oncall = generate_signing_key()
+    reg.enroll_actor("oncall", fleet.models[0].spec.owner_team, public_key=oncall.public_key)
     reg.override(
-        model_id, 1, actor="oncall", reason="load-tested on Ray by hand", kind="slo_not_measured"
+        model_id,
+        1,
+        actor="oncall",
+        key=oncall,
+        reason="load-tested on Ray by hand",
+        kind="slo_not_measured",
     )
     passed = _materialize(fleet, triton, instance)
     assert passed.success

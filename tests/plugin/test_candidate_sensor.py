@@ -13,6 +13,7 @@ import pytest
 from jobs import ACTION_JOBS
 from modelops.contracts import FeatureContract
 from modelops.fleet import Fleet
+from modelops.identity import generate_signing_key
 from modelops.registry import Registry
 from modelops.spec import State, Tier
 from resources import RegistryResource
@@ -51,8 +52,9 @@ def passed(r: Registry, model_id: str, label: str, contract: str = "ctr_features
 def prod(r: Registry, model_id: str, label: str = "a") -> int:
     v = passed(r, model_id, label)
     if r.get_model(model_id).tier is Tier.L2:  # a first L2 version needs one approval
-        r.add_actor("rank-lead", "ranking")
-        r.approve(model_id, v, actor="rank-lead", target=State.PROMOTED)
+        lead = generate_signing_key()
+        r.enroll_actor("rank-lead", "ranking", public_key=lead.public_key)
+        r.approve(model_id, v, actor="rank-lead", key=lead, target=State.PROMOTED)
     r.transition(model_id, v, State.PROMOTED, actor="ops")
     return v
 

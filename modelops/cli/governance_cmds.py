@@ -1,0 +1,170 @@
+"""`modelops keygen`, `actor add-key|revoke-key|keys`, `anchor` and `model amend`: who may
+sign, and the signatures the registry checks.
+
+An actor is a key: approvals, overrides and amendments are signed with the actor's private
+key (`--key FILE`, or `MODELOPS_KEY`), or handed over already signed (`--statement FILE`, a
+statement made elsewhere, e.g. with `modelops sign`). Nothing here sends a private key
+anywhere; the registry sees the statement and its signature only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from modelops.cli.cmd_support import actor_opt, artifact_store, open_registry
+from modelops.errors import SpecError
+
+__all__ = ["register", "register_actor", "register_model", "signing_opts", "signed_by"]
+
+
+def signing_opts(sp: argparse.ArgumentParser) -> None:
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument(
+        "--key",
+        default=os.environ.get("MODELOPS_KEY") or None,
+        metavar="FILE",
+        help="the actor's Ed25519 private key (0600; default $MODELOPS_KEY), made by "
+        "`modelops keygen`",
+    )
+    g.add_argument(
+        "--statement",
+        default=None,
+        metavar="FILE",
+        help="an already signed statement (JSON), '-' for stdin",
+    )
+
+
+def _read_statement(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read().strip()
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise SpecError(f"cannot read signed statement {path}: {exc.strerror}") from None
+
+
+def signed_by(args: argparse.Namespace) -> dict[str, Any]:
+    """The key= or statement= a registry call signs with; neither leaves it unsigned, which
+    the registry refuses naming what is allowed."""
+    from modelops.identity import load_signing_key
+
+    if getattr(args, "statement", None):
+        return {"statement": _read_statement(args.statement)}
+    if getattr(args, "key", None):
+        return {"key": load_signing_key(args.key)}
+    return {}
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from modelops.identity import generate_signing_key, write_keypair
+
+    key = generate_signing_key()
+    private, public = write_keypair(key, args.out, args.pub)
+    print(f"private key: {private} (0600, keep it to yourself)")
+    print(f"public key:  {public}")
+    print(f"key id:      {key.key_id}")
+    print(key.public_key.to_pem().decode().strip())
+    return 0
+
+
+def cmd_actor_add(args: argparse.Namespace) -> int:
+    from modelops.registry import actor_name, team_name
+
+    with open_registry(args) as reg:
+        key_id = reg.enroll_actor(
+            args.name, args.team, role=args.role, public_key=args.public_key, actor=args.actor
+        )
+    line = f"actor {actor_name(args.name)} in team {team_name(args.team)} as {args.role}"
+    print(line + (f", key {key_id}" if key_id else ", no key yet (it cannot sign)"))
+    return 0
+
+
+def cmd_actor_add_key(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        key_id = reg.add_key(args.name, args.public_key, actor=args.actor)
+    print(f"key {key_id} registered to {args.name}")
+    return 0
+
+
+def cmd_actor_revoke_key(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        reg.revoke_key(args.key_id, reason=args.reason, actor=args.actor)
+    print(f"key {args.key_id} revoked: it signs nothing new; what it signed before stands")
+    return 0
+
+
+def cmd_actor_keys(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        rows = reg.actor_keys(args.name)
+    for r in rows:
+        state = (
+            f"revoked {r['revoked_at']} ({r['revoked_reason']})" if r["revoked_at"] else "active"
+        )
+        print(f"{r['actor']}  {r['key_id']}  added {r['created_at']}  {state}")
+    return 0
+
+
+def cmd_anchor(args: argparse.Namespace) -> int:
+    from modelops.identity import SigningKey, load_signing_key
+
+    if args.key:
+        key = load_signing_key(args.key)
+    elif os.environ.get("MODELOPS_SERVICE_KEY"):
+        key = SigningKey.from_pem(os.environ["MODELOPS_SERVICE_KEY"], source="MODELOPS_SERVICE_KEY")
+    else:
+        raise SpecError("anchoring needs the service key: --key FILE or MODELOPS_SERVICE_KEY")
+    store = artifact_store(args.artifacts)
+    with open_registry(args) as reg:
+        anchor = reg.anchor_heads(store, key, signer=args.actor)
+    print(
+        f"anchored {len(anchor.checkpoint.heads)} chain heads at {anchor.checkpoint.ts}: "
+        f"{store.uri_for(anchor.sha256)}"
+    )
+    return 0
+
+
+def register_actor(ap: Any) -> None:
+    """`actor add` with role and key, and the key commands (called by admin_cmds)."""
+    a = ap.add_parser("add", help="register an actor: team, role and public key")
+    a.add_argument("name")
+    a.add_argument("--team", required=True, help="a known team (`modelops team add NAME`)")
+    a.add_argument("--role", default="engineer", choices=["engineer", "senior", "admin", "service"])
+    a.add_argument("--public-key", default=None, metavar="FILE", help="from `modelops keygen`")
+    actor_opt(a)
+    a.set_defaults(fn=cmd_actor_add)
+    k = ap.add_parser("add-key", help="another key for an actor (rotation: add, then revoke)")
+    k.add_argument("name")
+    k.add_argument("--public-key", required=True, metavar="FILE")
+    actor_opt(k)
+    k.set_defaults(fn=cmd_actor_add_key)
+    r = ap.add_parser("revoke-key", help="revoke a key: it signs nothing new")
+    r.add_argument("key_id", metavar="KEY_ID", help="the key id, or 8+ of its first characters")
+    r.add_argument("--reason", required=True)
+    actor_opt(r)
+    r.set_defaults(fn=cmd_actor_revoke_key)
+    ks = ap.add_parser("keys", help="registered keys, revoked ones included")
+    ks.add_argument("name", nargs="?", default=None)
+    ks.set_defaults(fn=cmd_actor_keys)
+
+
+def register_model(mp: Any) -> None:
+    """`model amend` and `model sign-amendment` (called by registry_cmds)."""
+
+
+def register(sub: Any) -> None:
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for an actor or a service")
+    k.add_argument("--out", required=True, metavar="FILE", help="private key file (written 0600)")
+    k.add_argument("--pub", default=None, metavar="FILE", help="public key file (default FILE.pub)")
+    k.set_defaults(fn=cmd_keygen)
+
+    an = sub.add_parser(
+        "anchor", help="sign every audit chain head with the service key, into the artifact store"
+    )
+    an.add_argument("--key", default=None, metavar="FILE", help="default $MODELOPS_SERVICE_KEY")
+    an.add_argument("--artifacts", default=None, metavar="URI")
+    actor_opt(an, required=True)
+    an.set_defaults(fn=cmd_anchor)
