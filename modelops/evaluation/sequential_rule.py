@@ -36,8 +36,9 @@ compile, a cold cache) decides it alone, which is how a fresh shadow was once ro
 distribution-free bound on the p99 needs at all (the sample maximum is a 95% upper
 confidence bound for the p99 only from n >= 299, since 0.99^299 < 0.05; Conover,
 "Practical Nonparametric Statistics", 3rd ed., section 3.2). The threshold itself is
-unchanged: this is a sample-size requirement, and until it is met the version does not
-advance (the reason says how many requests latency still needs).
+unchanged: this is a sample-size requirement. Until it is met a shadow does not advance and
+a canary does not pass the top of its ladder (it may take its steps, which is how the sample
+grows); the reason says how many requests latency still needs.
 """
 
 from __future__ import annotations
@@ -201,7 +202,11 @@ class SequentialRule:
         if d.action == "HOLD":
             alert = "canary_inconclusive" if d.escalate else None
             return _hold(d.reason, alert=alert, details=details)
-        wait = self._steps._prompt_mix(e) or self._latency_short(e)
+        # Like the harm test, latency may gather its sample over the ladder's steps, but the
+        # canary passes (to prod or the A/B) only once its p99 could have breached.
+        wait = self._steps._prompt_mix(e) or (
+            self._latency_short(e) if d.action == "PASS" else None
+        )
         if wait is not None:
             return _hold(f"{d.reason}; but {wait}", details=details)
         step = self._steps._advance(e)

@@ -209,3 +209,17 @@ def test_the_harm_margin_is_the_declared_primary_drop_else_the_benchmarked_defau
         e = e.model_copy(update={"online": OnlinePolicy(max_primary_drop=drop)})
     assert SequentialRule().canary_policy(e).harm_margin == margin
     assert SequentialRule().canary_policy(e).min_users == 100  # policy.min_samples
+
+
+def test_a_canary_passes_the_top_only_once_its_p99_could_have_breached() -> None:
+    prod = window("prod", 1, click=clicks(9_000, 0.2, seed=1), requests=36_000)
+    cand = window("canary", 2, click=clicks(100, 0.2, seed=2), requests=400)
+    e = evidence(State.CANARY, cand, prod, percent=10).model_copy(
+        update={"online": OnlinePolicy(max_primary_drop=0.3)}
+    )
+    d = SequentialRule().decide(e)
+    assert d.details["state"] == "ACCEPT"  # the harm test alone would pass it
+    assert d.verdict is Verdict.HOLD and "at least 500 requests, 400 so far" in d.reason
+    more = cand.model_copy(update={"requests": 500})
+    d = SequentialRule().decide(e.model_copy(update={"candidate": more}))
+    assert d.verdict is Verdict.PROMOTE and "canary passed at 10%" in d.reason
