@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from modelops import audit as audit_mod
 from modelops.contracts import DType, Feature, FeatureContract
+from modelops.identity import generate_signing_key
 from modelops.registry import Registry
 from modelops.spec import (
     DecisionPolicy,
@@ -53,6 +54,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "registry.json"
 SLICES = ["global", "eu"]
 ACTOR = "bench-deployer"
 APPROVERS = [("bench-approver-a", "platform"), ("bench-approver-b", "risk")]
+# Approvals are signed: each approver's key, made once per run.
+BENCH_KEYS = {name: generate_signing_key() for name, _ in APPROVERS}
 WARMUP_MODEL = "bench-warmup"
 
 TARGETS = {
@@ -208,7 +211,7 @@ def build_fleet(reg: Registry, fleet: Fleet) -> dict[str, Any]:
         reg.add_team(team, actor="bench-admin")
     reg.add_team("team-bench", actor="bench-admin")
     for name, team in APPROVERS:
-        reg.add_actor(name, team, actor="bench-admin")
+        reg.enroll_actor(name, team, public_key=BENCH_KEYS[name].public_key, actor="bench-admin")
     for d in range(fleet.n_train):
         for v in range(1, fleet.n_versions + 1):
             name = f"train_{d:03d}"
@@ -258,7 +261,9 @@ def build_fleet(reg: Registry, fleet: Fleet) -> dict[str, Any]:
         for s in SLICES:
             if tier in (Tier.L2, Tier.L3):
                 for name, _team in APPROVERS[: 1 if tier is Tier.L2 else 2]:
-                    reg.approve(m, 1, actor=name, slice=s, target=State.PROMOTED)
+                    reg.approve(
+                        m, 1, actor=name, key=BENCH_KEYS[name], slice=s, target=State.PROMOTED
+                    )
             reg.transition(m, 1, State.PROMOTED, actor=ACTOR, slice=s, reason="bootstrap")
     log(f"  first promotions: {time.perf_counter() - t0:.1f}s")
     # A model outside the fleet to warm up the write paths before they are measured.

@@ -113,6 +113,7 @@ def _register(reg: Any, model_id: str, label: str) -> int:
 
 def _build_registry(fleet: Any, now: float, plan: dict[str, list[int]]) -> dict[str, float]:
     """Everything through the Registry API; returns how long each part took."""
+    from modelops.identity import generate_signing_key
     from modelops.registry import Registry
     from modelops.spec import State, Tier
 
@@ -124,13 +125,16 @@ def _build_registry(fleet: Any, now: float, plan: dict[str, list[int]]) -> dict[
         reg.register_dataset("bench_eval", 1, "file:///bench/data/eval/v1.npz", kind="eval_set")
         reg.register_contract(fleet.contract("bench_features"))
         reg.add_team("platform")
-        reg.add_actor("bench-approver", "platform")
+        approver = generate_signing_key()
+        reg.enroll_actor("bench-approver", "platform", public_key=approver.public_key)
         for decl in fleet.models:
             reg.add_team(decl.spec.owner_team)
             spec = reg.create_model(decl.spec)
             v = _register(reg, spec.model_id, "a")
             if spec.tier is Tier.L2:  # a first L2 version is no refresh: one approval
-                reg.approve(spec.model_id, v, actor="bench-approver", target=State.PROMOTED)
+                reg.approve(
+                    spec.model_id, v, actor="bench-approver", key=approver, target=State.PROMOTED
+                )
             reg.transition(spec.model_id, v, State.PROMOTED, actor="bench-deployer")
         t_prod = time.perf_counter()
 

@@ -88,7 +88,7 @@ class Demo:
     def say(self, text: str) -> None:
         print(f"\n[{time.monotonic() - self.t0:6.2f}s] == {text}")
 
-    def run(self, cmd: str, expect: int = 0) -> str:
+    def run(self, cmd: str, expect: int = 0, quiet: bool = False) -> str:
         argv = shlex.split(cmd)
         print(f"$ modelops {cmd}")
         out, err = io.StringIO(), io.StringIO()
@@ -98,7 +98,7 @@ class Demo:
             except SystemExit as exc:  # argparse usage errors
                 code = int(exc.code or 0)
         text = out.getvalue() + err.getvalue()
-        for line in text.rstrip().splitlines():
+        for line in text.rstrip().splitlines()[: 1 if quiet else None]:
             print(f"  {line}")
         if code != expect:
             raise SystemExit(f"demo step failed: expected exit {expect}, got {code}: {cmd}")
@@ -128,7 +128,8 @@ def run(home: Path) -> None:
     f = files
     d.say(f"embedded registry under {home} (SQLite, migrated on first use)")
     d.run("db current")
-    d.say("teams are a known set; actors belong to one, spelled one way")
+    d.say("teams are a known set; an actor belongs to one and signs with its own Ed25519 key")
+    keys = home / "keys"
     for team in ("ads", "risk", "ml-platform"):
         d.run(f"team add {team}")
     for actor, team in (
@@ -138,7 +139,8 @@ def run(home: Path) -> None:
         ("erin", "risk"),
         ("safety-eng", "ml-platform"),
     ):
-        d.run(f"actor add {actor} --team {team}")
+        d.run(f"keygen --out {keys}/{actor}.key", quiet=True)
+        d.run(f"actor add {actor} --team {team} --public-key {keys}/{actor}.key.pub")
     d.run("actor add mallory --team adz", expect=1)
 
     d.say("datasets, an eval set and a feature contract, content-hashed")
@@ -214,12 +216,18 @@ def run(home: Path) -> None:
     )
     d.run("gate credit 1 --passed --actor gates")
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
-    d.run("approve credit 1 --to PROMOTED --actor safety-lead")
-    d.run("approve credit 1 --to PROMOTED --actor erin")
+    d.say("an approval is a signature: one without a key, or with another actor's, is refused")
+    d.run("approve credit 1 --to PROMOTED --actor safety-lead", expect=1)
+    d.run(f"approve credit 1 --to PROMOTED --actor safety-lead --key {keys}/erin.key", expect=1)
+    d.run(f"approve credit 1 --to PROMOTED --actor safety-lead --key {keys}/safety-lead.key")
+    d.run(f"approve credit 1 --to PROMOTED --actor erin --key {keys}/erin.key")
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
-    d.run("approve credit 1 --to PROMOTED --actor safety-eng")
+    d.run(f"approve credit 1 --to PROMOTED --actor safety-eng --key {keys}/safety-eng.key")
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
-    d.run("override credit 1 --actor safety-eng --reason 'regulator sign-off REF-2291'")
+    d.run(
+        f"override credit 1 --actor safety-eng --key {keys}/safety-eng.key "
+        "--reason 'regulator sign-off REF-2291'"
+    )
     d.run("transition credit 1 PROMOTED --actor frank --reason 'launch'")
     d.run("show credit")
 

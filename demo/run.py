@@ -269,6 +269,7 @@ def launch(
 
 
 REVIEWER = ("platform-reviewer", "ml-platform")
+_REVIEWER_KEY: dict[str, Any] = {}
 OPERATOR = ("platform-operator", "ml-platform")
 
 
@@ -279,6 +280,7 @@ def approve_and_promote(
     (an ordinary Dagster run, through the same queue and lock as the sensors' runs)."""
     from modelops.actions import ActionKind, ActionRequest, action_run_fields
     from modelops.errors import ConflictError
+    from modelops.identity import generate_signing_key
 
     reg = watcher.registry
     reg.add_team(REVIEWER[1], actor="demo")
@@ -287,7 +289,10 @@ def approve_and_promote(
             reg.add_actor(name, team, actor="demo")
         except ConflictError:
             pass  # already registered
-    reg.approve(model_id, version, actor=REVIEWER[0], target="PROMOTED")
+    # The reviewer's approval is a signature; the demo makes the reviewer a key on the spot.
+    key = _REVIEWER_KEY.setdefault("key", generate_signing_key())
+    reg.add_key(REVIEWER[0], key.public_key, actor="demo")
+    reg.approve(model_id, version, actor=REVIEWER[0], key=key, target="PROMOTED")
     tl(f"demo      {REVIEWER[0]} approved {model_id} v{version} -> PROMOTED")
     req = ActionRequest(
         model_id=model_id,
