@@ -107,6 +107,12 @@ def test_a_candidate_share_outside_the_experiment_is_refused(registry: Registry)
         match=r"allowed: --percent 1\.\.39",
     )
     assert registry.state_of(M, v) is S.CANARY
+    refused(
+        registry,
+        SpecError,
+        lambda: registry.transition(M, v, S.AB_TEST, actor="ops", percent=20, layer="x" * 201),
+        match=r"201 characters; allowed: 1\.\.200",
+    )
 
 
 def l3_at_ab_test(reg: Registry) -> int:

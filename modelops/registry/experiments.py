@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_LAYER_CAPACITY = 100
+MAX_LAYER = 200  # the layer column's width
 # The A/B engine's outcomes that end a test (ABOutcome names); only PROMOTE with its planned
 # power lifts the minimum duration.
 CONCLUDED_OUTCOMES = ("PROMOTE", "NO_DETECTABLE_EFFECT")
@@ -129,6 +130,11 @@ def enter_ab(op: WriteOp, version: int, slice_: str, percent: int, layer: str) -
             f"{spec.model_id}@{version}: the candidate's {percent}% of slice {slice_!r} must lie "
             f"inside the experiment's {share}% of layer {layer!r} with room for the prod arm; "
             f"allowed: --percent 1..{share - 1} (or raise policy.ab.layer_share)"
+        )
+    if not 0 < len(layer) <= MAX_LAYER:
+        raise SpecError(
+            f"A/B layer {layer[:40]!r}...: {len(layer)} characters; allowed: 1..{MAX_LAYER} "
+            "(name it with --layer)"
         )
     capacity = _lock_layer(conn, layer, op.ts)
     holders = _holders(conn, layer)
@@ -360,8 +366,8 @@ class ExperimentOps(RegistryBase):
         """Configure how much of a layer's users its experiments may take together."""
         if not isinstance(capacity, int) or not 1 <= capacity <= 100:
             raise SpecError(f"layer capacity {capacity!r}; allowed: 1..100 (percent of users)")
-        if not layer or len(layer) > 200:
-            raise SpecError("layer name must be 1..200 characters")
+        if not 0 < len(layer) <= MAX_LAYER:
+            raise SpecError(f"layer name of {len(layer)} characters; allowed: 1..{MAX_LAYER}")
         with self._write(actor) as op:
             old = _lock_layer(op.conn, layer, op.ts)
             holders = _holders(op.conn, layer)
