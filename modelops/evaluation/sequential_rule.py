@@ -265,6 +265,20 @@ class SequentialRule:
                 details=details,
                 conclusion=_conclusion(d),
             )
+        horizon_days = float((e.ab_plan or {}).get("sequential_days_max") or 0.0)
+        if horizon_days > 0 and e.elapsed_s >= horizon_days * 86400 and d.outcome == "CONTINUE":
+            # The plan's horizon in time (the sequential maximum at the planned daily users)
+            # passed before the test's information did: traffic was thinner than planned.
+            why = (
+                f"no detectable effect by the planned horizon ({horizon_days:g} days): "
+                f"{d.reason}; not promoted, a human decides"
+            )
+            return _hold(
+                why,
+                alert="ab_no_effect",
+                details=details,
+                conclusion={**_conclusion(d), "outcome": "NO_DETECTABLE_EFFECT", "reason": why},
+            )
         return _hold(d.reason, details=details)
 
     def _watch(self, e: Evidence) -> Decision:

@@ -223,3 +223,17 @@ def test_a_canary_passes_the_top_only_once_its_p99_could_have_breached() -> None
     more = cand.model_copy(update={"requests": 500})
     d = SequentialRule().decide(e.model_copy(update={"candidate": more}))
     assert d.verdict is Verdict.PROMOTE and "canary passed at 10%" in d.reason
+
+
+def test_an_ab_past_its_planned_days_without_a_result_ends_as_no_detectable_effect() -> None:
+    prod = window("prod", 1, click=clicks(3_000, 0.2, seed=1), requests=12_000)
+    same = window("ab", 2, click=clicks(3_000, 0.2, seed=2), requests=12_000)
+    e = evidence(State.AB_TEST, same, prod, percent=50)
+    running = SequentialRule().decide(e)
+    assert running.verdict is Verdict.HOLD and running.alert is None  # still gathering
+    late = e.model_copy(update={"ab_plan": {"percent": 50, "sequential_days_max": 0.05}})
+    d = SequentialRule().decide(late)  # 7200 s is past 0.05 days
+    assert (d.verdict, d.alert) == (Verdict.HOLD, "ab_no_effect")
+    assert "by the planned horizon (0.05 days)" in d.reason
+    assert d.conclusion is not None and d.conclusion["outcome"] == "NO_DETECTABLE_EFFECT"
+    assert d.conclusion["concluded_with_power"] is False
