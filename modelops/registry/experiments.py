@@ -5,7 +5,8 @@
   `modelops.evaluation.ab.plan_ab` on the model's declared `policy.ab`.
 - At L2/L3, AB_TEST -> PROMOTED is refused before `policy.ab.min_days` (whole weekly
   cycles, 14 by default: weekday/weekend behaviour and novelty effects average out only
-  over full weeks) unless the sequential test recorded a conclusion with its planned power
+  over full weeks; Kohavi, Tang & Xu 2020, "Trustworthy Online Controlled Experiments")
+  unless the sequential test recorded a conclusion with its planned power
   (`record_ab_conclusion`, which the online-metrics sensor calls when the A/B engine crosses
   its promotion boundary).
 - A layer's users are split between the experiments running in it (the overlapping-layers
