@@ -118,7 +118,8 @@ def _alert_text(f: DriftFinding) -> tuple[str, dict[str, Any]]:
         fd = f.report.features[name]
         where = [s for s, v in f.report.drifted_by_slice.items() if name in v]
         psi = "n/a" if fd.psi is None else f"{fd.psi:.3f}"
-        feats.append(f"{name} (PSI {psi}" + (f"; slices {', '.join(where)})" if where else ")"))
+        label = "prediction" if name == PREDICTION else name
+        feats.append(f"{label} (PSI {psi}" + (f"; slices {', '.join(where)})" if where else ")"))
     deps = ", ".join(f"{m} [{t}]" for m, t in sorted(models.items())) or "none"
     detail = (
         f"drift on {ls.model_id}@{ls.version} slice {ls.slice!r}: {'; '.join(feats)}. "
