@@ -43,6 +43,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             return 0
         versions = reg.list_versions(model_id)
         desired = [reg.desired_state(model_id, s) for s in spec.slices]
+        marks = reg.needs_retrain(model_id)
     if args.json:
         print_json(
             {
@@ -51,6 +52,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     v.version: {s: st.value for s, st in v.state.items()} for v in versions
                 },
                 "desired_state": [d.model_dump(mode="json") for d in desired],
+                "needs_retrain": [m.model_dump(mode="json") for m in marks],
             }
         )
         return 0
@@ -62,6 +64,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(
             "  warning: This model cannot be cleanly rolled back. "
             "Promotion is an approximately one-way decision."
+        )
+    for m in marks:
+        print(
+            f"  NEEDS_RETRAIN: {m.reason} (marked {m.marked_at}; a version newer than "
+            f"v{m.latest_version} clears it)"
         )
     header = "  version  " + "  ".join(f"{s:<16}" for s in spec.slices)
     print(header)

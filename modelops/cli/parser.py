@@ -16,6 +16,7 @@ from modelops.cli import (
     inspect_cmds,
     lifecycle_cmds,
     registry_cmds,
+    rollback_cmds,
 )
 from modelops.cli.args import CliParser, database_url
 
@@ -26,6 +27,7 @@ TOPICS = (
     inspect_cmds,
     experiment_cmds,
     governance_cmds,
+    rollback_cmds,  # extends `rollback` (from lifecycle_cmds) with `rollback plan MODEL`
 )
 
 

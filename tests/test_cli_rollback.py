@@ -1,0 +1,86 @@
+"""`modelops rollback plan` and NEEDS_RETRAIN in `modelops show`, through the CLI's main."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import run
+from test_rollback_irreversible import E, Fleet
+
+from modelops.registry import Registry
+from modelops.rollback import run_rollback
+
+
+@pytest.fixture
+def fleet(
+    registry: Registry, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Fleet:
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELOPS_REGISTRY_URL", registry_url)
+    return Fleet(registry, tmp_path)
+
+
+def one_line_refusal(registry: Registry, cmd: str, *needles: str) -> str:
+    before = registry.row_counts()
+    code, out, err = run(cmd)
+    assert code == 1, (out, err)
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: "), err
+    for n in needles:
+        assert n in err, err
+    assert registry.row_counts() == before
+    return err
+
+
+def test_plan_is_a_dry_run_over_the_closure(fleet: Fleet, registry: Registry) -> None:
+    before = registry.row_counts()
+    code, out, err = run(f"rollback plan {E} --actor ops --version {fleet.v2}")
+    assert code == 0, err
+    assert "dry run, nothing changed" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["ranker"][4] == "needs_retrain"
+    assert rows["retrieval"][4] == "restore_state"
+    assert rows["dashboard"][4] == "warn" and rows["reporting"][2] == "L2"
+    assert registry.row_counts() == before
+    code, out, _ = run(
+        f"rollback plan {E} --actor ops --cascade --approve reporting=safety-lead --json"
+    )
+    assert code == 0
+    plan = json.loads(out)
+    actions = {d["model_id"]: d["action"] for d in plan["dependents"]}
+    assert actions == {
+        "dashboard": "cascade",
+        "reporting": "cascade",
+        "ranker": "needs_retrain",
+        "retrieval": "cascade",  # no version named: no entry snapshot, so a consumer
+    }
+
+
+def test_plan_refusals_are_one_line(fleet: Fleet, registry: Registry) -> None:
+    one_line_refusal(
+        registry, f"rollback plan {E} --actor ops --cascade", "reporting (tier L2) needs 1 approval"
+    )
+    one_line_refusal(registry, "rollback plan nope --actor ops", "unknown model 'nope'")
+    one_line_refusal(
+        registry, f"rollback plan {E} --actor ops --cascade --approve reporting", "DEPENDENT=ACTOR"
+    )
+    one_line_refusal(
+        registry,
+        f"rollback plan {E} --actor ops --cascade --approve reporting=nobody",
+        "unknown actor 'nobody'",
+    )
+    one_line_refusal(registry, f"rollback {E} --actor ops --cascade", "rollback plan MODEL")
+
+
+def test_show_marks_needs_retrain_until_a_new_version(fleet: Fleet, registry: Registry) -> None:
+    run_rollback(registry, fleet.artifacts, E, fleet.v2, actor="ops")
+    code, out, _ = run("show ranker")
+    assert code == 0 and f"NEEDS_RETRAIN: rollback of {E}@{fleet.v2}" in out
+    code, out, _ = run("show ranker --json")
+    [mark] = json.loads(out)["needs_retrain"]
+    assert mark["source_model"] == E
+    from test_registry_kit import version
+
+    version(registry, "ranker")
+    assert "NEEDS_RETRAIN" not in run("show ranker")[1]
