@@ -189,6 +189,7 @@ class _Trained:
     overall: dict[str, float]
     per_slice: dict[str, dict[str, float]]
     signature: Any
+    drift_reference: tuple[str, str] | None = None  # (uri, sha256) in the artifact store
 
 
 def _inputs(fleet: Fleet, decl: ModelDecl) -> _Inputs:
@@ -200,8 +201,12 @@ def _inputs(fleet: Fleet, decl: ModelDecl) -> _Inputs:
     return _Inputs(ds_snap, es_snap, contract, contract_ref, run_id)
 
 
-def _train(decl: ModelDecl, train: SnapshotData, held_out: SnapshotData, store: Any) -> _Trained:
-    """Fit, export to the serving format, store the weights, evaluate on the eval set."""
+def _train(
+    decl: ModelDecl, train: SnapshotData, held_out: SnapshotData, store: Any, contract: Any = None
+) -> _Trained:
+    """Fit, export to the serving format, store the weights, evaluate on the eval set, and
+    store the binned drift reference of the training snapshot beside the weights."""
+    from assets.drift_reports import store_training_reference
     from assets.offline_eval import evaluate
     from assets.trainers import check_trainer_params, load_trainer
 
@@ -221,8 +226,9 @@ def _train(decl: ModelDecl, train: SnapshotData, held_out: SnapshotData, store: 
             )
         ref = store.put_file(trained.artifact)
         probs = trained.predict(held_out.x)
+        drift_ref = store_training_reference(store, train.x, trained.predict, contract)
     overall, per_slice = evaluate(held_out.y, probs, held_out.country)
-    return _Trained(ref.sha256, ref.uri, overall, per_slice, trained.signature)
+    return _Trained(ref.sha256, ref.uri, overall, per_slice, trained.signature, drift_ref)
 
 
 def _register_candidate(
@@ -255,6 +261,8 @@ def _register_candidate(
             eval_slice_metrics=trained.per_slice,
             signature=trained.signature,
             runtime_requirements=RuntimeRequirements(max_batch_size=MAX_BATCH_SIZE),
+            drift_reference_uri=trained.drift_reference[0] if trained.drift_reference else None,
+            drift_reference_hash=trained.drift_reference[1] if trained.drift_reference else None,
         ),
         # The fleet file is the platform's reviewed declaration, so its owner teams are known.
         ensure_team_by="system:fleet",
@@ -292,7 +300,7 @@ def materialize_model(
             f"(training run {inputs.run_id}); not retraining"
         )
     else:
-        trained = _train(decl, train, held_out, store)
+        trained = _train(decl, train, held_out, store, inputs.contract)
         version = _register_candidate(reg, decl, inputs, trained)
     yield from _gate_and_report(context, decl, key, reg, store, triton, inputs, held_out, version)
 

@@ -360,3 +360,38 @@ def test_evidently_report_asset_materializes_per_slice(home: Path, demo_fleet: F
     assert table["f0"]["drifted"] is True and table["f3"]["drifted"] is False
     assert "prediction" in table
     assert "f0" in md["drift_chart"].value and md["version"].value == v1
+
+
+def test_model_asset_stores_the_reference_at_registration(home: Path, demo_fleet: Fleet) -> None:
+    """Training registers the version with its binned training reference: contract
+    features in order, then the prediction, content-addressed in the artifact store."""
+    import assets
+    from demo.data import write_snapshot
+    from resources import TritonResource
+
+    write_snapshot(home, "ctr_clicks", 1, seed=1, n=1200)
+    write_snapshot(home, "ctr_eval", 1, seed=99, n=1200)
+    raw = demo_fleet.model_dump(mode="json")
+    model = next(m for m in raw["models"] if m["spec"]["model_id"] == MODEL)
+    model["trainer_params"] = {**model.get("trainer_params", {}), "n_estimators": 10}
+    model["spec"] = {**model["spec"], "model_class": "escape_hatch", "tier": "L0"}
+    raw["models"] = [model]
+    fleet = Fleet.model_validate(raw)
+    res = dg.materialize(
+        assets.build_fleet_assets(fleet),
+        resources={
+            "registry": RegistryResource(),
+            "artifacts": ArtifactStoreResource(),
+            "triton": TritonResource(url="127.0.0.1:9"),  # never called: not a Triton model
+        },
+        raise_on_error=False,
+        selection=[dg.AssetKey(["models", MODEL])],
+    )
+    assert res.success
+    reg = Registry()
+    (mv,) = reg.list_versions(MODEL)
+    assert mv.drift_reference_hash is not None
+    ref = load_reference(ArtifactStoreResource().get(), mv.drift_reference_hash)
+    assert list(ref.features) == [*FEATURES, PREDICTION]
+    assert ref.features["f0"].n == 1200 and ref.features[PREDICTION].kind == "numeric"
+    reg.close()
