@@ -167,8 +167,10 @@ def materialize_shadow_report(
             slice=slice_,
             limit=4 * max_pairs,
         )
-    policy = reg.get_model(decl.model_id).policy.shadow
-    report = shadow_from_log(prod, shadow, policy)
+    spec_policy = reg.get_model(decl.model_id).policy
+    policy = spec_policy.shadow
+    labels = reader.outcome_values([r.request_id for r in shadow], spec_policy.primary_metric)
+    report = shadow_from_log(prod, shadow, policy, labels=labels or None)
     context.log.info(f"{decl.model_id} v{version} vs prod v{prod_v}: {report.verdict}")
     return dg.MaterializeResult(
         asset_key=key,
@@ -178,6 +180,8 @@ def materialize_shadow_report(
             "slice": slice_,
             "verdict": report.verdict,
             "pairs": report.n_pairs,
+            "ece_prod": "not measured" if report.ece_prod is None else _r(report.ece_prod),
+            "ece_shadow": "not measured" if report.ece_shadow is None else _r(report.ece_shadow),
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons)),
             "divergence_per_slice": divergence_table(report),
             "divergence_chart": dg.MetadataValue.md(

@@ -101,7 +101,11 @@ class ShadowDivergenceEvaluator:
                 slice=ls.slice,
                 limit=4 * self.max_pairs,
             )
-        return shadow_from_log(prod, shadow, self._spec(reg, ls.model_id).policy.shadow)
+        policy = self._spec(reg, ls.model_id).policy
+        # Calibration is measured on the primary metric's outcomes (a click, a label) when
+        # every pair has one; the outcomes are those of what prod served (the caveat).
+        labels = reader.outcome_values([r.request_id for r in shadow], policy.primary_metric)
+        return shadow_from_log(prod, shadow, policy.shadow, labels=labels or None)
 
     def evaluate(self, reg: Registry, reader: Any, log: Any | None = None) -> list[ShadowVerdict]:
         live = reg.live_states((State.SHADOW, State.PROMOTED))

@@ -133,6 +133,20 @@ class PredictionLogReader:
             rows = conn.execute(q).mappings().all()
         return [PredictionRecord.model_validate(dict(r)) for r in rows]
 
+    def outcome_values(self, request_ids: Sequence[str], name: str) -> dict[str, float]:
+        """The outcome `name` of each of these requests that has one (one per request and
+        name, by the unique index): the labels a shadow's calibration is measured on."""
+        o = outcomes
+        out: dict[str, float] = {}
+        ids = list(dict.fromkeys(request_ids))
+        with self._tx() as conn:
+            for i in range(0, len(ids), 500):  # bounded IN lists on both backends
+                q = select(o.c.request_id, o.c.value).where(
+                    o.c.name == name, o.c.request_id.in_(ids[i : i + 500])
+                )
+                out.update({rid: float(v) for rid, v in conn.execute(q)})
+        return out
+
     def window(
         self,
         model_id: str,

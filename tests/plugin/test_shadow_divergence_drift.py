@@ -34,9 +34,13 @@ from modelops.registry import Registry
 from modelops.spec import DriftThresholds, ShadowThresholds, State, VersionMeta
 from resources import ArtifactStoreResource, PredictionLogResource, RegistryResource
 from sensors.feature_drift import DRIFT_ALERT_KIND, build_feature_drift_sensor
-from sensors.shadow_divergence import SHADOW_ACTOR, build_shadow_divergence_sensor
+from sensors.shadow_divergence import (
+    SHADOW_ACTOR,
+    ShadowDivergenceEvaluator,
+    build_shadow_divergence_sensor,
+)
 from serving.predlog import PredictionLog
-from serving.records import PredictionRecord
+from serving.records import Outcome, PredictionRecord
 
 MODEL = "ctr_gbdt"  # L1 in the demo fleet
 DEPENDENT = "ctr_mlp"  # L2, same feature contract
@@ -112,7 +116,14 @@ def _out(score: float) -> dict[str, Any]:
 
 
 def _log_pairs(
-    prod_v: int, shadow_v: int, n: int, shift: float, *, seed: int = 3, stamp: str = ""
+    prod_v: int,
+    shadow_v: int,
+    n: int,
+    shift: float,
+    *,
+    seed: int = 3,
+    stamp: str = "",
+    clicks: bool = False,
 ) -> None:
     """n requests answered by prod and mirrored to the shadow; the shadow's score is prod's
     pushed by `shift` on the logit scale (a miscalibrated candidate when large)."""
@@ -137,6 +148,9 @@ def _log_pairs(
                         outputs=_out(score),
                     )
                 )
+            if clicks:  # the outcome of what prod served, drawn at prod's (true) rate
+                value = float(rng.random() < p)
+                log.submit_outcome(Outcome(request_id=rid, ts=now, name="click", value=value))
         assert log.flush()
 
 
@@ -205,6 +219,21 @@ def test_divergence_within_threshold_launches_nothing(home: Path, demo_fleet: Fl
     assert not result.run_requests
     assert "none beyond its policy" in (result.skip_message or "")
     assert reg.get_version(MODEL, v2).state["global"] is State.SHADOW
+
+
+def test_calibration_is_measured_on_the_logged_outcomes(home: Path, demo_fleet: Fleet) -> None:
+    """With the primary metric's outcome logged for every pair, the sensor measures both
+    models' ECE on it: prod's scores are the true click rates, the shifted shadow's are not."""
+    reg, v1 = _registry(home, demo_fleet)
+    v2 = _shadow(reg)
+    _log_pairs(v1, v2, 3000, shift=1.5, clicks=True)
+    (verdict,) = ShadowDivergenceEvaluator(demo_fleet).evaluate(
+        reg, PredictionLogResource().reader()
+    )
+    r = verdict.report
+    assert r.ece_prod is not None and r.ece_shadow is not None
+    assert r.ece_prod < 0.05 < r.ece_shadow - r.ece_prod
+    assert any(x.startswith("calibration: shadow ECE") for x in r.reasons)
 
 
 def test_too_few_pairs_is_inconclusive_and_launches_nothing(home: Path, demo_fleet: Fleet) -> None:
