@@ -573,24 +573,39 @@ class RollbackStateOps(TransitionOps):
                 .distinct()
             ).all()
         out_edges: dict[str, list[str]] = {}
-        for e in edges:
-            out_edges.setdefault(e.upstream_model, []).append(e.downstream_model)
+        for up, down in edges:
+            out_edges.setdefault(up, []).append(down)
         read_map: dict[str, set[str]] = {}
-        for r in reads:
-            read_map.setdefault(r.model_id, set()).add(r.feature_name)
+        for m, feature in reads:
+            read_map.setdefault(m, set()).add(feature)
+        # A spec is parsed once per text: a plan over the fleet reads every spec each time,
+        # and an amended spec (new text) is parsed again.
+        cache: dict[str, tuple[str, dict[str, Any]]] = self.__dict__.setdefault(
+            "_graph_node_cache", {}
+        )
         nodes = {}
         for s in specs:
-            spec = self._spec_cache.get(s.model_id)
-            raw = json.loads(s.spec_json) if spec is None else spec.model_dump(mode="json")
-            nodes[s.model_id] = {
-                "model_id": s.model_id,
-                "tier": raw["tier"],
-                "rollback_class": raw["rollback_class"],
-                "owner_team": raw["owner_team"],
-                "feeds_features": raw.get("feeds_features", []),
-                "reads_features": sorted(read_map.get(s.model_id, ())),
-                "slices": raw.get("slices", [DEFAULT_SLICE]),
-            }
+            hit = cache.get(s.model_id)
+            if hit is None or hit[0] != s.spec_json:
+                raw = json.loads(s.spec_json)
+                hit = (
+                    s.spec_json,
+                    {
+                        "model_id": s.model_id,
+                        "tier": raw["tier"],
+                        "rollback_class": raw["rollback_class"],
+                        "owner_team": raw["owner_team"],
+                        "feeds_features": raw.get("feeds_features", []),
+                        "slices": raw.get("slices", [DEFAULT_SLICE]),
+                        "reads_features": [],
+                    },
+                )
+                cache[s.model_id] = hit
+            reads_of = sorted(read_map.get(s.model_id, ()))
+            if reads_of != hit[1]["reads_features"]:  # a new node record only on a change
+                hit = (hit[0], {**hit[1], "reads_features": reads_of})
+                cache[s.model_id] = hit
+            nodes[s.model_id] = hit[1]
         for v in out_edges.values():
             v.sort()
         return {"nodes": nodes, "edges": out_edges}

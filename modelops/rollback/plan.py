@@ -188,35 +188,40 @@ def plan_rollback(
             node = graph.nodes.get(down)
             if node is None:  # declared but never created: nothing to act on, say so
                 continue
-            trained = bool(fed.intersection(node.reads_features))
-            item = PlannedDependent(
-                model_id=down,
-                depth=depth + 1,
-                via=up,
-                relation="trained_on_outputs" if trained else "consumes",
-                tier=node.tier,
-                rollback_class=node.rollback_class,
-                action="warn",
-            )
-            if trained:
-                item.action = "needs_retrain"
-                feats = ", ".join(sorted(fed.intersection(node.reads_features)))
-                item.note = f"reads {feats}; marked NEEDS_RETRAIN, not rolled back"
+            reads = fed.intersection(node.reads_features) if fed else ()
+            action: PlanAction = "warn"
+            needed, who = 0, []
+            if reads:
+                action = "needs_retrain"
+                note = f"reads {', '.join(sorted(reads))}; marked NEEDS_RETRAIN, not rolled back"
             elif down in snapshotted:
-                item.action = "restore_state"
-                item.note = "state restored to the snapshot taken on the version's entry"
+                action = "restore_state"
+                note = "state restored to the snapshot taken on the version's entry"
             elif cascade:
                 needed, who, lack = _cascade_check(node, slice, approvals, actor, known_teams)
-                item.action = "cascade"
-                item.approvals_needed, item.approvers = needed, who
-                item.note = f"rolled back on slice {slice!r}" + (
+                action = "cascade"
+                note = f"rolled back on slice {slice!r}" + (
                     f" (approved by {', '.join(who)})" if who else ""
                 )
                 if lack:
                     missing.append(lack)
             else:
-                item.note = "owners warned; rerun with --cascade to roll it back too"
-            out.append(item)
+                note = "owners warned; rerun with --cascade to roll it back too"
+            # Built from validated parts (the graph's nodes): no second validation per row.
+            out.append(
+                PlannedDependent.model_construct(
+                    model_id=down,
+                    depth=depth + 1,
+                    via=up,
+                    relation="trained_on_outputs" if reads else "consumes",
+                    tier=node.tier,
+                    rollback_class=node.rollback_class,
+                    action=action,
+                    approvals_needed=needed,
+                    approvers=who,
+                    note=note,
+                )
+            )
     if missing:
         raise ApprovalRequired(
             f"cascade from {model_id} refused, nothing was rolled back: "

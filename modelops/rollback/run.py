@@ -27,6 +27,7 @@ from modelops.errors import IllegalTransition, IntegrityError, NotFoundError, Sp
 from modelops.rollback.plan import (
     CascadeApproval,
     DependentsGraph,
+    GraphNode,
     RollbackPlan,
     plan_rollback,
 )
@@ -65,6 +66,23 @@ def parse_approvals(registry: Registry, given: Sequence[str]) -> list[CascadeApp
     return out
 
 
+def _graph_nodes(registry: Registry, raw: dict[str, dict[str, Any]]) -> dict[str, GraphNode]:
+    """Validated nodes, reused while the registry hands back the same node record (it
+    caches one per spec text): a fleet-wide plan then validates only what changed, which
+    keeps its allocations, and the collector's pauses, small."""
+    cache: dict[str, tuple[dict[str, Any], GraphNode]] = registry.__dict__.setdefault(
+        "_plan_node_cache", {}
+    )
+    out: dict[str, GraphNode] = {}
+    for m, rec in raw.items():
+        hit = cache.get(m)
+        if hit is None or hit[0] is not rec:
+            hit = (rec, GraphNode.model_validate(rec))
+            cache[m] = hit
+        out[m] = hit[1]
+    return out
+
+
 def build_plan(
     registry: Registry,
     model_id: str,
@@ -84,7 +102,9 @@ def build_plan(
         snapshotted = [
             m for m in registry.entry_snapshots(model_id, version, slice) if m != model_id
         ]
-    graph = DependentsGraph(nodes=raw["nodes"], edges=raw["edges"], snapshotted=snapshotted)
+    graph = DependentsGraph.model_construct(
+        nodes=_graph_nodes(registry, raw["nodes"]), edges=raw["edges"], snapshotted=snapshotted
+    )
     return plan_rollback(
         model_id,
         graph,
