@@ -857,3 +857,36 @@ def test_sqlite_values_keep_their_storage_class(tmp_path: Path,
         assert full.mode == "full" and rows() == before
     finally:
         app.close()
+
+
+def test_a_tagged_restore_leaves_a_commit_marker_that_no_later_restore_replays(
+    app: AppDB, artifacts: LocalArtifactStore
+) -> None:
+    """A rollback run tags its restores, so a rerun after a kill can ask the store whether
+    the restore committed, exactly, even after newer writes changed the table again."""
+    spec = make_table(app)
+    before = table(app)
+    ref = snapshot_stores([spec], artifacts)
+    entry = ref.manifest.stores[0]
+    store = open_state_store(spec)
+    try:
+        assert store.restore_committed(entry, "run7") is False
+        writes, _ = canary_writes(app)
+        report = restore_snapshot([spec], artifacts, ref.sha256, tag="run7").stores[0]
+        assert report.writes_after_cursor == writes and table(app) == before
+        # The rewrites and one marker, all under the run's origin; none counts as a write.
+        assert store.restore_committed(entry, "run7") is True
+        assert store.restore_committed(entry, "run8") is False
+        app.run("UPDATE counters SET n = 0 WHERE user_id = 50")  # after the rollback
+        assert store.restore_committed(entry, "run7") is True
+        changes = changes_since_snapshot([spec], artifacts, ref.sha256)[0]
+        assert changes.writes == writes + 1
+        # An untagged restore writes no marker; a later restore reverts the new write and
+        # skips the marker (it is no row of the table).
+        markers = f"SELECT count(*) FROM \"{spec.log_table_name}\" WHERE op = 'M'"
+        assert int(app.one(markers)) == 1
+        again = restore_snapshot([spec], artifacts, ref.sha256).stores[0]
+        assert again.mode == "incremental" and table(app) == before
+        assert int(app.one(markers)) == 1
+    finally:
+        store.close()

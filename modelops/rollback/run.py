@@ -9,9 +9,10 @@ Order, and why:
 3. The run is recorded with one step per store to restore and per dependent to cascade,
    each store's writes after the snapshot's cursor counted before anything is reverted.
 4. Each step runs and is recorded done at once. A rerun after a kill skips the steps
-   recorded done, and a store that already hashes to its snapshot (restored by the killed
-   attempt before it could record so) is recorded done without restoring it again, so new
-   writes made after the restore are never reverted by a second restore.
+   recorded done, and a store the killed attempt restored before it could record so is
+   recorded done without restoring it again (a SQL store's restore leaves a commit marker
+   tagged with the run in its change log; a directory or S3 prefix is judged by its
+   content), so writes made after the restore are never reverted by a second restore.
 5. Finishing writes the report, NEEDS_RETRAIN marks, contaminated features and the decay
    window in one transaction.
 """
@@ -177,8 +178,18 @@ def _steps(
 
 
 def _restore_step(
-    registry: Registry, artifacts: ArtifactStore, step: dict[str, Any], s3_client: Any
+    registry: Registry,
+    artifacts: ArtifactStore,
+    step: dict[str, Any],
+    s3_client: Any,
+    *,
+    run_id: int,
+    resumed: bool,
 ) -> dict[str, Any]:
+    """Restore one store, tagged with the run. A resumed run first asks whether its killed
+    attempt already committed this restore: a SQL store knows exactly (the restore's
+    commit marker in its change log); a directory or S3 prefix keeps no record, so there
+    the store's content deciding is the best available answer."""
     spec = _spec_of(registry, step["owner_model"])
     decl = next((d for d in spec.state_stores if d.name == step["store"]), None)
     if decl is None:
@@ -186,25 +197,33 @@ def _restore_step(
             f"{step['owner_model']} no longer declares state store {step['store']!r}; "
             "restore needs the declaration"
         )
-    store = open_state_store(decl, s3_client=s3_client)
-    try:
-        current = store.content_sha256()
-    finally:
-        store.close()
-    if current == step["content_sha256"] and step.get("attempted"):
-        # The killed attempt restored it and could not say so: record, never restore twice.
-        return {
-            "mode": "completed_by_earlier_attempt",
-            "writes_after_cursor": step.get("writes_before_restore"),
-            "keys_after_cursor": step.get("keys_before_restore", []),
-            "elapsed_s": 0.0,
-        }
+    tag = f"run{run_id}"
+    if resumed:
+        entry = load_manifest(artifacts, step["snapshot_sha256"]).entry(step["store"])
+        store = open_state_store(decl, s3_client=s3_client)
+        try:
+            committed = store.restore_committed(entry, tag)
+            if committed is None:
+                committed = store.content_sha256() == step["content_sha256"]
+        finally:
+            store.close()
+        if committed:
+            # The killed attempt restored it and could not say so: record, never restore twice.
+            return {
+                "mode": "completed_by_earlier_attempt",
+                "writes_after_cursor": step.get("writes_before_restore"),
+                "keys_after_cursor": step.get("keys_before_restore", []),
+                "elapsed_s": 0.0,
+                "note": "restored by an attempt that was killed before it recorded so; the "
+                "writes were counted when the run began",
+            }
     result = restore_snapshot(
         spec.state_stores,
         artifacts,
         step["snapshot_sha256"],
         only=[step["store"]],
         s3_client=s3_client,
+        tag=tag,
     )
     r = result.stores[0]
     return {
@@ -278,6 +297,7 @@ def run_rollback(
         t1 = time.perf_counter()
         cutover()
         serving_s = round(time.perf_counter() - t1, 3)
+    resumed = run is not None
     if run is None:
         cut = Cutover(
             from_state=res.from_state.value,
@@ -298,7 +318,9 @@ def run_rollback(
         if step.get("status") == "done":
             continue
         if step["kind"] == "restore":
-            outcome = _restore_step(registry, artifacts, _attempted(run, key), s3_client)
+            outcome = _restore_step(
+                registry, artifacts, step, s3_client, run_id=run.id, resumed=resumed
+            )
         else:
             outcome = _cascade_step(
                 registry,
@@ -340,13 +362,6 @@ def _cascade_step(
     except (IllegalTransition, NotFoundError) as exc:
         return {"version": None, "changed": False, "note": str(exc)}
     return {"version": r.version, "changed": r.changed, "audit_id": r.audit_id}
-
-
-def _attempted(run: RollbackRunRecord, key: str) -> dict[str, Any]:
-    """A pending step of a run that began before this process: it may have been applied.
-    Every pending step of a recorded run counts as possibly attempted, which is safe: the
-    content-hash check only skips a store that already is its snapshot."""
-    return {**run.progress[key], "attempted": True}
 
 
 def _restored(key: str, step: dict[str, Any]) -> StoreRestored:

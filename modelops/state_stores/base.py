@@ -143,9 +143,21 @@ class StateStore(ABC):
 
     @abstractmethod
     def prepare_restore(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore, staging: Path, *, mode: str
+        self,
+        entry: StoreManifestEntry,
+        artifacts: ArtifactStore,
+        staging: Path,
+        *,
+        mode: str,
+        tag: str | None = None,
     ) -> PreparedRestore:
-        """Fetch and verify what a restore needs; refuse before touching the store."""
+        """Fetch and verify what a restore needs; refuse before touching the store. `tag`
+        names the restore (a rollback run) where the store can record that it committed."""
+
+    def restore_committed(self, entry: StoreManifestEntry, tag: str) -> bool | None:
+        """Whether a restore of `entry` tagged `tag` committed; None where the kind keeps
+        no record (a directory, an S3 prefix), so the caller must judge by content."""
+        return None
 
     @abstractmethod
     def changes_since(
@@ -172,7 +184,6 @@ class StateStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Release connections; a store object is cheap to reopen."""
-
 
 
 def unavailable(

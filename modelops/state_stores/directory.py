@@ -157,9 +157,7 @@ class DirectoryStore(StateStore):
         changed = sorted(p for p in set(want) & set(have) if want[p] != have[p])
         return have, added, changed, deleted
 
-    def changes_since(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore
-    ) -> ChangeSummary:
+    def changes_since(self, entry: StoreManifestEntry, artifacts: ArtifactStore) -> ChangeSummary:
         want = _parse_listing(artifacts.read_bytes(entry.content_sha256))
         _, added, changed, deleted = self._diff(want)
         return ChangeSummary(
@@ -172,7 +170,13 @@ class DirectoryStore(StateStore):
         )
 
     def prepare_restore(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore, staging: Path, *, mode: str
+        self,
+        entry: StoreManifestEntry,
+        artifacts: ArtifactStore,
+        staging: Path,
+        *,
+        mode: str,
+        tag: str | None = None,
     ) -> PreparedRestore:
         want = _parse_listing(artifacts.read_bytes(entry.content_sha256))
         self.probe()

@@ -67,9 +67,7 @@ class S3PrefixStore(StateStore):
             client = boto3.client(
                 "s3",
                 endpoint_url=spec.resolved_endpoint(),
-                config=Config(
-                    connect_timeout=5, read_timeout=60, retries={"max_attempts": 2}
-                ),
+                config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2}),
             )
         self.client = client
         self.bucket = spec.bucket
@@ -162,8 +160,12 @@ class S3PrefixStore(StateStore):
                     ref = artifacts.put_file(tmp)
                     if ref.sha256 != sha:
                         raise IntegrityError(f"state store {self.name!r}: {key} changed on disk")
-                    objs[rel] = (sha, size, head.get("ContentType", ""),
-                                 dict(head.get("Metadata", {})))
+                    objs[rel] = (
+                        sha,
+                        size,
+                        head.get("ContentType", ""),
+                        dict(head.get("Metadata", {})),
+                    )
                     etags[rel] = etag
         content = _content_bytes(objs)
         listing = artifacts.put_bytes(
@@ -185,8 +187,9 @@ class S3PrefixStore(StateStore):
         content = doc["content"]
         if content.get("format") != LISTING_FORMAT:
             raise SpecError(f"state store {self.name!r}: the snapshot is not an S3 listing")
-        objs: Objects = {k: (sha, int(size), ct, dict(md)) for k, sha, size, ct, md
-                         in content["objects"]}
+        objs: Objects = {
+            k: (sha, int(size), ct, dict(md)) for k, sha, size, ct, md in content["objects"]
+        }
         if hashlib.sha256(_content_bytes(objs)).hexdigest() != entry.content_sha256:
             raise IntegrityError(
                 f"state store {self.name!r}: the snapshot listing does not hash to the "
@@ -202,9 +205,7 @@ class S3PrefixStore(StateStore):
         changed = sorted(k for k in set(want) & set(have) if want[k] != have[k])
         return added, changed, deleted
 
-    def changes_since(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore
-    ) -> ChangeSummary:
+    def changes_since(self, entry: StoreManifestEntry, artifacts: ArtifactStore) -> ChangeSummary:
         want, hints = self._load(entry, artifacts)
         with self._reachable("listing the prefix", "nothing was changed"):
             added, changed, deleted = self._diff(want, hints)
@@ -218,7 +219,13 @@ class S3PrefixStore(StateStore):
         )
 
     def prepare_restore(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore, staging: Path, *, mode: str
+        self,
+        entry: StoreManifestEntry,
+        artifacts: ArtifactStore,
+        staging: Path,
+        *,
+        mode: str,
+        tag: str | None = None,
     ) -> PreparedRestore:
         want, hints = self._load(entry, artifacts)
         with self._reachable("preparing the restore", "the prefix was not changed"):

@@ -190,12 +190,14 @@ def restore_snapshot(
     mode: str = "auto",
     s3_client: Any = None,
     staging_dir: str | Path | None = None,
+    tag: str | None = None,
 ) -> RestoreResult:
     """Restore every store in the snapshot (or `only` these), verified by hash.
 
     Every store's bytes are fetched and verified before any store is changed: a corrupt
     or missing blob refuses the whole restore with the stores untouched. `mode="full"`
-    skips the change log (SQL) and rewrites everything (directory, S3).
+    skips the change log (SQL) and rewrites everything (directory, S3). `tag` names the
+    restore, so a SQL store can say later whether it committed (`restore_committed`).
     """
     if mode not in ("auto", "full"):
         raise SpecError(f"restore mode {mode!r} is not allowed; allowed: auto, full")
@@ -208,7 +210,7 @@ def restore_snapshot(
     prepared: list[PreparedRestore] = []
     try:
         for store, (_, entry) in zip(stores, pairs, strict=True):
-            prepared.append(store.prepare_restore(entry, artifacts, staging, mode=mode))
+            prepared.append(store.prepare_restore(entry, artifacts, staging, mode=mode, tag=tag))
         reports = [p.apply() for p in prepared]
     finally:
         for p in prepared:

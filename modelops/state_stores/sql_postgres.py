@@ -125,9 +125,9 @@ class _Postgres:
 
     def _key_obj(self, rec: str = "") -> str:
         pre = f"{rec}." if rec else ""
-        return "jsonb_build_object(" + ", ".join(
-            f"'{k}', {pre}{_q(k)}" for k in self.info().key
-        ) + ")"
+        return (
+            "jsonb_build_object(" + ", ".join(f"'{k}', {pre}{_q(k)}" for k in self.info().key) + ")"
+        )
 
     def _fn_body(self) -> str:
         log = self.log
@@ -264,8 +264,7 @@ class _Postgres:
         pred, params = self._after(cursor)
         by_op = dict(
             conn.execute(
-                f"SELECT op, count(*) FROM {self.log} WHERE {pred} AND origin IS NULL "
-                "GROUP BY op",
+                f"SELECT op, count(*) FROM {self.log} WHERE {pred} AND origin IS NULL GROUP BY op",
                 params,
             ).fetchall()
         )
@@ -282,7 +281,9 @@ class _Postgres:
         ]
         writes = sum(int(by_op.get(op, 0)) for op in WRITE_OPS)
         return _LogStats(
-            resets=int(resets), app_writes=writes, by_op={k: int(v) for k, v in by_op.items()},
+            resets=int(resets),
+            app_writes=writes,
+            by_op={k: int(v) for k, v in by_op.items()},
             keys=keys,
         )
 
@@ -298,6 +299,7 @@ class _Postgres:
         expected: str,
         mode: str,
         origin: str,
+        mark: bool = False,
     ) -> StoreRestoreReport:
         self.install()
         clock = timer()
@@ -321,6 +323,8 @@ class _Postgres:
                             "the triggers?); reloaded the full dump"
                         )
                         raise _Fallback
+                    if mark:
+                        self._mark(conn, origin)
                 return StoreRestoreReport(
                     store=self.spec.name,
                     kind="sql_table",
@@ -343,6 +347,8 @@ class _Postgres:
             got, _ = self._hash_in(conn)
             if got != expected:
                 raise _mismatch(self.store, expected, got)
+            if mark:
+                self._mark(conn, origin)
         return StoreRestoreReport(
             store=self.spec.name,
             kind="sql_table",
@@ -354,6 +360,19 @@ class _Postgres:
             elapsed_s=clock(),
             note=note,
         )
+
+    def _mark(self, conn: Any, origin: str) -> None:
+        """The restore's commit marker, in its own transaction: present iff it committed."""
+        conn.execute(f"INSERT INTO {self.log} (op, origin) VALUES ('M', %s)", (origin,))
+
+    def restored(self, origin: str) -> bool:
+        """Did a restore with this origin commit? (Its marker is in the log.)"""
+        conn = self.connect()
+        with conn.transaction():
+            row = conn.execute(
+                f"SELECT 1 FROM {self.log} WHERE op = 'M' AND origin = %s LIMIT 1", (origin,)
+            ).fetchone()
+        return row is not None
 
     def _hash_in(self, conn: Any) -> tuple[str, int]:
         sink = _Sink()
@@ -369,7 +388,7 @@ class _Postgres:
         )
         conn.execute(
             "INSERT INTO modelops_firsts SELECT DISTINCT ON (key) key, op, old_row "
-            f"FROM {self.log} WHERE {pred} AND op <> 'R' ORDER BY key, seq",
+            f"FROM {self.log} WHERE {pred} AND op NOT IN ('R', 'M') ORDER BY key, seq",
             params,
         )
         match_k = " AND ".join(f"t.{_q(k)} = k.{_q(k)}" for k in info.key)

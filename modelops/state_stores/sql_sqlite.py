@@ -46,6 +46,7 @@ if _c_make_encoder is not None:  # the same encoding, without building an encode
     def _ENCODE(row: Any) -> str:  # noqa: N802 - same name as the fallback
         return "".join(_C_ENCODER(row, 0))
 
+
 _DECODE = json.JSONDecoder(object_hook=lambda d: bytes.fromhex(d["b"])).decode
 
 
@@ -286,8 +287,7 @@ class _Sqlite:
         c = int(cursor["seq"])
         by_op = dict(
             conn.execute(
-                f"SELECT op, count(*) FROM {self.log} WHERE seq > ? AND origin IS NULL "
-                "GROUP BY op",
+                f"SELECT op, count(*) FROM {self.log} WHERE seq > ? AND origin IS NULL GROUP BY op",
                 (c,),
             ).fetchall()
         )
@@ -330,6 +330,7 @@ class _Sqlite:
         expected: str,
         mode: str,
         origin: str,
+        mark: bool = False,
     ) -> StoreRestoreReport:
         self.install()
         clock = timer()
@@ -343,10 +344,17 @@ class _Sqlite:
                     rewritten = self._revert(conn, int(cursor["seq"]), origin)
                     got, rows = self._hash_in(conn)
                     if got == expected:
+                        if mark:
+                            self._mark(conn, origin)
                         conn.execute("COMMIT")
                         return self._report(
-                            "incremental" if rewritten else "noop", expected, stats, rewritten,
-                            rows, clock(), "",
+                            "incremental" if rewritten else "noop",
+                            expected,
+                            stats,
+                            rewritten,
+                            rows,
+                            clock(),
+                            "",
                         )
                     note = (
                         "the change log did not reproduce the snapshot (writes bypassed the "
@@ -363,6 +371,8 @@ class _Sqlite:
             if got != expected:
                 conn.execute("ROLLBACK")
                 raise _mismatch(self.store, expected, got)
+            if mark:
+                self._mark(conn, origin)
             conn.execute("COMMIT")
             return self._report("full", expected, stats, [], rows, clock(), note)
         except BaseException:
@@ -393,6 +403,18 @@ class _Sqlite:
             note=note,
         )
 
+    def _mark(self, conn: sqlite3.Connection, origin: str) -> None:
+        """The restore's commit marker, in its own transaction: present iff it committed."""
+        conn.execute(f"INSERT INTO {self.log} (op, origin) VALUES ('M', ?)", (origin,))
+
+    def restored(self, origin: str) -> bool:
+        """Did a restore with this origin commit? (Its marker is in the log.)"""
+        conn = self.connect()
+        row = conn.execute(
+            f"SELECT 1 FROM {self.log} WHERE op = 'M' AND origin = ? LIMIT 1", (origin,)
+        ).fetchone()
+        return row is not None
+
     def _hash_in(self, conn: sqlite3.Connection) -> tuple[str, int]:
         return self._hash(conn)
 
@@ -403,7 +425,7 @@ class _Sqlite:
         firsts = conn.execute(
             f"SELECT op, {', '.join(kc + oc)} FROM (SELECT op, {', '.join(kc + oc)}, "
             f"row_number() OVER (PARTITION BY {', '.join(kc)} ORDER BY seq) AS rn "
-            f"FROM {self.log} WHERE seq > ? AND op <> 'R') WHERE rn = 1",
+            f"FROM {self.log} WHERE seq > ? AND op NOT IN ('R', 'M')) WHERE rn = 1",
             (c,),
         ).fetchall()
         nk = len(info.key)

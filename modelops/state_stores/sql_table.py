@@ -153,7 +153,13 @@ class SqlTableStore(StateStore):
             raise SpecError(f"state store {self.name!r}: the manifest entry has no cursor")
 
     def prepare_restore(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore, staging: Path, *, mode: str
+        self,
+        entry: StoreManifestEntry,
+        artifacts: ArtifactStore,
+        staging: Path,
+        *,
+        mode: str,
+        tag: str | None = None,
     ) -> PreparedRestore:
         with self._reachable("preparing the restore", "the store was not changed"):
             self._check_entry(entry)
@@ -164,11 +170,15 @@ class SqlTableStore(StateStore):
             artifacts.fetch(dump_sha, staging / f"{self.name}.dump")
         else:
             artifacts.verify(dump_sha)
-        return _SqlPrepared(self, entry, artifacts, staging / f"{self.name}.dump", mode)
+        return _SqlPrepared(self, entry, artifacts, staging / f"{self.name}.dump", mode, tag)
 
-    def changes_since(
-        self, entry: StoreManifestEntry, artifacts: ArtifactStore
-    ) -> ChangeSummary:
+    def restore_committed(self, entry: StoreManifestEntry, tag: str) -> bool:
+        """Exactly whether a restore of `entry` tagged `tag` committed: its commit marker is
+        written in the restore's own transaction."""
+        with self._reachable("reading the change log", "nothing was changed"):
+            return self.backend.restored(_origin(entry, tag))
+
+    def changes_since(self, entry: StoreManifestEntry, artifacts: ArtifactStore) -> ChangeSummary:
         with self._reachable("reading the change log", "nothing was changed"):
             self._check_entry(entry)
             assert entry.cursor is not None
@@ -191,9 +201,10 @@ class _SqlPrepared(PreparedRestore):
         artifacts: ArtifactStore,
         dump: Path,
         mode: str,
+        tag: str | None = None,
     ) -> None:
         self.store, self.entry, self.artifacts = store, entry, artifacts
-        self.dump, self.mode = dump, mode
+        self.dump, self.mode, self.tag = dump, mode, tag
 
     def _dump_path(self) -> Path:
         if not self.dump.exists():
@@ -202,15 +213,25 @@ class _SqlPrepared(PreparedRestore):
 
     def apply(self) -> StoreRestoreReport:
         assert self.entry.cursor is not None
-        origin = f"restore:{self.entry.content_sha256[:16]}"
+        origin = _origin(self.entry, self.tag)
         with self.store._reachable("restoring", "the table was rolled back and is untouched"):
             return self.store.backend.restore(
-                self.entry.cursor, self._dump_path, self.entry.content_sha256, self.mode, origin
+                self.entry.cursor,
+                self._dump_path,
+                self.entry.content_sha256,
+                self.mode,
+                origin,
+                mark=self.tag is not None,
             )
 
     def discard(self) -> None:
         with suppress(FileNotFoundError):
             self.dump.unlink()
+
+
+def _origin(entry: StoreManifestEntry, tag: str | None) -> str:
+    """What the restore's own writes, and its commit marker, are logged under."""
+    return f"restore:{entry.content_sha256[:16]}" + (f":{tag}" if tag else "")
 
 
 def _dump_sha(entry: StoreManifestEntry) -> str:
