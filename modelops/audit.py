@@ -288,13 +288,19 @@ def _replay_model(rows: list[Any]) -> _ModelReplay:
     for e in rows:
         a = e.action
         if a not in ("register_model", "register_version", "gate_result", "transition",
-                     "rollback", "approval", "override"):  # fmt: skip
+                     "rollback", "approval", "override", "amend_model"):  # fmt: skip
             continue  # pins, dependents, alerts and history without table state
         p = json.loads(e.payload)
         v = e.version
         if a == "register_model":
             r.spec, r.spec_seq = p, e.seq
             r.slices = list(p.get("slices") or ["global"])
+        elif a == "amend_model":  # a gated spec change: the new spec, and any added slice
+            r.spec, r.spec_seq = p["spec"], e.seq
+            r.slices = list(p["spec"].get("slices") or ["global"])
+            for sl, states in (p.get("added_slices") or {}).items():
+                for ver, st in states.items():
+                    r.state[(int(ver), sl)] = (st, None)
         elif a == "register_version":
             r.versions[v] = (e.seq, p)
             for sl in r.slices:

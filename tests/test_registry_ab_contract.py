@@ -120,11 +120,11 @@ def l3_at_ab_test(reg: Registry) -> int:
     new_model(reg, tier=Tier.L3)
     v1 = version(reg).version
     approve_l3(reg, M, v1, S.PROMOTED)
-    reg.transition(M, v1, S.PROMOTED, actor="ops")
+    reg.transition(M, v1, S.PROMOTED, actor="ops", reason="first version")
     v = version(reg).version
     for target, pct in [*TO_CANARY, (S.AB_TEST, None)]:
         approve_l3(reg, M, v, target)
-        reg.transition(M, v, target, actor="ops", percent=pct)
+        reg.transition(M, v, target, actor="ops", percent=pct, reason="walk")
     approve_l3(reg, M, v, S.PROMOTED)
     return v
 
@@ -133,7 +133,7 @@ def test_l3_promotion_waits_out_the_minimum_duration(registry: Registry, clock: 
     v = l3_at_ab_test(registry)
     plan = registry.ab_experiment(M, v).plan  # type: ignore[union-attr]
     assert plan["min_days"] == 14 and plan["planned_days"] == 14  # 6 days, in whole weeks
-    promote = lambda: registry.transition(M, v, S.PROMOTED, actor="ops")  # noqa: E731
+    promote = lambda: registry.transition(M, v, S.PROMOTED, actor="ops", reason="ab done")  # noqa: E731
     info = refused(registry, ABTooEarly, promote, match="for 0 of the 14 days tier L3")
     msg = str(info.value)
     assert "\n" not in msg and "no sequential conclusion is recorded" in msg
@@ -148,7 +148,7 @@ def test_l3_promotion_waits_out_the_minimum_duration(registry: Registry, clock: 
 
 def test_a_conclusion_with_power_lifts_the_minimum(registry: Registry) -> None:
     v = l3_at_ab_test(registry)
-    promote = lambda: registry.transition(M, v, S.PROMOTED, actor="ops")  # noqa: E731
+    promote = lambda: registry.transition(M, v, S.PROMOTED, actor="ops", reason="ab done")  # noqa: E731
     # A test that ran out its horizon concluded nothing with power: it does not count.
     registry.record_ab_conclusion(
         M, v, actor="sensor", outcome="NO_DETECTABLE_EFFECT", concluded_with_power=False
@@ -206,7 +206,7 @@ def test_a_promote_conclusion_allows_promotion_before_the_minimum(registry: Regi
     assert audit_count(registry) == n + 1
     assert registry.audit_entries(M)[-1].action == "ab_conclusion"
     assert exp.conclusion is not None and exp.conclusion["evidence"]["lift"] == 0.012
-    registry.transition(M, v, S.PROMOTED, actor="ops")
+    registry.transition(M, v, S.PROMOTED, actor="ops", reason="concluded")
     assert registry.audit_entries(M)[-1].payload["ab"]["allowed_by"] == "conclusion"
     # Only a running test takes a conclusion.
     refused(

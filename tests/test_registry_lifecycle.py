@@ -58,6 +58,8 @@ def step(
 ) -> TransitionResult:
     """One compare-and-set move from whatever the version is now."""
     current = reg.state_of(model, v, slice)
+    if reg.get_model(model).tier is Tier.L3:  # every L3 move says why
+        kw.setdefault("reason", f"to {target.value}")
     res = reg.transition(
         model, v, target, actor=actor, slice=slice, expected=current, percent=percent, **kw
     )

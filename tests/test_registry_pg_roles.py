@@ -81,7 +81,7 @@ def test_the_registry_works_as_the_application_role(app_url: str) -> None:
         new_model(reg, tier=Tier.L3)
         v1 = version(reg).version
         approve_l3(reg, M, v1, S.PROMOTED)
-        reg.transition(M, v1, S.PROMOTED, actor="ops")
+        reg.transition(M, v1, S.PROMOTED, actor="ops", reason="first version")
         new_model(reg, "cheap", tier=Tier.L0)
         bootstrap_prod(reg, "cheap")
         bootstrap_prod(reg, "cheap")

@@ -126,4 +126,5 @@ def test_a_blank_or_unknown_team_left_by_an_old_registry_is_not_another_team(
     assert "at least one outside team 'ranking'" in str(info.value)
     # outside, in a known team
     registry.approve(M, v1, actor="safety-lead", key=key_of("safety-lead"), target=S.PROMOTED)
-    assert registry.transition(M, v1, S.PROMOTED, actor="ops").to_state is S.PROMOTED
+    res = registry.transition(M, v1, S.PROMOTED, actor="ops", reason="reviewed")
+    assert res.to_state is S.PROMOTED

@@ -151,8 +151,69 @@ def register_actor(ap: Any) -> None:
     ks.set_defaults(fn=cmd_actor_keys)
 
 
+def cmd_model_amend(args: argparse.Namespace) -> int:
+    from modelops.spec import load_spec_file
+
+    spec = load_spec_file(args.spec)
+    approvals = [_read_statement(p) for p in args.approval]
+    with open_registry(args) as reg:
+        res = reg.amend_model(
+            spec, approvals=approvals, actor=args.actor, reason=args.reason, **signed_by(args)
+        )
+    by = f", approved by {', '.join(res.approvers)}" if res.approvers else ""
+    print(
+        f"model {res.model_id} amended ({', '.join(res.changed)}): spec epoch {res.epoch}, "
+        f"sha256 {res.to_sha256[:12]}{by}"
+    )
+    return 0
+
+
+def cmd_model_sign_amendment(args: argparse.Namespace) -> int:
+    from modelops.identity import load_signing_key
+    from modelops.spec import load_spec_file
+
+    if not args.key:
+        raise SpecError("signing needs the signer's private key: --key FILE or MODELOPS_KEY")
+    spec = load_spec_file(args.spec)
+    with open_registry(args) as reg:
+        stmt = reg.sign_amendment(
+            spec, load_signing_key(args.key), signer=args.actor, reason=args.reason
+        )
+    data = stmt.to_bytes()
+    if args.out:
+        Path(args.out).write_bytes(data + b"\n")
+        print(f"signed approval of {spec.model_id}'s amendment written to {args.out}")
+    else:
+        print(data.decode())
+    return 0
+
+
 def register_model(mp: Any) -> None:
     """`model amend` and `model sign-amendment` (called by registry_cmds)."""
+    a = mp.add_parser(
+        "amend",
+        help="change tier, rollback class, slices, policy or dependents: signed, with a reason; "
+        "a tier or rollback-class change needs the stricter tier's signed approvals",
+    )
+    a.add_argument("spec", metavar="SPEC.yaml")
+    a.add_argument("--reason", default=None, help="why (signed; mandatory)")
+    a.add_argument(
+        "--approval",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an approver's signed statement from `model sign-amendment` (repeatable)",
+    )
+    actor_opt(a, required=True)
+    signing_opts(a)
+    a.set_defaults(fn=cmd_model_amend)
+    s = mp.add_parser("sign-amendment", help="an approver signs a proposed SPEC.yaml")
+    s.add_argument("spec", metavar="SPEC.yaml")
+    s.add_argument("--reason", required=True)
+    s.add_argument("--key", default=os.environ.get("MODELOPS_KEY") or None, metavar="FILE")
+    s.add_argument("--out", default=None, metavar="FILE", help="default: print it")
+    actor_opt(s, required=True)
+    s.set_defaults(fn=cmd_model_sign_amendment)
 
 
 def register(sub: Any) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from modelops.cli import governance_cmds
 from modelops.cli.args import json_object
 from modelops.cli.cmd_support import (
     actor_opt,
@@ -173,6 +174,7 @@ def register(sub: Any) -> None:
     m.add_argument("spec", metavar="SPEC.yaml")
     actor_opt(m)
     m.set_defaults(fn=cmd_model_create)
+    governance_cmds.register_model(mp)  # amend, sign-amendment
 
     vp = sub.add_parser("version", help="model versions").add_subparsers(dest="sub", required=True)
     v = vp.add_parser("register")

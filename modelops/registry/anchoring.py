@@ -202,6 +202,8 @@ class AnchorOps(SignatureOps, AuditOps):
                         f"{where}: the signature is for version {p.version} slice {p.slice!r}",
                     )
                 )
+            if e.action == "amend_model":
+                out += _amendment_problems(e, payload, p.spec_sha256, keys, where)
             if p.nonce in nonces:
                 out.append(
                     _sig_problem(
@@ -217,6 +219,43 @@ class AnchorOps(SignatureOps, AuditOps):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _amendment_problems(
+    e: Any, payload: dict[str, Any], signed_sha: str | None, keys: dict[str, ActorKey], where: str
+) -> list[AuditProblem]:
+    """The recorded spec is the one signed, and every approval of it still verifies."""
+    from modelops.spec import ModelSpec
+
+    from .amendments import spec_sha256
+
+    out = []
+    sha = spec_sha256(ModelSpec.model_validate(payload["spec"]))
+    if sha != signed_sha or sha != payload.get("to_sha256"):
+        out.append(
+            _sig_problem(
+                e,
+                "SIGNATURE_WRONG_SUBJECT",
+                f"{where}: the recorded spec "
+                f"hashes to {sha[:12]}, not the signed {str(signed_sha)[:12]}",
+            )
+        )
+    for raw in payload.get("approvals") or []:
+        try:
+            st = SignedStatement.from_obj(raw)
+            ap = reverify_recorded(st, keys=_signer_keys(keys, st), recorded_at=parse_ts(e.ts))
+        except SignatureRefused as exc:
+            out.append(_sig_problem(e, "SIGNATURE_" + exc.reason.upper(), f"{where}: {exc}"))
+            continue
+        if ap.spec_sha256 != sha:
+            out.append(
+                _sig_problem(
+                    e,
+                    "SIGNATURE_WRONG_SUBJECT",
+                    f"{where}: an approval by {ap.signer!r} is for another spec",
+                )
+            )
+    return out
 
 
 def _signer_keys(keys: dict[str, ActorKey], stmt: SignedStatement) -> list[ActorKey]:

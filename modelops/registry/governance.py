@@ -18,6 +18,7 @@ from modelops.spec import DEFAULT_SLICE, RollbackClass, State, Tier
 from modelops.store import db
 from modelops.store.tables import approvals, overrides, state_changes
 
+from .amendments import AmendOps
 from .anchoring import AnchorOps
 from .checks import check_finite, gate_verdict, parse_state
 from .records import (
@@ -35,7 +36,7 @@ from .transitions import TransitionOps
 __all__ = ["GovernanceOps"]
 
 
-class GovernanceOps(AnchorOps, TransitionOps):
+class GovernanceOps(AmendOps, AnchorOps, TransitionOps):
     def record_gate_result(
         self,
         model_id: str,

@@ -215,6 +215,7 @@ class RegistryBase:
         db.ensure_schema(self.engine, auto_upgrade=auto_upgrade)
         self._pg = self.engine.dialect.name == "postgresql"
         self._spec_cache: dict[str, ModelSpec] = {}
+        self._spec_raw: dict[str, str] = {}  # what each cached spec was parsed from
 
     def close(self) -> None:
         self.engine.dispose()
@@ -278,9 +279,12 @@ class RegistryBase:
                 "create it first with `modelops model create SPEC.yaml`"
             )
         cached = self._spec_cache.get(model_id)
-        if cached is None:
+        # A spec changes only by a gated amendment, possibly in another process: the row
+        # read under this transaction is the truth, the cache only saves parsing it.
+        if cached is None or self._spec_raw.get(model_id) != raw:
             cached = ModelSpec.model_validate_json(raw)
             self._spec_cache[model_id] = cached
+            self._spec_raw[model_id] = raw
         return cached
 
     @staticmethod

@@ -139,6 +139,11 @@ class TransitionOps(RegistryBase):
             op, version, slice_, target, row.epoch, decision.approvals, decision.cross_team
         )
         override = self._irreversible_override(op, version, slice_, target, row.epoch)
+        if spec.tier is Tier.L3 and target is not State.ROLLED_BACK and not reason.strip():
+            raise SpecError(
+                f"{model_id}@{version} is L3: every transition needs a reason (--reason WHY), "
+                "kept in its audit entry; only a rollback may go without one"
+            )
         ab: dict[str, Any] | None = None
         if target is State.PROMOTED and current is State.AB_TEST:
             ab = check_ab_promotion(op, version, slice_, row)
