@@ -46,6 +46,26 @@ class RegistryResource(dg.ConfigurableResource):
         description="SQLAlchemy URL; unset means the SQLite file $MODELOPS_HOME/registry.db. "
         "Pass a PostgreSQL URL through dg.EnvVar so its password stays out of code.",
     )
+    service_key: str | None = Field(
+        default=None,
+        description="PEM of the Ed25519 key sensors and jobs sign with (the audit chain "
+        "anchors); pass dg.EnvVar('MODELOPS_SERVICE_KEY'), never a literal",
+    )
+    service_actor: str = Field(
+        default="service:dagster",
+        description="the service actor that key is registered to (`modelops actor add NAME "
+        "--role service --public-key FILE`)",
+    )
+
+    def anchor_heads(self, artifacts: ArtifactStore) -> Any:
+        """Sign every audit chain head with the service key into the artifact store."""
+        from modelops.errors import SpecError
+        from modelops.identity import SigningKey
+
+        if not self.service_key:
+            raise SpecError("no service key: set MODELOPS_SERVICE_KEY (a PEM from keygen)")
+        key = SigningKey.from_pem(self.service_key, source="the service key")
+        return self.get().anchor_heads(artifacts, key, signer=self.service_actor)
 
     def get(self) -> Registry:
         """One Registry (one engine, one pool) per URL per process: the daemon builds a fresh
@@ -314,7 +334,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     gateways = [g for g in os.environ.get("MODELOPS_GATEWAYS", "").split(",") if g]
     triton = os.environ.get("MODELOPS_TRITON_URL", "127.0.0.1:8000")
     return {
-        "registry": RegistryResource(url=_env("MODELOPS_REGISTRY_URL")),
+        "registry": RegistryResource(
+            url=_env("MODELOPS_REGISTRY_URL"), service_key=_env("MODELOPS_SERVICE_KEY")
+        ),
         "artifacts": ArtifactStoreResource(uri=_env("MODELOPS_ARTIFACTS")),
         "feature_schemas": FeatureSchemaResource(directory=_env("MODELOPS_SCHEMAS")),
         "predlog": PredictionLogResource(url=_env("MODELOPS_PREDLOG_URL")),
