@@ -15,9 +15,11 @@ Baselines in the same process: a plain scan of the table through the driver, and
 copy of the directory, so the figures read as ratios as well as seconds.
 
 The 10 GB extrapolation is linear in the snapshot's bytes, against the design's 30-minute
-TTR SLO for STATE_SNAPSHOT models (restore dominates that TTR). The other rollback figures
-(TTR per class end to end, plan time over the 500-model DAG, signature verification cost)
-join this file when the rollback job exists. `--only plan` runs just the plan part: a
+TTR SLO for STATE_SNAPSHOT models (restore dominates that TTR). Also: rollback TTR
+per class through the rollback job's body (`--only ttr`: STATELESS, STATE_SNAPSHOT with a
+100,000-row table and 10,000 writes after the snapshot, IRREVERSIBLE with a snapshotted
+downstream index), and the plan over the 500-model DAG (below). Signature verification
+cost joins this file from the governance work. `--only plan` runs just the plan part: a
 500-model DAG in a SQLite registry, the plan the dry run and the rollback job compute,
 timed end to end (three queries and the walk) and the walk alone, target p95 <= 50 ms;
 its figures are merged into the existing results file.
@@ -406,6 +408,147 @@ def bench_plan(n: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def _ttr_registry(url: str) -> Any:
+    from modelops.registry import Registry
+
+    reg = Registry(url)
+    reg.add_team("fleet")
+    reg.register_dataset("d", 1, "s3://b/d")
+    reg.register_dataset("e", 1, "s3://b/e", kind="eval_set")
+    return reg
+
+
+def _ttr_model(reg: Any, model_id: str, rc: str, **extra: Any) -> None:
+    from modelops.spec import ModelSpec, State
+
+    reg.create_model(
+        ModelSpec.model_validate(
+            {
+                "model_id": model_id,
+                "owner_team": "fleet",
+                "tier": "L1",
+                "rollback_class": rc,
+                "model_class": "dnn",
+                "framework": "onnx",
+                "policy": {"primary_metric": "auc"},
+                **extra,
+            }
+        )
+    )
+    for v in (1, 2):
+        reg.register_version(
+            model_id,
+            weights_hash=f"{v:064x}",
+            weights_uri=f"file:///w/{model_id}/{v}",
+            training_run_id=f"run-{model_id}-{v}",
+            training_data="d@1",
+            eval_set="e@1",
+        )
+        reg.record_gate_result(model_id, v, passed=True, results={})
+    reg.transition(model_id, 1, State.PROMOTED, actor="bench")
+    for st in (State.APPROVED_SHADOW, State.SHADOW, State.APPROVED_CANARY):
+        reg.transition(model_id, 2, st, actor="bench")
+
+
+def bench_ttr(rows: int, work: Path) -> dict[str, Any]:
+    """Rollback TTR per class through the rollback job's body (`run_rollback`: plan,
+    snapshot check, registry rollback, restores, dependents, report), on a SQLite registry
+    and SQLite state tables of `rows` rows. The serving-plane pass the job adds (the
+    controller loading the restored version) is not included: it is the same for every
+    class and is measured by the serving benchmarks."""
+    from modelops.rollback import enter_with_snapshots, run_rollback
+    from modelops.spec import State
+
+    out: dict[str, Any] = {"rows": rows, "writes_after_snapshot": min(CHANGED_ROWS, rows // 2)}
+    art = LocalArtifactStore(work / "ttr-artifacts")
+    with sqlite_backend("modelops-rollback-ttr-", "registry.db") as url:
+        reg = _ttr_registry(url)
+        try:
+            tables = {}
+            for name in ("state", "index"):
+                path = work / f"ttr-{name}.db"
+                app = _App(f"sqlite:///{path}")
+                log(f"ttr: loading {rows:,} rows into {name}")
+                app.load(rows)
+                tables[name] = (app, f"sqlite:///{path}")
+            store = {"kind": "sql_table", "table": "user_state"}
+            _ttr_model(reg, "stateless", "STATELESS")
+            _ttr_model(
+                reg,
+                "snapshot",
+                "STATE_SNAPSHOT",
+                state_stores=[{**store, "name": "user_state", "url": tables["state"][1]}],
+            )
+            _ttr_model(
+                reg,
+                "index",
+                "STATE_SNAPSHOT",
+                state_stores=[{**store, "name": "index", "url": tables["index"][1]}],
+            )
+            _ttr_model(
+                reg,
+                "embedder",
+                "IRREVERSIBLE",
+                downstream_dependents=["index", "consumer"],
+                feeds_features=["emb"],
+            )
+            for model_id, label, app in (
+                ("stateless", "STATELESS", None),
+                ("snapshot", "STATE_SNAPSHOT", tables["state"][0]),
+                ("embedder", "IRREVERSIBLE", tables["index"][0]),
+            ):
+                log(f"ttr: {label}: canary entry (snapshot), writes, rollback")
+                _, entry_s = timed(
+                    lambda m=model_id: enter_with_snapshots(
+                        reg, art, m, 2, State.CANARY, actor="bench", percent=5
+                    )
+                )
+                if label == "IRREVERSIBLE":
+                    reg.transition(model_id, 2, State.PROMOTED, actor="bench")
+                n = min(CHANGED_ROWS, rows // 2)
+                writes = app.canary_writes(n, rows, seed=5) if app else 0
+                report, ttr_s = timed(
+                    lambda m=model_id: run_rollback(reg, art, m, 2, actor="bench")
+                )
+                restores = [*report.state, *report.downstream_state]
+                assert report.writes_reverted == writes, (report.writes_reverted, writes)
+                key = label.lower()
+                out[f"{key}.entry_snapshot_s"] = round(entry_s, 2)
+                out[f"{key}.ttr_s"] = round(ttr_s, 2)
+                out[f"{key}.registry_cutover_s"] = report.cutover.registry_s
+                out[f"{key}.restore_s"] = round(sum(r.elapsed_s for r in restores), 2)
+                out[f"{key}.writes_reverted"] = report.writes_reverted
+        finally:
+            reg.close()
+            for app, _ in tables.values():
+                app.close()
+    return out
+
+
+def main_part(out_path: Path, part: str, args: Any) -> int:
+    """One part only, merged into the existing results (the other figures kept)."""
+    if part == "plan":
+        return main_plan(out_path, args.plan_models, args.plan_rounds)
+    res: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="modelops-rollback-ttr-") as d:
+        out = bench_ttr(args.ttr_rows, Path(d))
+    res.update({f"ttr.{k}": v for k, v in out.items()})
+    res.setdefault("targets", {})["ttr.state_snapshot.ttr_s"] = f"<= {TTR_SLO_S}"
+    res.setdefault("targets_met", {})["ttr.state_snapshot.ttr_s"] = (
+        out["state_snapshot.ttr_s"] <= TTR_SLO_S
+    )
+    res["ttr.timestamp"] = datetime.now(UTC).isoformat(timespec="seconds")
+    res["ttr.loadavg_1m"] = round(os.getloadavg()[0], 2)
+    out_path.write_text(json.dumps(res, indent=2) + "\n")
+    print(
+        ", ".join(
+            f"{c}: TTR {out[f'{c}.ttr_s']} s ({out[f'{c}.writes_reverted']} writes reverted)"
+            for c in ("stateless", "state_snapshot", "irreversible")
+        )
+    )
+    return 0
+
+
 def main_plan(out_path: Path, n: int, rounds: int) -> int:
     """Only the plan part: merged into the existing results, the other figures kept."""
     res: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
@@ -437,15 +580,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     ap.add_argument(
         "--only",
-        choices=["all", "plan"],
+        choices=["all", "plan", "ttr"],
         default="all",
-        help="plan: only the rollback-plan figures (merged into the existing results)",
+        help="plan: only the rollback-plan figures; ttr: only the rollback TTR per class "
+        "(each merged into the existing results)",
     )
+    ap.add_argument("--ttr-rows", type=int, default=100_000, help="rows per state table (ttr)")
     ap.add_argument("--plan-models", type=int, default=PLAN_MODELS, help="models in the DAG")
     ap.add_argument("--plan-rounds", type=int, default=50, help="plans timed")
     args = ap.parse_args(argv)
-    if args.only == "plan":
-        return main_plan(args.out, args.plan_models, args.plan_rounds)
+    if args.only != "all":
+        return main_part(args.out, args.only, args)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [b for b in backends if b not in ("sqlite", "postgres")]
     if bad:
@@ -475,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         out = bench_dir(args.dir_mb, work)
         res.update({f"directory.{k}": v for k, v in out.items()})
         parts.append("directory")
+        ttr = bench_ttr(args.ttr_rows, work)
+        res.update({f"ttr.{k}": v for k, v in ttr.items()})
     # The TTR target applies to the restore a rollback runs (mode auto: the change log for a
     # SQL table, the diff for a directory). The full reload, the fallback when the log cannot
     # be used, is reported beside it as the worst case, with its own verdict, not hidden.
@@ -492,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     res.update({f"plan.{k}": v for k, v in plan.items()})
     res["targets"]["plan.registry_plan_p95_ms"] = f"<= {PLAN_TARGET_MS:g}"
     met["plan.registry_plan_p95_ms"] = plan["registry_plan_p95_ms"] <= PLAN_TARGET_MS
+    res["targets"]["ttr.state_snapshot.ttr_s"] = f"<= {TTR_SLO_S}"
+    met["ttr.state_snapshot.ttr_s"] = ttr["state_snapshot.ttr_s"] <= TTR_SLO_S
     res["targets_met"] = met
     res["worst_case_within_slo"] = worst
     res["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
