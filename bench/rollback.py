@@ -525,10 +525,29 @@ def bench_ttr(rows: int, work: Path) -> dict[str, Any]:
     return out
 
 
+def bench_signatures(n: int = 2000) -> dict[str, Any]:
+    """Signature verification cost per approval (modelops.identity.measure_verification_cost:
+    parse, resolve the key, verify, check subject, nonce, epoch and window), against a bare
+    Ed25519 verify of the same bytes."""
+    from modelops.identity import measure_verification_cost
+
+    return measure_verification_cost(n)
+
+
 def main_part(out_path: Path, part: str, args: Any) -> int:
     """One part only, merged into the existing results (the other figures kept)."""
     if part == "plan":
         return main_plan(out_path, args.plan_models, args.plan_rounds)
+    if part == "signatures":
+        res0: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+        sig = bench_signatures()
+        res0.update({f"signatures.{k}": v for k, v in sig.items()})
+        out_path.write_text(json.dumps(res0, indent=2) + "\n")
+        print(
+            f"signature verification per approval: p50 {sig['verify_per_approval_p50_us']} us "
+            f"(raw Ed25519 {sig['raw_ed25519_verify_p50_us']} us)"
+        )
+        return 0
     res: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     with tempfile.TemporaryDirectory(prefix="modelops-rollback-ttr-") as d:
         out = bench_ttr(args.ttr_rows, Path(d))
@@ -580,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     ap.add_argument(
         "--only",
-        choices=["all", "plan", "ttr"],
+        choices=["all", "plan", "ttr", "signatures"],
         default="all",
         help="plan: only the rollback-plan figures; ttr: only the rollback TTR per class "
         "(each merged into the existing results)",
@@ -637,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     plan = bench_plan(args.plan_models, args.plan_rounds)
     res.update({f"plan.{k}": v for k, v in plan.items()})
+    res.update({f"signatures.{k}": v for k, v in bench_signatures().items()})
     res["targets"]["plan.registry_plan_p95_ms"] = f"<= {PLAN_TARGET_MS:g}"
     met["plan.registry_plan_p95_ms"] = plan["registry_plan_p95_ms"] <= PLAN_TARGET_MS
     res["targets"]["ttr.state_snapshot.ttr_s"] = f"<= {TTR_SLO_S}"
