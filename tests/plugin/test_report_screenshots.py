@@ -1,6 +1,7 @@
 """The evaluation pictures render where people look: a real `dagster-webserver` shows the
-shadow report's divergence per slice and the drift report's drift per feature (tables and
-bar charts in the assets' metadata), and a headless browser draws them (screenshots kept
+shadow report's divergence per slice, the drift report's drift per feature and the lift
+with its confidence sequence per arm (tables and charts in the assets' metadata), and a
+headless browser draws them (screenshots kept
 under tests/artifacts/).
 
 The materializations carry metadata built by the report code from real engine output over
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from assets.drift_reports import drift_feature_table, drift_markdown
+from assets.lift_chart import lift_chart_metadata
 from assets.shadow_reports import divergence_markdown, divergence_table
 from demo.instance import write_instance_yaml
 from demo.procs import REPO_ROOT, Stack
@@ -63,6 +65,20 @@ def _shadow_metadata() -> dict[str, object]:
     }
 
 
+def _lift_metadata() -> dict[str, object]:
+    rng = np.random.default_rng(13)
+    k = np.arange(1, 9)
+    arms = {
+        arm: {
+            "looks": [f"day {i}" for i in k],
+            "theta": np.log(effect) + rng.normal(0, 0.04 / np.sqrt(k)),
+            "var": 0.0016 / k,
+        }
+        for arm, effect in (("v2 (+8%)", 1.08), ("v3 (same)", 1.0))
+    }
+    return lift_chart_metadata(arms, alpha=0.05, planned_information=5000.0)
+
+
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("screenshots-home")
@@ -71,6 +87,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for key, metadata in (
             (["drift_reports", MODEL], _drift_metadata()),
             (["shadow_reports", MODEL], _shadow_metadata()),
+            (["models", MODEL], _lift_metadata()),
         ):
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
@@ -116,6 +133,8 @@ def _painted(shot: Path) -> None:
             ("shadow_reports", MODEL),
             ["divergence_per_slice", "kl_prod_shadow", "br", "de", "us", "FAIL", "█"],
         ),
+        # the lift with its confidence sequence per arm, over the looks
+        (("models", MODEL), ["lift_per_look", "v2 (+8%)", "v3 (same)", "day 8", "●"]),
     ],
 )
 def test_report_metadata_renders(
