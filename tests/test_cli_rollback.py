@@ -84,3 +84,34 @@ def test_show_marks_needs_retrain_until_a_new_version(fleet: Fleet, registry: Re
 
     version(registry, "ranker")
     assert "NEEDS_RETRAIN" not in run("show ranker")[1]
+
+
+def test_cli_transition_into_canary_takes_the_snapshot(
+    registry: Registry, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_rollback_state_restore import App, make_model, store
+
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELOPS_REGISTRY_URL", registry_url)
+    App(tmp_path / "state.db", "counters").put(1, 1)
+    v2 = make_model(registry, [store(tmp_path / "state.db", "counters")])
+    code, out, err = run(f"transition ranker {v2} canary --percent 5 --actor ops")
+    assert code == 0, err
+    [snap] = registry.snapshots_of("ranker", v2)
+    assert registry.get_version("ranker", v2).rollback_snapshot_uri == snap.uri
+    assert (tmp_path / "home" / "artifacts").is_dir()  # the CLI's default artifact store
+
+
+def test_cli_transition_with_an_unreachable_store_is_one_line(
+    registry: Registry, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_rollback_state_restore import make_model, store
+
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELOPS_REGISTRY_URL", registry_url)
+    v2 = make_model(registry, [store(tmp_path / "gone" / "state.db", "counters")])
+    err = one_line_refusal(
+        registry, f"transition ranker {v2} CANARY --actor ops", "refused, nothing moved"
+    )
+    assert "'counters'" in err
+    assert registry.state_of("ranker", v2).value == "APPROVED_CANARY"

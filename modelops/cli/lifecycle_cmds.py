@@ -26,8 +26,14 @@ def _print_result(r: Any) -> None:
 
 
 def cmd_transition(args: argparse.Namespace) -> int:
+    from modelops.cli.cmd_support import artifact_store
+    from modelops.rollback import enter_with_snapshots
+
     with open_registry(args) as reg:
-        r = reg.transition(
+        # Into CANARY or AB_TEST, the state snapshot is taken first (refused if it fails).
+        r = enter_with_snapshots(
+            reg,
+            artifact_store(None),
             args.model,
             args.version,
             args.state,

@@ -109,7 +109,9 @@ def enter_with_snapshots(
     """`registry.transition`, with the entry snapshot taken first when the move enters
     CANARY or AB_TEST. A failed snapshot raises its own typed error, prefixed with the
     refused move, and nothing moves."""
-    target_s = State(target)
+    from modelops.registry.checks import parse_state
+
+    target_s = parse_state(target)
     current = registry.state_of(model_id, version, slice)
     common: dict[str, Any] = {
         "actor": actor,
