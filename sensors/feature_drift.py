@@ -157,7 +157,7 @@ class FeatureDriftEvaluator:
     so they are cached across ticks, as are specs and versions."""
 
     def __init__(
-        self, fleet: Fleet, *, clock: Callable[[], float] = time.time, max_rows: int = 100_000
+        self, fleet: Fleet, *, clock: Callable[[], float] = time.time, max_rows: int = 20_000
     ) -> None:
         self.fleet = fleet
         self.clock = clock
@@ -223,14 +223,21 @@ class FeatureDriftEvaluator:
 
 
 def build_feature_drift_sensor(
-    fleet: Fleet, *, clock: Callable[[], float] = time.time, name: str = FEATURE_DRIFT_SENSOR
+    fleet: Fleet,
+    *,
+    clock: Callable[[], float] = time.time,
+    name: str = FEATURE_DRIFT_SENSOR,
+    interval_s: int | None = None,
 ) -> dg.SensorDefinition:
-    """The drift sensor over the fleet. It targets no job: it alerts and never acts."""
+    """The drift sensor over the fleet. It targets no job: it alerts and never acts.
+
+    It runs every `interval_s` (default ten sensor intervals: 5 minutes in production), since
+    its windows are an hour long and each tick reads every promoted version's window."""
     evaluator = FeatureDriftEvaluator(fleet, clock=clock)
 
     @dg.sensor(
         name=name,
-        minimum_interval_seconds=max(fleet.durations.sensor_interval_s, 1),
+        minimum_interval_seconds=interval_s or 10 * fleet.durations.sensor_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Input and prediction drift of every promoted version against its "
         "training reference, per feature and per slice; alerts naming the dependent models "

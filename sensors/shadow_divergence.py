@@ -15,8 +15,6 @@ predictor of closed-loop metrics (the caveat goes into every failure's reason).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -63,11 +61,8 @@ class ShadowDivergenceEvaluator:
     `max_pairs` bounds what one tick reads per shadow (the newest requests are judged on the
     next ticks as the window grows; the engine is cheap, reading the log is not)."""
 
-    def __init__(
-        self, fleet: Fleet, *, clock: Callable[[], float] = time.time, max_pairs: int = 100_000
-    ) -> None:
+    def __init__(self, fleet: Fleet, *, max_pairs: int = 100_000) -> None:
         self.fleet = fleet
-        self.clock = clock
         self.max_pairs = max_pairs
         self._specs: dict[tuple[str, str], ModelSpec] = {}
 
@@ -157,11 +152,10 @@ def build_shadow_divergence_sensor(
     fleet: Fleet,
     *,
     jobs: ActionJobs,
-    clock: Callable[[], float] = time.time,
     name: str = SHADOW_DIVERGENCE_SENSOR,
 ) -> dg.SensorDefinition:
     """The sensor over the whole fleet; it launches only the transition job (to FAILED)."""
-    evaluator = ShadowDivergenceEvaluator(fleet, clock=clock)
+    evaluator = ShadowDivergenceEvaluator(fleet)
     targets = jobs_for(jobs, (ActionKind.transition,), name)
 
     @dg.sensor(
