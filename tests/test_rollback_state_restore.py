@@ -270,3 +270,26 @@ def test_a_run_killed_after_a_restore_it_did_not_record_does_not_restore_again(
     assert step["writes_after_cursor"] == 4  # counted before the killed attempt reverted them
     assert json.dumps(run.report)  # the report was written
     assert apps["alpha"].rows() == {**before["alpha"], 7: 777}
+
+
+def test_a_directory_store_is_restored_and_its_differing_files_named(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    from modelops.state_stores import DirectoryStoreSpec
+
+    root = tmp_path / "emb-cache"
+    root.mkdir()
+    for i in range(4):
+        (root / f"shard-{i}.bin").write_bytes(bytes([i]) * 64)
+    v2 = make_model(registry, [DirectoryStoreSpec(name="cache", path=str(root))])
+    enter_with_snapshots(registry, artifacts, M, v2, S.CANARY, actor="ops", percent=5)
+    (root / "shard-1.bin").write_bytes(b"canary")
+    (root / "shard-3.bin").unlink()
+    (root / "new.bin").write_bytes(b"added")
+    report = run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert sorted(p.name for p in root.iterdir()) == [f"shard-{i}.bin" for i in range(4)]
+    assert (root / "shard-1.bin").read_bytes() == bytes([1]) * 64
+    [st] = report.state
+    assert st.writes_after_cursor is None  # no change log: it does not claim a write count
+    assert sorted(st.keys_after_cursor) == ["new.bin", "shard-1.bin", "shard-3.bin"]
+    assert "the 3 items that differed were rewritten" in report.markdown()

@@ -161,7 +161,8 @@ def _store_line(s: StoreRestored) -> str:
         f"{s.writes_after_cursor} writes after the snapshot's cursor reverted"
         + (f" (keys: {keys}{more})" if keys else "")
         if s.writes_after_cursor is not None
-        else "no change log: every changed item rewritten"
+        else f"no change log: the {len(s.keys_after_cursor)} items that differed were rewritten"
+        + (f" ({keys}{more})" if keys else "")
     )
     return (
         f"- {s.owner_model}/{s.store} ({s.kind}): {s.mode} restore to snapshot "

@@ -230,7 +230,8 @@ def _restore_step(
         "mode": r.mode,
         "store_kind": r.kind,
         "writes_after_cursor": r.writes_after_cursor,
-        "keys_after_cursor": r.keys_after_cursor,
+        # Without a change log (directory, S3) the items that differed are what it names.
+        "keys_after_cursor": r.keys_after_cursor or r.rewritten,
         "verified_sha256": r.content_sha256,
         "elapsed_s": r.elapsed_s,
         "note": r.note,
@@ -429,7 +430,12 @@ def _finish(
             f"state restored: {len(own)} store(s) verified by hash; {n} writes after the "
             "snapshot reverted"
         )
-    elif spec.rollback_class is RollbackClass.STATE_SNAPSHOT:
+    if own and len(spec.slices) > 1:
+        caveats.append(
+            f"the state stores are shared by all of {model_id}'s slices: writes made after the "
+            f"snapshot through slices other than {slice_!r} were reverted too"
+        )
+    if not own and spec.rollback_class is RollbackClass.STATE_SNAPSHOT:
         caveats.append(
             f"no entry snapshot of {model_id}@{version} on slice {slice_!r} (it never entered "
             "CANARY or AB_TEST there): its state was not restored"
