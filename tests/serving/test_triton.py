@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from modelops.spec import (
 )
 from serving.triton.backend import (
     ModelLoadError,
+    ModelStatistics,
     RetentionPolicy,
     TensorMeta,
     TritonBackend,
@@ -133,6 +135,64 @@ def served(
             writer.remove(path.name)
 
 
+# --- reading Triton's statistics --------------------------------------------------------------
+#
+# Triton's Python backend sends a batch's responses first and reports its statistics after
+# them: per request (success), then for the batch (executions, rows). A client can therefore
+# hold every answer while Triton does not count the last batch yet. With one instance (what
+# the writer configures), the next batch runs only after the previous one is reported, and a
+# batch's rows are the last thing reported for it.
+
+PROBE_ROWS = 59  # a batch size no other request in this module sends
+
+
+def _executions_of_size(b: TritonBackend, name: str, size: int) -> int:
+    raw = b.client.get_inference_statistics(name)
+    return sum(
+        int(bs["compute_infer"]["count"])
+        for row in raw.get("model_stats", [])
+        for bs in row.get("batch_stats", [])
+        if int(bs["batch_size"]) == size
+    )
+
+
+def _wait_for(cond: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not cond():
+        assert time.monotonic() < end, f"Triton's statistics never showed {what}"
+        time.sleep(0.01)
+
+
+def _settled_statistics(b: TritonBackend, s: Served) -> ModelStatistics:
+    """Statistics that count every request answered before this call.
+
+    One probe of PROBE_ROWS rows runs after every earlier batch was reported; once a batch of
+    that size is counted, the probe is fully reported too, and so is everything before it.
+    """
+    config = b.config(s.name)
+    assert [int(g["count"]) for g in config["instance_group"]] == [1]
+    seen = _executions_of_size(b, s.name, PROBE_ROWS)
+    probe = np.random.default_rng(59).normal(size=(PROBE_ROWS, N_FEATURES)).astype(np.float32)
+    b.infer(s.name, {"features": probe})
+    _wait_for(lambda: _executions_of_size(b, s.name, PROBE_ROWS) > seen, "the probe batch")
+    return b.statistics(s.name)
+
+
+def _statistics_after(
+    b: TritonBackend, name: str, before: ModelStatistics, rows: int
+) -> ModelStatistics:
+    """The statistics once the `rows` answered since `before` are all reported.
+
+    Waiting on rows, the last thing reported for a batch, means every request of those
+    batches is counted too; the caller then checks the counts exactly.
+    """
+    _wait_for(
+        lambda: b.statistics(name).inference_count - before.inference_count >= rows,
+        f"{rows} rows since the last reading",
+    )
+    return b.statistics(name)
+
+
 # --- serving the three frameworks -----------------------------------------------------------
 
 
@@ -170,10 +230,11 @@ def test_dynamic_batching_returns_each_request_its_own_rows(
     s = served[fw]
     rng = np.random.default_rng(7)
     batches = [rng.normal(size=(n, N_FEATURES)).astype(np.float32) for n in range(1, 9)]
+    rows = sum(len(x) for x in batches)
     executions = []
+    with TritonBackend(triton.url) as b:
+        before = _settled_statistics(b, s)
     for _ in range(3):
-        with TritonBackend(triton.url) as b:
-            before = b.statistics(s.name)
         with httpclient.InferenceServerClient(triton.url, concurrency=len(batches)) as client:
             pending = []
             for x in batches:
@@ -184,10 +245,11 @@ def test_dynamic_batching_returns_each_request_its_own_rows(
         for x, got in zip(batches, results, strict=True):
             np.testing.assert_allclose(got, s.demo.predict(x), rtol=0, atol=ATOL[fw])
         with TritonBackend(triton.url) as b:
-            after = b.statistics(s.name)
+            after = _statistics_after(b, s.name, before, rows)
         assert after.success_count - before.success_count == len(batches)
-        assert after.inference_count - before.inference_count == sum(len(x) for x in batches)
+        assert after.inference_count - before.inference_count == rows
         executions.append(after.execution_count - before.execution_count)
+        before = after
         if executions[-1] < len(batches):
             break
     assert min(executions) < len(batches), f"nothing was batched in 3 bursts: {executions}"
@@ -233,10 +295,10 @@ def test_statistics_count_inferences(
     served: dict[Framework, Served], backend: TritonBackend
 ) -> None:
     s = served[Framework.onnx]
-    before = backend.statistics(s.name)
+    before = _settled_statistics(backend, s)
     for _ in range(3):
         backend.infer(s.name, {"features": s.demo.sample[:5]})
-    after = backend.statistics(s.name)
+    after = _statistics_after(backend, s.name, before, 15)
     assert after.success_count - before.success_count == 3
     assert after.inference_count - before.inference_count == 15
     assert after.fail_count == before.fail_count
