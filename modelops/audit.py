@@ -288,7 +288,8 @@ def _replay_model(rows: list[Any]) -> _ModelReplay:
     for e in rows:
         a = e.action
         if a not in ("register_model", "register_version", "gate_result", "transition",
-                     "rollback", "approval", "override", "amend_model"):  # fmt: skip
+                     "rollback", "approval", "override", "amend_model",
+                     "break_glass"):  # fmt: skip
             continue  # pins, dependents, alerts and history without table state
         p = json.loads(e.payload)
         v = e.version
@@ -308,7 +309,7 @@ def _replay_model(rows: list[Any]) -> _ModelReplay:
         elif a == "gate_result":
             for sl in r.slices:
                 r.state[(v, sl)] = (p["to"], None)
-        elif a in ("transition", "rollback"):
+        elif a in ("transition", "rollback", "break_glass"):
             sl = p["slice"]
             r.state[(v, sl)] = (p["to"], p.get("percent"))
             if p.get("deprecated") is not None:

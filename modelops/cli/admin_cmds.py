@@ -84,3 +84,4 @@ def register(sub: Any) -> None:
     actor_opt(a)
     a.set_defaults(fn=cmd_team_add)
     tp.add_parser("list", help="the known teams").set_defaults(fn=cmd_team_list)
+    governance_cmds.register_team(tp)  # unlock

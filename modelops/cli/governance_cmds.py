@@ -18,7 +18,14 @@ from typing import Any
 from modelops.cli.cmd_support import actor_opt, artifact_store, open_registry
 from modelops.errors import SpecError
 
-__all__ = ["register", "register_actor", "register_model", "signing_opts", "signed_by"]
+__all__ = [
+    "register",
+    "register_actor",
+    "register_model",
+    "register_team",
+    "signing_opts",
+    "signed_by",
+]
 
 
 def signing_opts(sp: argparse.ArgumentParser) -> None:
@@ -179,12 +186,7 @@ def cmd_model_sign_amendment(args: argparse.Namespace) -> int:
         stmt = reg.sign_amendment(
             spec, load_signing_key(args.key), signer=args.actor, reason=args.reason
         )
-    data = stmt.to_bytes()
-    if args.out:
-        Path(args.out).write_bytes(data + b"\n")
-        print(f"signed approval of {spec.model_id}'s amendment written to {args.out}")
-    else:
-        print(data.decode())
+    _emit(stmt.to_bytes(), args.out, f"signed approval of {spec.model_id}'s amendment")
     return 0
 
 
@@ -216,7 +218,118 @@ def register_model(mp: Any) -> None:
     s.set_defaults(fn=cmd_model_sign_amendment)
 
 
+def cmd_break_glass(args: argparse.Namespace) -> int:
+    approvals = [_read_statement(p) for p in args.approval]
+    with open_registry(args) as reg:
+        res = reg.break_glass(
+            args.model,
+            args.version,
+            approvals=approvals,
+            actor=args.actor,
+            reason=args.reason,
+            slice=args.slice,
+            **signed_by(args),
+        )
+    old = f", v{res.deprecated_version} deprecated" if res.deprecated_version else ""
+    print(
+        f"BREAK-GLASS {res.model_id}@{res.version} PROMOTED on slice {res.slice} from "
+        f"{res.from_state.value}{old}; approved by {', '.join(res.approvers)}; heightened "
+        f"monitoring until {res.heightened_until.isoformat()}; postmortem ticket "
+        f"#{res.ticket_id} queued"
+    )
+    return 0
+
+
+def cmd_sign_break_glass(args: argparse.Namespace) -> int:
+    from modelops.identity import load_signing_key
+
+    if not args.key:
+        raise SpecError("signing needs the signer's private key: --key FILE or MODELOPS_KEY")
+    with open_registry(args) as reg:
+        stmt = reg.sign_break_glass(
+            args.model,
+            args.version,
+            load_signing_key(args.key),
+            signer=args.actor,
+            reason=args.reason,
+            slice=args.slice,
+        )
+    _emit(stmt.to_bytes(), args.out, f"signed break-glass of {args.model}@{args.version}")
+    return 0
+
+
+def _emit(data: bytes, out: str | None, what: str) -> None:
+    if out:
+        Path(out).write_bytes(data + b"\n")
+        print(f"{what} written to {out}")
+    else:
+        print(data.decode())
+
+
+def cmd_team_unlock(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        reg.unlock_team(args.team, actor=args.actor, reason=args.reason, **signed_by(args))
+    print(f"team {args.team} unlocked: its break-glass allowance starts over")
+    return 0
+
+
+def cmd_outbox_deliver(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("MODELOPS_TICKET_WEBHOOK")
+    if not url:
+        raise SpecError("no receiver: --url URL or MODELOPS_TICKET_WEBHOOK")
+    with open_registry(args) as reg:
+        delivered, pending = reg.deliver_outbox(url, timeout_s=args.timeout)
+    print(f"outbox: {delivered} delivered, {pending} pending")
+    return 0
+
+
+def register_team(tp: Any) -> None:
+    """`team unlock` (called by admin_cmds)."""
+    u = tp.add_parser("unlock", help="an admin's signed unlock after a team's break-glass lockout")
+    u.add_argument("team")
+    u.add_argument("--reason", required=True)
+    actor_opt(u, required=True)
+    signing_opts(u)
+    u.set_defaults(fn=cmd_team_unlock)
+
+
 def register(sub: Any) -> None:
+    bg = sub.add_parser(
+        "break-glass",
+        help="promote now, skipping shadow and canary durations: two signed senior approvals, "
+        "24 h heightened monitoring, a postmortem ticket; 2 per team in 30 days",
+    )
+    bg.add_argument("model")
+    bg.add_argument("version", type=int)
+    bg.add_argument("--slice", default="global")
+    bg.add_argument("--reason", required=True)
+    bg.add_argument(
+        "--approval",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a senior's signed approval from `modelops sign-break-glass` (twice)",
+    )
+    actor_opt(bg, required=True)
+    signing_opts(bg)
+    bg.set_defaults(fn=cmd_break_glass)
+    sb = sub.add_parser("sign-break-glass", help="a senior signs approval of a break-glass")
+    sb.add_argument("model")
+    sb.add_argument("version", type=int)
+    sb.add_argument("--slice", default="global")
+    sb.add_argument("--reason", required=True)
+    sb.add_argument("--key", default=os.environ.get("MODELOPS_KEY") or None, metavar="FILE")
+    sb.add_argument("--out", default=None, metavar="FILE", help="default: print it")
+    actor_opt(sb, required=True)
+    sb.set_defaults(fn=cmd_sign_break_glass)
+    ob = sub.add_parser("outbox", help="messages waiting for delivery").add_subparsers(
+        dest="sub", required=True
+    )
+    d = ob.add_parser("deliver", help="POST due messages (postmortem tickets) to the webhook")
+    d.add_argument("--url", default=None, help="default $MODELOPS_TICKET_WEBHOOK")
+    d.add_argument("--timeout", type=float, default=5.0)
+    d.set_defaults(fn=cmd_outbox_deliver)
+
     k = sub.add_parser("keygen", help="make an Ed25519 key pair for an actor or a service")
     k.add_argument("--out", required=True, metavar="FILE", help="private key file (written 0600)")
     k.add_argument("--pub", default=None, metavar="FILE", help="public key file (default FILE.pub)")

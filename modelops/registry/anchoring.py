@@ -43,7 +43,7 @@ from .signatures import SERVICE_ROLE, SignatureOps
 
 __all__ = ["AnchorOps", "SIGNED_ACTIONS", "anchor_index"]
 
-SIGNED_ACTIONS = ("approval", "override", "amend_model")
+SIGNED_ACTIONS = ("approval", "override", "amend_model", "break_glass", "unlock_team")
 """Audit actions that must carry a signed statement (since `enable_signatures`)."""
 
 _ANCHOR_DIR = "anchors"
@@ -192,7 +192,7 @@ class AnchorOps(SignatureOps, AuditOps):
                         f"{e.model_id!r}",
                     )
                 )
-            if e.action in ("approval", "override") and (
+            if e.action in ("approval", "override", "break_glass") and (
                 p.version != e.version or p.slice != payload.get("slice")
             ):
                 out.append(
@@ -204,6 +204,14 @@ class AnchorOps(SignatureOps, AuditOps):
                 )
             if e.action == "amend_model":
                 out += _amendment_problems(e, payload, p.spec_sha256, keys, where)
+            elif e.action == "break_glass":
+                out += _approval_problems(
+                    e,
+                    payload,
+                    keys,
+                    where,
+                    (p.version, p.slice, p.epoch),
+                )
             if p.nonce in nonces:
                 out.append(
                     _sig_problem(
@@ -253,6 +261,33 @@ def _amendment_problems(
                     e,
                     "SIGNATURE_WRONG_SUBJECT",
                     f"{where}: an approval by {ap.signer!r} is for another spec",
+                )
+            )
+    return out
+
+
+def _approval_problems(
+    e: Any,
+    payload: dict[str, Any],
+    keys: dict[str, ActorKey],
+    where: str,
+    subject: tuple[int | None, str | None, int],
+) -> list[AuditProblem]:
+    """Every approval an entry carries still verifies, and is of the same subject."""
+    out = []
+    for raw in payload.get("approvals") or []:
+        try:
+            st = SignedStatement.from_obj(raw)
+            ap = reverify_recorded(st, keys=_signer_keys(keys, st), recorded_at=parse_ts(e.ts))
+        except SignatureRefused as exc:
+            out.append(_sig_problem(e, "SIGNATURE_" + exc.reason.upper(), f"{where}: {exc}"))
+            continue
+        if ap.model != e.model_id or (ap.version, ap.slice, ap.epoch) != subject:
+            out.append(
+                _sig_problem(
+                    e,
+                    "SIGNATURE_WRONG_SUBJECT",
+                    f"{where}: an approval by {ap.signer!r} is for another subject",
                 )
             )
     return out

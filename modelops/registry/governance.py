@@ -20,6 +20,7 @@ from modelops.store.tables import approvals, overrides, state_changes
 
 from .amendments import AmendOps
 from .anchoring import AnchorOps
+from .breakglass import BreakGlassOps
 from .checks import check_finite, gate_verdict, parse_state
 from .records import (
     IRREVERSIBLE_OVERRIDE,
@@ -36,7 +37,7 @@ from .transitions import TransitionOps
 __all__ = ["GovernanceOps"]
 
 
-class GovernanceOps(AmendOps, AnchorOps, TransitionOps):
+class GovernanceOps(AmendOps, AnchorOps, BreakGlassOps, TransitionOps):
     def record_gate_result(
         self,
         model_id: str,

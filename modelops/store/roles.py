@@ -32,6 +32,8 @@ APP_PRIVILEGES: dict[str, str] = {
     # revocation is its one UPDATE, hence the default for actor_keys).
     "signed_nonces": "SELECT, INSERT",
     "spec_amendments": "SELECT, INSERT",
+    "break_glass": "SELECT, INSERT",
+    "team_unlocks": "SELECT, INSERT",
     "alembic_version": "SELECT",
 }
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

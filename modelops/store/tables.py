@@ -257,6 +257,48 @@ signed_nonces = Table(
     Column("recorded_at", String(32), nullable=False),
 )
 
+break_glass = Table(
+    "break_glass",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("slice", String(128), nullable=False),
+    Column("team", String(128), nullable=False),
+    Column("requester", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("statement", Text, nullable=False),
+    Column("approvals_json", Text, nullable=False),
+    Column("heightened_until", String(32), nullable=False),
+    Column("ts", String(32), nullable=False),
+    Index("ix_break_glass_team", "team", "ts"),
+)
+
+team_unlocks = Table(
+    "team_unlocks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("team", String(128), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("statement", Text, nullable=False),
+    Column("ts", String(32), nullable=False),
+)
+
+# Messages written with the change that causes them, delivered later with retries.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", String(32), nullable=False),
+    Column("delivered_at", String(32), nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
 spec_amendments = Table(
     "spec_amendments",
     metadata,

@@ -13,6 +13,11 @@ Revises: 0003_ab_contract
   row was written on, and its key id. NULL only on rows from before this revision.
 - `spec_amendments`: each accepted `model amend`, with its signed request and approvals; the
   count of a model's amendments is its spec epoch, which amendment signatures bind to.
+- `break_glass`, `team_unlocks`: each break-glass deploy (its signed request and two signed
+  senior approvals, and the end of its 24 h of heightened monitoring), and each admin's
+  signed unlock of a team that used up its break-glass allowance.
+- `outbox`: messages (the postmortem ticket) written in the transaction that causes them and
+  delivered later with retries, so one is never lost while its receiver is down.
 - On a registry that already has audit entries, one `enable_signatures` entry on the
   registry chain records the last entry id from before signatures, so `audit verify` can tell
   a legacy unsigned approval from one that skipped verification.
@@ -72,6 +77,41 @@ def upgrade() -> None:
         sa.Column("ts", S(32), nullable=False),
         sa.UniqueConstraint("model_id", "epoch", name="uq_spec_amendment_epoch"),
     )
+    op.create_table(
+        "break_glass",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("model_id", S(128), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("slice", S(128), nullable=False),
+        sa.Column("team", S(128), nullable=False),
+        sa.Column("requester", S(256), nullable=False),
+        sa.Column("reason", T, nullable=False),
+        sa.Column("statement", T, nullable=False),
+        sa.Column("approvals_json", T, nullable=False),
+        sa.Column("heightened_until", S(32), nullable=False),
+        sa.Column("ts", S(32), nullable=False),
+    )
+    op.create_index("ix_break_glass_team", "break_glass", ["team", "ts"])
+    op.create_table(
+        "team_unlocks",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("team", S(128), nullable=False),
+        sa.Column("actor", S(256), nullable=False),
+        sa.Column("reason", T, nullable=False),
+        sa.Column("statement", T, nullable=False),
+        sa.Column("ts", S(32), nullable=False),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("kind", S(64), nullable=False),
+        sa.Column("payload", T, nullable=False),
+        sa.Column("created_at", S(32), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", S(32), nullable=False),
+        sa.Column("delivered_at", S(32), nullable=True),
+        sa.Column("last_error", T, nullable=True),
+    )
     _mark_legacy()
 
 
@@ -94,6 +134,10 @@ def _mark_legacy() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("outbox")
+    op.drop_table("team_unlocks")
+    op.drop_index("ix_break_glass_team", table_name="break_glass")
+    op.drop_table("break_glass")
     op.drop_table("spec_amendments")
     for table in ("overrides", "approvals"):
         with op.batch_alter_table(table) as batch:
