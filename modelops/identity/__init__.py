@@ -49,6 +49,7 @@ from modelops.identity.refusals import (
     RevokedKey,
     SelfApproval,
     UnknownKey,
+    UnsignedStatement,
     WrongEpoch,
     WrongSubject,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "UnknownKey",
     "RevokedKey",
     "SelfApproval",
+    "UnsignedStatement",
     "ChainHead",
     "AnchorCheckpoint",
     "SignedAnchor",

@@ -15,6 +15,7 @@ __all__ = [
     "UnknownKey",
     "RevokedKey",
     "SelfApproval",
+    "UnsignedStatement",
 ]
 
 
@@ -58,3 +59,9 @@ class RevokedKey(SignatureRefused):
 
 class SelfApproval(SignatureRefused):
     reason = "self_approval"
+
+
+class UnsignedStatement(SignatureRefused):
+    """An approval, override, amendment, break-glass or unlock that carries no signature."""
+
+    reason = "unsigned"

@@ -21,6 +21,7 @@ from modelops.identity import (
     SignedKind,
     SignedStatement,
     SigningKey,
+    UnsignedStatement,
     load_public_key,
     sign_statement,
     verify_statement,
@@ -48,12 +49,6 @@ service: the key sensors and jobs sign with, and the anchors' signer."""
 SERVICE_ROLE = "service"
 
 StatementInput = SignedStatement | bytes | str | dict[str, Any]
-
-
-class UnsignedStatement(SignatureRefused):
-    """An approval, override or amendment that carries no signature at all."""
-
-    reason = "unsigned"
 
 
 def unsigned(what: str) -> UnsignedStatement:
