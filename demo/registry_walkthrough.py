@@ -132,15 +132,19 @@ def run(home: Path) -> None:
     keys = home / "keys"
     for team in ("ads", "risk", "ml-platform"):
         d.run(f"team add {team}")
-    for actor, team in (
+    for actor, team, *rest in (
         ("rank-lead", "ads"),
         ("rank-eng", "ads"),
         ("safety-lead", "risk"),
         ("erin", "risk"),
         ("safety-eng", "ml-platform"),
+        ("sre-a", "ads", "senior"),
+        ("sre-b", "risk", "senior"),
+        ("service:anchors", "ml-platform", "service"),
     ):
+        role = f" --role {rest[0]}" if rest else ""
         d.run(f"keygen --out {keys}/{actor}.key", quiet=True)
-        d.run(f"actor add {actor} --team {team} --public-key {keys}/{actor}.key.pub")
+        d.run(f"actor add {actor} --team {team}{role} --public-key {keys}/{actor}.key.pub")
     d.run("actor add mallory --team adz", expect=1)
 
     d.say("datasets, an eval set and a feature contract, content-hashed")
@@ -240,9 +244,29 @@ def run(home: Path) -> None:
     d.run("rollback ctr --actor oncall-2")
     d.run("desired-state export --model ctr")
 
+    d.say("break-glass: ctr v3, a hotfix, skips shadow and canary on two signed senior approvals")
+    d.run(f"version register ctr --weights {f}/ctr-v3.onnx {common} --run-id train-003 --parent 1")
+    d.run("gate ctr 3 --passed --results '{\"auc\": 0.79}' --actor gates")
+    bg = (
+        f"break-glass ctr 3 --reason 'v1 breaks checkout' --actor rank-eng "
+        f"--key {keys}/rank-eng.key"
+    )
+    d.run(bg, expect=1)
+    for sre in ("sre-a", "sre-b"):
+        d.run(
+            f"sign-break-glass ctr 3 --actor {sre} --key {keys}/{sre}.key --reason 'seen it' "
+            f"--out {keys}/{sre}.sig"
+        )
+    d.run(f"{bg} --approval {keys}/sre-a.sig --approval {keys}/sre-b.sig")
+    d.say("the postmortem ticket waits in the outbox while its receiver is down")
+    d.run("outbox deliver --url http://127.0.0.1:9/tickets --timeout 1")
+
     d.say("the audit log is hash-chained and append-only")
     d.run("audit ctr")
     d.run("audit verify")
+    d.say("chain heads are anchored outside the database, signed with the service key")
+    d.run(f"anchor --actor service:anchors --key {keys}/service:anchors.key")
+    d.run("audit verify --anchors")
     tampered = home / "tampered.db"
     shutil.copy(home / "registry.db", tampered)
     with sqlite3.connect(tampered) as con:

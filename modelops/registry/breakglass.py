@@ -268,7 +268,7 @@ class BreakGlassOps(SignatureOps, TransitionOps):
             raise ApprovalRequired(
                 f"the {what} needs 2 signed approvals from distinct senior actors other than "
                 f"{requester}; have: {', '.join(who) or 'none'}; approvers sign with "
-                "`modelops break-glass sign MODEL VERSION --actor NAME --key FILE --reason WHY`"
+                "`modelops sign-break-glass MODEL VERSION --actor NAME --key FILE --reason WHY`"
             )
         return sorted(who)
 
