@@ -392,7 +392,11 @@ class RollbackStateOps(TransitionOps):
         features: Sequence[tuple[str, str | None]] = (),
         decay: tuple[datetime, datetime, float, str] | None = None,
     ) -> RollbackRunRecord:
-        """The report, marks, flags and decay window of a run, all in one transaction."""
+        """The report, marks, flags and decay window of a run, all in one transaction.
+
+        A step recorded "refused" (a store whose snapshot did not verify, left untouched)
+        settles the run as "failed", report written; a later run that restores it finishes
+        again with a new report, the marks, flags and window already written kept."""
         actor = self._require_actor(actor)
         with db.read_tx(self.engine) as conn:
             head = conn.execute(select(rollback_runs).where(rollback_runs.c.id == run_id)).first()
@@ -403,16 +407,17 @@ class RollbackStateOps(TransitionOps):
             r = conn.execute(select(rollback_runs).where(rollback_runs.c.id == run_id)).one()
             if r.status == "done":
                 return op.unchanged(_run(r))
-            pending = [
-                k for k, v in json.loads(r.progress_json).items() if v.get("status") != "done"
-            ]
+            steps = json.loads(r.progress_json)
+            pending = [k for k, v in steps.items() if v.get("status") not in ("done", "refused")]
             if pending:
                 raise ConflictError(
                     f"rollback run {run_id} cannot finish: steps not done: {', '.join(pending)}"
                 )
+            refused = sorted(k for k, v in steps.items() if v.get("status") == "refused")
             ts = op.ts.isoformat()
             source = f"rollback of {r.model_id}@{r.version} on slice {r.slice!r}"
-            for dep, why in retrain:
+            first = r.status != "failed"  # a failed run's marks, flags and window stand
+            for dep, why in retrain if first else ():
                 latest = conn.execute(
                     select(func.max(model_versions.c.version)).where(
                         model_versions.c.model_id == dep
@@ -429,7 +434,7 @@ class RollbackStateOps(TransitionOps):
                         marked_at=ts,
                     )
                 )
-            for feature, since in features:
+            for feature, since in features if first else ():
                 conn.execute(
                     insert(contaminated_features).values(
                         feature=feature,
@@ -441,7 +446,7 @@ class RollbackStateOps(TransitionOps):
                         flagged_at=ts,
                     )
                 )
-            if decay is not None:
+            if decay is not None and first:
                 start, end, factor, why = decay
                 conn.execute(
                     insert(decay_windows).values(
@@ -457,7 +462,11 @@ class RollbackStateOps(TransitionOps):
             conn.execute(
                 update(rollback_runs)
                 .where(rollback_runs.c.id == run_id)
-                .values(status="done", report_json=canonical(report), finished_at=ts)
+                .values(
+                    status="failed" if refused else "done",
+                    report_json=canonical(report),
+                    finished_at=ts,
+                )
             )
             op.audit(
                 "rollback_report",
@@ -469,6 +478,7 @@ class RollbackStateOps(TransitionOps):
                     "needs_retrain": sorted(d for d, _ in retrain),
                     "contaminated_features": sorted(f for f, _ in features),
                     "decay_until": decay[1].isoformat() if decay else None,
+                    "refused": refused,
                 },
                 version=r.version,
             )
