@@ -125,9 +125,13 @@ class AmendOps(SignatureOps):
         stmt = SignedStatement.from_obj(statement)
         requester = self._require_actor(stmt.payload.signer)
         signed = [SignedStatement.from_obj(a) for a in approvals]
-        with self._write(requester, model_id=spec.model_id, lock="slices") as op:
+        # The spec row first, then every slice in order: the order version registration
+        # (spec row, then rows that reference the slices) and transitions (one slice) take.
+        with self._write(requester, model_id=spec.model_id, lock="model") as op:
             conn = op.conn
-            old = self._spec(conn, spec.model_id, lock=True)
+            old = op.model
+            for s in sorted(old.slices):
+                self._lock_slice(conn, spec.model_id, s)
             op.team()
             epoch = _epoch(conn, spec.model_id)
             sha = spec_sha256(spec)

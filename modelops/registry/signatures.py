@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import exc as sa_exc
 
 from modelops.errors import ConflictError, NotFoundError, SignatureRefused, SpecError
 from modelops.identity import (
     ActorKey,
     Expected,
     PublicKey,
+    ReplayedSignature,
     SignedKind,
     SignedStatement,
     SigningKey,
@@ -220,15 +222,21 @@ class SignatureOps(RegistryBase):
                 f"the {what} is signed by {signer!r}, not by {actor_name(claimed)!r}; "
                 "allowed: --actor names the signer of --key"
             )
-        conn.execute(
-            insert(signed_nonces).values(
-                nonce=stmt.payload.nonce,
-                signer=signer,
-                kind=stmt.payload.kind.value,
-                key_id=stmt.key_id,
-                recorded_at=op.ts.isoformat(),
+        try:
+            conn.execute(
+                insert(signed_nonces).values(
+                    nonce=stmt.payload.nonce,
+                    signer=signer,
+                    kind=stmt.payload.kind.value,
+                    key_id=stmt.key_id,
+                    recorded_at=op.ts.isoformat(),
+                )
             )
-        )
+        except sa_exc.IntegrityError:  # another registry consumed it since we looked
+            raise ReplayedSignature(
+                f"the {stmt.payload.describe()} by {signer!r} was just used by a concurrent "
+                f"request (nonce {stmt.payload.nonce[:12]}); allowed: each signed statement once"
+            ) from None
         return stmt
 
     def sign_as(
