@@ -386,3 +386,60 @@ def test_keys_and_roles(registry: Registry) -> None:
     registry.revoke_key(key_of("eve").key_id, reason="rotated")
     row = registry.actor_keys("eve")[0]
     assert row["revoked_reason"] == "rotated" and row["revoked_at"]
+
+
+def test_unsigned_approvals_from_before_signatures_are_legacy_not_problems(
+    l2: tuple[Registry, int],
+) -> None:
+    """An upgraded registry's `enable_signatures` entry (written by migration 0004 when the
+    log is not empty) marks the unsigned approvals recorded before it as legacy; one after
+    it is named."""
+    from datetime import UTC, datetime
+
+    from modelops import audit
+
+    reg, v = l2
+
+    def unsigned_approval(who: str, team: str) -> None:
+        ts = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+        with reg.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO approvals (model_id, version, slice, target_state, epoch, "
+                    "approver, team, ts) VALUES (:m, :v, 'global', 'PROMOTED', 1, :a, :t, :ts)"
+                ),
+                {"m": M, "v": v, "a": who, "t": team, "ts": ts.isoformat()},
+            )
+            audit.append(
+                conn,
+                model_id=M,
+                version=v,
+                action="approval",
+                ts=ts,
+                actor=who,
+                payload={
+                    "slice": "global",
+                    "from": "OFFLINE_PASSED",
+                    "to": "PROMOTED",
+                    "team": team,
+                },
+            )
+
+    unsigned_approval("rank-lead", "ranking")
+    assert [p.kind for p in reg.verify_audit().problems] == ["UNSIGNED", "UNSIGNED"]
+    with reg.engine.begin() as conn:
+        last = conn.execute(text("SELECT MAX(id) FROM audit_log")).scalar()
+        audit.append(
+            conn,
+            model_id=None,
+            version=None,
+            action="enable_signatures",
+            ts=datetime.now(UTC),
+            actor="migration:0004",
+            payload={"legacy_before_id": int(last)},
+        )
+    assert reg.verify_audit().ok
+    unsigned_approval("rank-eng", "ranking")
+    problems = reg.verify_audit().problems
+    assert [p.kind for p in problems] == ["UNSIGNED"]
+    assert "carries no signature" in problems[0].detail
