@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from jobs.actions import ACTION_JOBS, reconcile_job
+from jobs.governance_jobs import governance_defs
 from jobs.refresh import refresh_defs
 from modelops.fleet import Fleet
 
@@ -13,12 +14,16 @@ __all__ = ["build_job_defs"]
 
 
 def build_job_defs(fleet: Fleet) -> dg.Definitions:
-    """Every action job, the reconcile job, and each model's refresh job and schedule.
+    """Every action job, the reconcile job, each model's refresh job and schedule, and the
+    governance jobs and schedules.
 
     Resources are not bound here; `definitions.py` supplies `resources.default_resources()`.
     """
     refresh_jobs, schedules = refresh_defs(fleet)
-    return dg.Definitions(
-        jobs=[*ACTION_JOBS.values(), reconcile_job, *refresh_jobs],
-        schedules=schedules,
+    return dg.Definitions.merge(
+        dg.Definitions(
+            jobs=[*ACTION_JOBS.values(), reconcile_job, *refresh_jobs],
+            schedules=schedules,
+        ),
+        governance_defs(),  # break-glass, the chain-head anchors, the ticket outbox
     )
