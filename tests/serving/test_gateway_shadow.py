@@ -81,8 +81,9 @@ def test_shadow_answers_are_logged_with_arm_shadow(gw_models) -> None:  # noqa: 
 class HeldBackend:
     """A real HTTP backend that reads each request and holds it unanswered until `release`.
 
-    While `answered` is 0, every mirror it `received` is provably still waiting on it: a
-    user answer that arrives then cannot have waited for a mirror's answer.
+    While `answered` is 0 (it counts before any byte of an answer goes out), every mirror it
+    `received` is provably still waiting on it: a user answer that arrives then cannot have
+    waited for a mirror's answer.
     """
 
     def __init__(self) -> None:
@@ -100,6 +101,8 @@ class HeldBackend:
                 with backend._lock:
                     backend.received += 1
                 backend.release.wait()  # set by the test, and always on exit
+                with backend._lock:  # counted before a byte goes out: 0 means none has
+                    backend.answered += 1
                 payload = json.dumps(
                     {
                         "model_name": "hung",
@@ -113,8 +116,6 @@ class HeldBackend:
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                with backend._lock:
-                    backend.answered += 1
 
             def log_message(self, *args: object) -> None:
                 pass
