@@ -179,17 +179,19 @@ def _settled_statistics(b: TritonBackend, s: Served) -> ModelStatistics:
 
 
 def _statistics_after(
-    b: TritonBackend, name: str, before: ModelStatistics, rows: int
+    b: TritonBackend, name: str, before: ModelStatistics, requests: int, rows: int
 ) -> ModelStatistics:
-    """The statistics once the `rows` answered since `before` are all reported.
+    """The statistics once the `requests` (`rows` in all) answered since `before` are all
+    reported; the caller then checks the counts exactly, so an extra request still fails."""
 
-    Waiting on rows, the last thing reported for a batch, means every request of those
-    batches is counted too; the caller then checks the counts exactly.
-    """
-    _wait_for(
-        lambda: b.statistics(name).inference_count - before.inference_count >= rows,
-        f"{rows} rows since the last reading",
-    )
+    def reported() -> bool:
+        now = b.statistics(name)
+        return (
+            now.success_count - before.success_count >= requests
+            and now.inference_count - before.inference_count >= rows
+        )
+
+    _wait_for(reported, f"{requests} requests of {rows} rows since the last reading")
     return b.statistics(name)
 
 
@@ -245,7 +247,7 @@ def test_dynamic_batching_returns_each_request_its_own_rows(
         for x, got in zip(batches, results, strict=True):
             np.testing.assert_allclose(got, s.demo.predict(x), rtol=0, atol=ATOL[fw])
         with TritonBackend(triton.url) as b:
-            after = _statistics_after(b, s.name, before, rows)
+            after = _statistics_after(b, s.name, before, len(batches), rows)
         assert after.success_count - before.success_count == len(batches)
         assert after.inference_count - before.inference_count == rows
         executions.append(after.execution_count - before.execution_count)
@@ -298,7 +300,7 @@ def test_statistics_count_inferences(
     before = _settled_statistics(backend, s)
     for _ in range(3):
         backend.infer(s.name, {"features": s.demo.sample[:5]})
-    after = _statistics_after(backend, s.name, before, 15)
+    after = _statistics_after(backend, s.name, before, 3, 15)
     assert after.success_count - before.success_count == 3
     assert after.inference_count - before.inference_count == 15
     assert after.fail_count == before.fail_count
