@@ -56,10 +56,12 @@ def ctr_score(x: np.ndarray) -> np.ndarray:
 
 
 def make_ctr_snapshot(
-    n: int, *, seed: int, drift: float = 0.0
+    n: int, *, seed: int, drift: float = 0.0, label_shift: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, y, country). `drift` shifts two features and weakens the interaction term, so a
-    model trained on drifted data is measurably worse on undrifted eval data."""
+    model trained on drifted data is measurably worse on undrifted eval data. `label_shift`
+    adds to every row's click logit (a logging bug that counts clicks twice, say): the ranking
+    is the same, so a model trained on it keeps its AUC but predicts too high."""
     if n < 1:
         raise ValueError(f"n={n} is not allowed; a snapshot needs at least one row")
     rng = np.random.default_rng(seed)
@@ -71,7 +73,7 @@ def make_ctr_snapshot(
         x[:, 1] -= np.float32(drift)
         score = score - 0.9 * drift * x[:, 2] * x[:, 3]
     offset = np.vectorize(COUNTRY_OFFSET.__getitem__, otypes=[np.float64])(country)
-    p = 1.0 / (1.0 + np.exp(-(score + offset)))
+    p = 1.0 / (1.0 + np.exp(-(score + offset + label_shift)))
     y = (rng.random(n) < p).astype(np.int64)
     return x, y, country
 
@@ -108,12 +110,13 @@ def write_snapshot(
     seed: int | None = None,
     n: int = 4000,
     drift: float = 0.0,
+    label_shift: float = 0.0,
 ) -> Path:
     """Write one snapshot atomically (readers never see half a file); returns its path."""
     if version < 1:
         raise ValueError(f"version {version} is not allowed; snapshot versions start at 1")
     seed = default_seed(name, version) if seed is None else seed
-    x, y, country = make_ctr_snapshot(n, seed=seed, drift=drift)
+    x, y, country = make_ctr_snapshot(n, seed=seed, drift=drift, label_shift=label_shift)
     path = snapshot_path(home_or_dir, name, version)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _npz_bytes(
@@ -123,6 +126,7 @@ def write_snapshot(
             "country": country,
             "seed": np.int64(seed),
             "drift": np.float64(drift),
+            **({"label_shift": np.float64(label_shift)} if label_shift else {}),
         }
     )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

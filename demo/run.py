@@ -5,13 +5,20 @@
    trains, registers and gates v1; the candidate sensor promotes it (the L3 model waits
    for its approvals).
 2. Refresh: traffic starts, dataset v2 lands, the refresh runs again, and the sensors walk
-   each new version through shadow, canary 1/5/10 % and promotion.
-3. Regression: the simulator makes the next ctr_gbdt version's users stop clicking; its
-   refresh goes to canary, the online-metrics sensor sees the click rate collapse and
-   launches the rollback job, and traffic returns to the last good version.
+   each new version through shadow and the canary ladder, deciding on the sequential harm
+   test (demo/scenario.yaml declares the policy and the simulated truth): a good refresh is
+   promoted only once the test has its planned sample; one truly 15% worse is rolled back
+   (and the demo shows the old rule passing it on the same windows); one whose canary loses
+   a third of its users is held on a sample-ratio mismatch with an alert, and an operator
+   rolls it back.
+3. Regression: the simulator makes the next ctr_gbdt version's clicks collapse; its
+   refresh goes to canary, the online-metrics sensor confirms the harm and launches the
+   rollback job, and traffic returns to the last good version.
 
-Every step prints on a timeline; the end shows each model's state per slice. The home is
-left in place: `dagster dev` on it shows every materialization, check, tick and run.
+Every step prints on a timeline, with each canary's planned sample beside the users it
+has; the end shows each model's state per slice and each scenario's outcome. A phase that
+does not reach its goal fails the demo with its name. The home is left in place:
+`dagster dev` on it shows every materialization, check, tick and run.
 """
 
 from __future__ import annotations
@@ -22,8 +29,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,183 +37,44 @@ import yaml
 
 from demo.instance import write_instance_yaml
 from demo.procs import REPO_ROOT, Stack
+from demo.report import (
+    DemoResult,
+    check_outcome,
+    drift_alert,
+    live_states,
+    outcome_row,
+    print_summary,
+)
 from demo.traffic import TrafficSim
+from demo.watch import PhaseFailed, PhaseTimeout, Timeline, Watcher, wait_for
 from modelops.errors import ModelopsError
 
-__all__ = ["DemoResult", "PhaseTimeout", "Timeline", "run_demo", "main"]
+__all__ = [
+    "DemoFailed",
+    "DemoResult",
+    "PhaseFailed",
+    "PhaseTimeout",
+    "Timeline",
+    "run_demo",
+    "main",
+]
 
 DEFAULT_HOME = Path(".modelops/demo-dagster")
 DEMO_FLEET = REPO_ROOT / "demo" / "fleet.yaml"
+DEMO_SCENARIO = REPO_ROOT / "demo" / "scenario.yaml"
 LOCATION = "modelops"
+LOCATION_WAIT_S = 60.0
 
 
 _SETTLED = ("PROMOTED", "FAILED", "ROLLED_BACK")
 
 
-class PhaseTimeout(ModelopsError):
-    """A scenario phase did not reach its goal in time."""
+class DemoFailed(ModelopsError):
+    """The demo stopped on a failed phase; carries what it saw up to then."""
 
-
-@dataclass
-class DemoResult:
-    home: str
-    elapsed_s: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    states: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    prod: dict[str, int | None] = field(default_factory=dict)
-    regressed: dict[str, Any] | None = None
-    served: dict[str, dict[str, int]] = field(default_factory=dict)
-    runs: dict[str, int] = field(default_factory=dict)
-
-
-class Timeline:
-    """Timestamped lines, relative to the start, flushed as they happen."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.t0 = time.time()
-        self.quiet = quiet
-
-    def elapsed(self) -> float:
-        return time.time() - self.t0
-
-    def __call__(self, msg: str) -> None:
-        if self.quiet:
-            return
-        now = datetime.now().strftime("%H:%M:%S")
-        print(f"[{self.elapsed():6.1f}s {now}] {msg}", flush=True)
-
-
-class Watcher:
-    """Prints registry audit entries and Dagster run status changes as they appear."""
-
-    def __init__(self, home: Path, models: list[str], tl: Timeline) -> None:
-        import dagster as dg
-
-        from modelops.registry import Registry
-
-        self.registry = Registry(f"sqlite:///{home / 'registry.db'}")
-        self.instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        self.models = models
-        self.tl = tl
-        self._seq: dict[str, int] = {}
-        self._runs: dict[str, str] = {}
-
-    def close(self) -> None:
-        self.registry.close()
-        self.instance.dispose()
-
-    def poll(self) -> None:
-        self._poll_audit()
-        self._poll_runs()
-
-    def _poll_audit(self) -> None:
-        from modelops.errors import NotFoundError
-
-        for m in self.models:
-            try:
-                entries = self.registry.audit_entries(m)
-            except NotFoundError:
-                continue
-            last = self._seq.get(m, -1)
-            for e in entries:
-                if e.seq <= last:
-                    continue
-                self._seq[m] = e.seq
-                line = _describe(e.action, e.payload)
-                if line:
-                    self.tl(f"registry  {m} v{e.version}: {line}  ({e.actor})")
-
-    def _poll_runs(self) -> None:
-        for rec in self.instance.get_run_records(limit=100):
-            run = rec.dagster_run
-            status = run.status.value
-            if self._runs.get(run.run_id) == status:
-                continue
-            first = run.run_id not in self._runs
-            self._runs[run.run_id] = status
-            if status in ("NOT_STARTED", "STARTING") and not first:
-                continue
-            who = run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name")
-            via = f" by {who}" if who else ""
-            self.tl(f"dagster   run {run.job_name} [{run.run_id[:8]}] {status}{via}")
-
-    def idle(self) -> bool:
-        """No run is queued or running: stopping the daemon now interrupts nothing."""
-        import dagster as dg
-
-        busy = [
-            dg.DagsterRunStatus.QUEUED,
-            dg.DagsterRunStatus.NOT_STARTED,
-            dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED,
-        ]
-        return not self.instance.get_run_records(dg.RunsFilter(statuses=busy), limit=1)
-
-    def run_counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for rec in self.instance.get_run_records(limit=1000):
-            key = f"{rec.dagster_run.job_name}:{rec.dagster_run.status.value}"
-            out[key] = out.get(key, 0) + 1
-        return out
-
-    def prod_version(self, model_id: str, slice_: str = "global") -> int | None:
-        from modelops.errors import NotFoundError
-
-        try:
-            return self.registry.desired_state(model_id, slice_).prod_version
-        except NotFoundError:
-            return None
-
-    def state(self, model_id: str, version: int, slice_: str = "global") -> str | None:
-        from modelops.errors import NotFoundError
-
-        try:
-            return self.registry.state_of(model_id, version, slice_).value
-        except NotFoundError:
-            return None
-
-    def versions(self, model_id: str) -> list[int]:
-        from modelops.errors import NotFoundError
-
-        try:
-            return [v.version for v in self.registry.list_versions(model_id)]
-        except NotFoundError:
-            return []
-
-
-def _describe(action: str, p: dict[str, Any]) -> str:
-    if action in ("transition", "rollback"):
-        pct = f" {p['percent']}%" if p.get("percent") not in (None, 100) else ""
-        why = f" - {p['reason']}" if p.get("reason") else ""
-        extra = f" (restored v{p['restored']})" if p.get("restored") else ""
-        return f"{p.get('from')} -> {p.get('to')}{pct} on {p.get('slice')}{extra}{why}"[:220]
-    if action == "gate_result":
-        return f"gates: {json.dumps(p, sort_keys=True)[:160]}"
-    if action == "register_version":
-        return "registered"
-    if action == "alert":
-        return f"ALERT {p}"[:200]
-    if action in ("approval", "override"):
-        return f"{action}: {p}"[:200]
-    return ""
-
-
-def wait_for(
-    phase: str,
-    goal: Callable[[], bool],
-    timeout_s: float,
-    watcher: Watcher,
-    interval: float = 1.0,
-) -> float:
-    """Poll (printing the timeline) until `goal` holds; PhaseTimeout otherwise."""
-    t0 = time.monotonic()
-    while True:
-        watcher.poll()
-        if goal():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout_s:
-            raise PhaseTimeout(f"phase {phase!r} timed out after {timeout_s:.0f}s")
-        time.sleep(interval)
+    def __init__(self, message: str, result: DemoResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 # -- setup -----------------------------------------------------------------------------
@@ -232,12 +99,15 @@ def prepare_home(home: Path, models: list[str] | None, fresh: bool = True) -> Pa
     write_instance_yaml(home)
 
     raw = yaml.safe_load(DEMO_FLEET.read_text())
+    apply_policy(raw, load_scenario()["policy"])
     if models:
         known = [m["spec"]["model_id"] for m in raw["models"]]
         unknown = sorted(set(models) - set(known))
         if unknown:
             raise ModelopsError(f"--models: unknown {unknown}; allowed: {known}")
         raw["models"] = [m for m in raw["models"] if m["spec"]["model_id"] in models]
+        used = {m[k] for m in raw["models"] for k in ("dataset", "eval_set")}
+        raw["datasets"] = [d for d in raw["datasets"] if d["name"] in used]
     fleet_file = home / "fleet.yaml"
     fleet_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     fleet = load_fleet(fleet_file)
@@ -249,6 +119,57 @@ def prepare_home(home: Path, models: list[str] | None, fresh: bool = True) -> Pa
     return fleet_file
 
 
+def load_scenario(path: Path = DEMO_SCENARIO) -> dict[str, Any]:
+    """demo/scenario.yaml: the policy the demo declares and the truth of its world."""
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or "policy" not in data or "world" not in data:
+        raise ModelopsError(f"{path} needs a 'policy' and a 'world' section")
+    return data
+
+
+def apply_policy(raw: dict[str, Any], policy: dict[str, Any]) -> None:
+    """Lay the demo's declared policy over the fleet document (before it is validated)."""
+    import copy
+
+    if "canary_ladder" in policy:
+        raw["canary_ladder"] = list(policy["canary_ladder"])
+    if "durations" in policy:
+        raw["durations"] = {**raw.get("durations", {}), **policy["durations"]}
+    names = {d["name"] for d in raw["datasets"]}
+    for d in policy.get("extra_datasets", []):
+        if d["name"] not in names:
+            raw["datasets"].append(dict(d))
+    known = {m["spec"]["model_id"]: m for m in raw["models"]}
+    for extra in policy.get("extra_models", []):
+        if extra["model_id"] in known:
+            continue
+        m = copy.deepcopy(known[extra["clone"]])
+        m["spec"]["model_id"] = extra["model_id"]
+        for k in ("owner_team", "description"):
+            if k in extra:
+                m["spec"][k] = extra[k]
+        if "dataset" in extra:
+            m["dataset"] = extra["dataset"]
+        m.pop("refresh_cron", None)
+        raw["models"].append(m)
+    per_model = policy.get("models", {})
+    for m in raw["models"]:
+        decl = per_model.get(m["spec"]["model_id"])
+        if not decl:
+            continue
+        pol = m["spec"].setdefault("policy", {})
+        if "min_samples" in decl:
+            pol["min_samples"] = int(decl["min_samples"])
+        if "log_inputs" in decl:
+            pol["log_inputs"] = bool(decl["log_inputs"])
+        if "shadow" in decl:
+            pol["shadow"] = {**pol.get("shadow", {}), **decl["shadow"]}
+        if "drift_window_s" in decl:
+            pol.setdefault("drift", {})["window_s"] = float(decl["drift_window_s"])
+        if "max_primary_drop" in decl:
+            m.setdefault("online", {})["max_primary_drop"] = float(decl["max_primary_drop"])
+
+
 def launch(
     client: Any,
     job: str,
@@ -257,13 +178,29 @@ def launch(
     run_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
-    """Queue a run through the webserver's GraphQL API (the daemon dequeues it)."""
-    run_id = client.submit_job_execution(
-        job,
-        repository_location_name=LOCATION,
-        run_config=run_config or {},
-        tags={"modelops/launched_by": "demo", **(tags or {})},
-    )
+    """Queue a run through the webserver's GraphQL API (the daemon dequeues it). A job the
+    location does not have yet is retried for `LOCATION_WAIT_S` (the location may still be
+    loading); then the demo fails naming it."""
+    from dagster_graphql import DagsterGraphQLClientError
+
+    deadline = time.monotonic() + LOCATION_WAIT_S
+    while True:
+        try:
+            run_id = client.submit_job_execution(
+                job,
+                repository_location_name=LOCATION,
+                run_config=run_config or {},
+                tags={"modelops/launched_by": "demo", **(tags or {})},
+            )
+            break
+        except DagsterGraphQLClientError as exc:
+            missing = "NotFound" in str(exc) or "LocationError" in str(exc)
+            if not missing or time.monotonic() > deadline:
+                raise ModelopsError(
+                    f"could not queue {job}: {exc}; the code location {LOCATION!r} may not "
+                    "have loaded (see logs/dagster-webserver.log in the demo home)"
+                ) from exc
+            time.sleep(2.0)
     tl(f"demo      queued {job} [{run_id[:8]}]")
     return str(run_id)
 
@@ -320,17 +257,60 @@ def run_demo(
     timeouts: dict[str, float] | None = None,
     traffic_rate: float = 300.0,
 ) -> DemoResult:
-    from dagster_graphql import DagsterGraphQLClient
-
-    from modelops.fleet import load_fleet
-    from modelops.spec import Tier
-
-    # Guards against a stuck phase, not the target: a quiet machine finishes in about 4 min.
-    limits = {"start": 120.0, "bootstrap": 240.0, "refresh": 420.0, "rollback": 180.0}
-    limits.update(timeouts or {})
+    """The scenario; DemoFailed (naming the phase) when a phase misses its goal."""
     tl = Timeline(quiet)
     home = Path(home).resolve()
     result = DemoResult(home=str(home))
+    try:
+        _scenario(
+            home, models, result, tl, refresh_phase, regression_model, keep, timeouts, traffic_rate
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure names its phase, then re-raises
+        msg = str(exc)
+        if not isinstance(exc, ModelopsError):
+            msg = f"phase {result.phase!r}: {type(exc).__name__}: {exc}"[:600]
+        result.failure = msg
+        result.elapsed_s = round(tl.elapsed(), 1)
+        _write_result(home, result)
+        raise DemoFailed(msg, result) from exc
+    result.elapsed_s = round(tl.elapsed(), 1)
+    _write_result(home, result)
+    return result
+
+
+def _write_result(home: Path, result: DemoResult) -> None:
+    if home.exists():
+        (home / "demo-result.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+
+
+def _scenario(
+    home: Path,
+    models: list[str] | None,
+    result: DemoResult,
+    tl: Timeline,
+    refresh_phase: bool,
+    regression_model: str,
+    keep: bool,
+    timeouts: dict[str, float] | None,
+    traffic_rate: float,
+) -> None:
+    from dagster_graphql import DagsterGraphQLClient
+
+    from demo.observe import CanaryObserver
+    from modelops.fleet import load_fleet
+    from modelops.spec import Tier
+
+    # Guards against a stuck phase, not the target: a quiet machine finishes in about 5 min.
+    limits = {
+        "start": 120.0,
+        "bootstrap": 240.0,
+        "refresh": 420.0,
+        "rollback": 180.0,
+        "drift": 90.0,
+    }
+    limits.update(timeouts or {})
+    scenario = load_scenario()
+    world = scenario["world"]
     fleet_file = prepare_home(home, models)
     fleet = load_fleet(fleet_file)
     ids = [m.model_id for m in fleet.models]
@@ -338,12 +318,15 @@ def run_demo(
     gated = {m.model_id for m in fleet.models if m.spec.tier is Tier.L2}
     waiting = [m.model_id for m in fleet.models if m.spec.tier is Tier.L3]
     tl(f"demo      home {home}; models {', '.join(ids)}")
+    tl(f"demo      canary ladder {fleet.canary_ladder}% (demo/scenario.yaml says why)")
 
     stack = Stack(home, fleet_file=fleet_file)
     watcher: Watcher | None = None
     sim: TrafficSim | None = None
+    observer: CanaryObserver | None = None
     try:
         # -- processes --------------------------------------------------------------
+        result.phase = "start"
         t = time.monotonic()
         stack.start_triton()
         tl(f"proc      tritonserver ready at {stack.triton.url}")  # type: ignore[union-attr]
@@ -359,6 +342,7 @@ def run_demo(
         client = DagsterGraphQLClient("127.0.0.1", port_number=stack.webserver_port)
 
         # -- 1. bootstrap -----------------------------------------------------------
+        result.phase = "bootstrap"
         tl("phase 1   bootstrap: train -> register -> gates -> promote (L3 waits)")
         for m in ids:
             launch(client, f"refresh_{m}", tl)
@@ -384,66 +368,140 @@ def run_demo(
             note = "waiting for two approvals (L3)" if st == "OFFLINE_PASSED" else "gates failed"
             tl(f"demo      {m} v1 is {st}: {note}")
 
-        sim = TrafficSim(stack.gateway_url, auto, rate_per_s=traffic_rate, token=stack.token)
+        sim = TrafficSim(
+            stack.gateway_url,
+            auto,
+            rate_per_s=traffic_rate,
+            token=stack.token,
+        )
         sim.start()
-        tl(f"traffic   started: {len(sim.users)} sticky users, ~{traffic_rate:.0f} req/s")
+        tl(
+            f"traffic   started: {len(sim.users)} sticky users, each with a click propensity "
+            f"of their own, ~{traffic_rate:.0f} req/s"
+        )
+        from serving.predlog import PredictionLogReader
+
+        observer = CanaryObserver(
+            fleet, watcher.registry, PredictionLogReader(stack.predlog_url), tl
+        )
+        watcher.hooks.append(observer.poll)
+        watcher.hooks.append(_canary_sync(stack.gateway_url, sim, auto))
 
         # -- 2. refresh -------------------------------------------------------------
+        result.phase = "refresh"
         from demo.data import write_snapshot
 
         data_version = 1
-        before = {m: watcher.prod_version(m) for m in auto}
-
-        def settled(m: str) -> bool:
-            # Promoted, or stopped (gates failed, rolled back): the demo reports either.
-            newer = [v for v in watcher.versions(m) if v > (before[m] or 0)]  # type: ignore[union-attr]
-            return bool(newer) and watcher.state(m, max(newer)) in _SETTLED  # type: ignore[union-attr]
-
+        before = {m: watcher.prod_version(m) or 0 for m in auto}
+        plan: dict[str, dict[str, Any]] = {}
         refresh_t0 = time.monotonic()
         if refresh_phase:
             data_version = 2
-            tl("phase 2   dataset v2 lands; weight refresh -> shadow -> canary -> promote")
+            tl("phase 2   dataset v2 lands; weight refresh -> shadow -> canary -> decision")
+            for m in auto:
+                truth = dict(world.get("refresh", {}).get(m) or {"effect": 0.0})
+                truth.setdefault("expect", "PROMOTED")
+                v = max(watcher.versions(m)) + 1
+                truth["version"] = v
+                plan[m] = truth
+                sim.set_effect(m, v, float(truth.get("effect", 0.0)))
+                lost = float(truth.get("lost_canary_users", 0.0))
+                if lost:
+                    sim.lose_canary_users(m, v, lost)
+                if truth.get("label_shift"):
+                    sim.set_effect(m, v, float(truth.get("effect", 0.0)))
+                rate = sim.true_rate(m, v)
+                tl(
+                    f"world     {m} v{v}: true click rate {rate:.3f} vs prod "
+                    f"{sim.true_rate(m, before[m]):.3f} ({truth.get('effect', 0.0):+.0%})"
+                    + (f", {lost:.0%} of its canary users lost" if lost else "")
+                    + (
+                        f", trained on labels shifted by {truth['label_shift']:+g} logit"
+                        if truth.get("label_shift")
+                        else ""
+                    )
+                    + f"; expected: {truth['expect']} - {truth.get('story', '')}"
+                )
+            shifts = {fleet.model(m).dataset: float(plan[m].get("label_shift", 0.0)) for m in plan}
             for d in fleet.datasets:
                 if d.kind == "dataset":
-                    write_snapshot(home, d.name, data_version)
+                    write_snapshot(home, d.name, data_version, label_shift=shifts.get(d.name, 0.0))
             for m in auto:
                 launch(client, f"refresh_{m}", tl)
-            if regression_model in auto:
-                # Phase 3 starts once its model is settled; the others keep going meanwhile.
-                wait_for(
-                    f"refresh of {regression_model}",
-                    lambda: settled(regression_model),
-                    limits["refresh"],
-                    watcher,
-                )
+
+        operator_rolled: set[str] = set()
+
+        def owners() -> None:
+            """What the owners do on an SRM alert: roll the held canary back."""
+            for m, truth in plan.items():
+                if truth["expect"] != "SRM" or m in operator_rolled:
+                    continue
+                v = truth["version"]
+                if watcher.state(m, v) != "CANARY":  # type: ignore[union-attr]
+                    continue
+                alert = watcher.alert(m, v, "online_srm")  # type: ignore[union-attr]
+                if alert is not None:
+                    operator_rolled.add(m)
+                    operator_rollback(client, m, v, alert.payload.get("detail", ""), tl)
+
+        watcher.hooks.append(owners)
+        watcher.hooks.append(_focus_traffic(watcher, sim, auto))
+
+        def outcome(m: str) -> str | None:
+            """None while the scenario's goal for m is open; else what happened."""
+            st = watcher.state(m, plan[m]["version"])  # type: ignore[union-attr]
+            return st if st in _SETTLED else None
+
+        def refresh_done(models_: list[str]) -> bool:
+            return all(outcome(m) is not None for m in models_)
+
+        if refresh_phase and regression_model in auto:
+            # Phase 3 starts once its model is settled; the others keep going meanwhile.
+            wait_for(
+                f"refresh of {regression_model}",
+                lambda: refresh_done([regression_model]),
+                limits["refresh"],
+                watcher,
+            )
+            check_outcome(watcher, regression_model, plan[regression_model], "refresh")
 
         # -- 3. regression ----------------------------------------------------------
+        result.phase = "rollback"
         if regression_model in auto:
             m = regression_model
             good = watcher.prod_version(m)
             bad = max(watcher.versions(m)) + 1
-            tl(f"phase 3   regression: {m} v{bad} will collapse clicks; prod is v{good}")
-            sim.regress(m, bad, rate=0.03)
+            rate = float(world.get("regression_rate", 0.10))
+            tl(
+                f"phase 3   regression: {m} v{bad} clicks collapse to {rate:.2f} "
+                f"(prod v{good} {sim.true_rate(m, good or 1):.2f})"
+            )
+            sim.regress(m, bad, rate=rate)
+            sim.boosted.add(m)
             if len(auto) > 1:
-                sim.set_mix({x: (3.0 if x == m else 1.0) for x in auto})
                 tl(f"traffic   mix: {m} now gets 3x the requests of each other model")
             data_version += 1
             for d in fleet.datasets:
                 if d.kind == "dataset":
                     write_snapshot(home, d.name, data_version)
             launch(client, f"refresh_{m}", tl)
+            phase3_t0 = time.monotonic()
 
             def rolled_back() -> bool:
-                return watcher.state(m, bad) == "ROLLED_BACK"  # type: ignore[union-attr]
+                st = watcher.state(m, bad)  # type: ignore[union-attr]
+                if st in ("PROMOTED", "FAILED"):
+                    raise PhaseFailed(
+                        f"phase 'rollback': {m} v{bad}, whose clicks collapsed, ended {st}"
+                    )
+                return st == "ROLLED_BACK"
 
-            result.phases["regression_s"] = round(
-                wait_for("rollback", rolled_back, limits["rollback"], watcher), 1
-            )
+            wait_for("rollback", rolled_back, limits["rollback"], watcher)
+            result.phases["regression_s"] = round(time.monotonic() - phase3_t0, 1)
             rollback_seen = time.time()
 
             def all_back() -> bool:
-                # The gateway routes nobody to the regressed version any more: at a 1% canary,
-                # ten clean responses alone do not show it.
+                # The gateway routes nobody to the regressed version any more: at a low canary
+                # share, ten clean responses alone do not show it.
                 t = _gateway_table(stack.gateway_url, m)
                 if t is None or bad in _user_versions(t):
                     return False
@@ -452,6 +510,7 @@ def run_demo(
             wait_for("traffic back on prod", all_back, 30.0, watcher)
             routes = _gateway_table(stack.gateway_url, m)
             recovery = _recovery(sim, m, good, bad)
+            entry = watcher.moved(m, bad, "ROLLED_BACK")
             result.regressed = {
                 "model": m,
                 "bad_version": bad,
@@ -459,6 +518,7 @@ def run_demo(
                 "first_bad_ts": sim.first_bad_ts.get((m, bad)),
                 "time_to_recover_s": recovery,
                 "gateway_table": routes,
+                "reason": entry.payload.get("reason") if entry is not None else None,
             }
             shown = f"{recovery:.1f}s" if recovery is not None else "n/a (never served)"
             tl(
@@ -467,10 +527,36 @@ def run_demo(
             )
         if refresh_phase:
             left = max(1.0, limits["refresh"] - (time.monotonic() - refresh_t0))
-            wait_for("refresh", lambda: all(settled(m) for m in auto), left, watcher)
+            rest = [m for m in auto if m in plan]
+            wait_for("refresh", lambda: refresh_done(rest), left, watcher)
             result.phases["refresh_s"] = round(time.monotonic() - refresh_t0, 1)
+            for m in rest:
+                if m != regression_model:
+                    check_outcome(watcher, m, plan[m], "refresh")
             for m in auto:
                 tl(f"demo      {m}: prod is v{watcher.prod_version(m)}")
+        # -- 4. drift ---------------------------------------------------------------
+        result.phase = "drift"
+        drift = world.get("drift") or {}
+        dm = drift.get("model")
+        if refresh_phase and dm in auto:
+            shifts = {int(k): float(v) for k, v in (drift.get("shifts") or {}).items()}
+            t4 = time.time()
+            tl(f"phase 4   drift: {drift.get('story', '')} on {dm}'s traffic; clicks unchanged")
+            sim.shift_features(dm, shifts)
+            sim.boosted.add(dm)
+
+            def drift_alerted() -> bool:
+                return drift_alert(watcher, dm, t4) is not None  # type: ignore[arg-type]
+
+            result.phases["drift_s"] = round(
+                wait_for("drift alert", drift_alerted, limits["drift"], watcher), 1
+            )
+            e = drift_alert(watcher, dm, t4)  # type: ignore[arg-type]
+            result.drift = {"model": dm, "shifts": shifts, "alert": e.payload if e else None}
+            sim.shift_features(dm, {})
+            prod_v = watcher.prod_version(dm)
+            tl(f"outcome   {dm}: drift alerted, nothing rolled back (prod is v{prod_v})")
         # The action runs that moved the traffic finish their bookkeeping after the flip:
         # let them end before the daemon stops, instead of interrupting them.
         wait_for("in-flight runs to finish", watcher.idle, 60.0, watcher)
@@ -481,11 +567,22 @@ def run_demo(
             result.served = {
                 m: {str(v): n for v, n in sorted(sim.counts(m).items())} for m in sim.models
             }
+            result.traffic = {
+                "users": len(sim.users),
+                "requests": sum(sim.served.values()),
+                "errors": sum(sim.errors.values()),
+                "errors_by_kind": dict(sim.errors),
+                "outcome_errors": sim.outcome_errors,
+                "lost_requests": {f"{m} v{v}": n for (m, v), n in sim.lost_requests.items()},
+            }
+        if observer is not None:
+            result.canaries = observer.summary()
         if watcher is not None:
             watcher.poll()
             result.runs = watcher.run_counts()
-            result.states = _states(watcher, ids)
+            result.states = live_states(watcher, ids)
             result.prod = {m: watcher.prod_version(m) for m in ids}
+            result.outcomes = [outcome_row(watcher, m, plan[m]) for m in plan]
             watcher.close()
         if keep and sys.stdin.isatty():
             tl("demo      --keep: services stay up; press Ctrl-C to stop them")
@@ -495,9 +592,69 @@ def run_demo(
             except KeyboardInterrupt:
                 pass
         stack.stop()
-    result.elapsed_s = round(tl.elapsed(), 1)
-    (home / "demo-result.json").write_text(json.dumps(asdict(result), indent=2, default=str))
-    return result
+
+
+def operator_rollback(client: Any, model_id: str, version: int, why: str, tl: Timeline) -> None:
+    """What an owner does after an SRM alert: the data cannot decide, so roll the canary back
+    (an ordinary rollback run, through the same queue and lock as the sensors')."""
+    from modelops.actions import ActionKind, ActionRequest, action_run_fields
+
+    req = ActionRequest(
+        model_id=model_id,
+        version=version,
+        expected="CANARY",
+        actor=OPERATOR[0],
+        reason="owner: sample-ratio mismatch alert, the canary's data cannot decide; "
+        "rolled back until the client is fixed",
+        automated=False,
+    )
+    tl(f"demo      {OPERATOR[0]} read the SRM alert on {model_id} v{version}; rolls it back")
+    rr = action_run_fields(ActionKind.rollback, req)
+    launch(client, rr["job_name"], tl, run_config=rr["run_config"], tags=rr["tags"])
+
+
+def _focus_traffic(watcher: Watcher, sim: TrafficSim, models: list[str]) -> Callable[[], None]:
+    """Send the simulated users where a decision is pending: a model with a version in
+    shadow or canary gets full weight, one that is only serving prod a tenth (it still
+    answers, and its prod arm is what a canary is compared with only while one runs). The
+    regression model, once its phase starts, gets 3x (`sim.boosted`). Time is compressed,
+    not the tests."""
+    last = [0.0]
+
+    def focus() -> None:
+        now = time.monotonic()
+        if now - last[0] < 2.0:
+            return
+        last[0] = now
+        pending = {
+            ls.model_id
+            for ls in watcher.registry.live_states()
+            if ls.state.value in ("SHADOW", "CANARY", "AB_TEST")
+        }
+        sim.set_mix(
+            {m: (1.0 if m in pending else 0.1) * (3.0 if m in sim.boosted else 1.0) for m in models}
+        )
+
+    return focus
+
+
+def _canary_sync(gateway_url: str, sim: TrafficSim, models: list[str]) -> Callable[[], None]:
+    """Keep the simulator's view of each canary (version, percent) on the gateway's table, so
+    users it loses are those the gateway routes to the canary."""
+    last = [0.0]
+
+    def sync() -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0:
+            return
+        last[0] = now
+        tables = {t.get("model_id"): t for t in _gateway_tables(gateway_url) or []}
+        for m in models:
+            c = (tables.get(m) or {}).get("canary") or {}
+            ep = c.get("endpoint") or {}
+            sim.set_canary(m, ep.get("version"), c.get("percent"))
+
+    return sync
 
 
 def _recovery(sim: TrafficSim, model: str, good: int, bad: int) -> float | None:
@@ -518,7 +675,7 @@ def _user_versions(table: dict[str, Any]) -> set[int]:
     return {int(e["version"]) for e in eps if e}
 
 
-def _gateway_table(gateway_url: str, model: str) -> dict[str, Any] | None:
+def _gateway_tables(gateway_url: str) -> list[dict[str, Any]] | None:
     import httpx
 
     try:
@@ -526,43 +683,14 @@ def _gateway_table(gateway_url: str, model: str) -> dict[str, Any] | None:
 
         headers = auth_header(service_token())  # the stack's token, after Stack.apply_env
         tables = httpx.get(f"{gateway_url}/admin/routes", timeout=5, headers=headers).json()
-        tables = tables["tables"]
+        return list(tables["tables"])
     except Exception:  # noqa: BLE001 - informational
         return None
+
+
+def _gateway_table(gateway_url: str, model: str) -> dict[str, Any] | None:
+    tables = _gateway_tables(gateway_url) or []
     return next((t for t in tables if t.get("model_id") == model), None)
-
-
-def _states(watcher: Watcher, ids: list[str]) -> dict[str, dict[str, list[str]]]:
-    out: dict[str, dict[str, list[str]]] = {m: {} for m in ids}
-    for ls in watcher.registry.live_states():
-        if ls.model_id not in out:
-            continue
-        pct = f" {ls.percent}%" if ls.percent not in (None, 100) else ""
-        out[ls.model_id].setdefault(ls.slice, []).append(f"v{ls.version} {ls.state.value}{pct}")
-    return out
-
-
-def print_summary(result: DemoResult) -> None:
-    print("\nfinal state per model and slice:")
-    for m, slices in result.states.items():
-        for s, states in sorted(slices.items()):
-            prod = result.prod.get(m)
-            shown = f"v{prod}" if prod is not None else "none"
-            note = ""
-            if prod is None and any("OFFLINE_PASSED" in x for x in states):
-                note = "  (waiting for approvals)"
-            print(f"  {m:<14} {s:<8} prod={shown:<5} " + ", ".join(states) + note)
-    if result.regressed:
-        r = result.regressed
-        print(
-            f"\nrollback: {r['model']} v{r['bad_version']} -> v{r['good_version']}, "
-            f"time to recover {r['time_to_recover_s']}s (first bad response to 100% on prod)"
-        )
-    print(f"\nelapsed {result.elapsed_s:.1f}s; phases {result.phases}")
-    print(
-        f"\nbrowse it:  DAGSTER_HOME={result.home}/dagster MODELOPS_HOME={result.home} "
-        f"MODELOPS_FLEET={result.home}/fleet.yaml dagster dev -w workspace.yaml"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -582,6 +710,10 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             traffic_rate=args.rate,
         )
+    except DemoFailed as exc:
+        print_summary(exc.result)
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
     except ModelopsError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

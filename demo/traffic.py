@@ -1,15 +1,29 @@
-"""The traffic simulator: sticky users, known true click rates, and a regression switch.
+"""The traffic simulator: sticky users, known true click rates, and switches for the truth.
 
 Users (fixed `x-user-id`s, so the gateway's hash keeps each on one arm) send KServe v2
 inference requests for features drawn like the dataset. The response's
 `x-modelops-version` says which version served; the user then clicks with that version's
 *true* rate, known here and nowhere else, and the outcome is posted to `/v1/outcomes`
-joined by request id. `regress(model, version)` makes a candidate's true rate collapse,
-which only the online-metrics sensor can discover, from the prediction log.
+joined by request id.
+
+The world. Clicks follow the dataset's own generator (`demo.data`): a request with features
+x from a country c clicks with probability sigmoid(score(x) + offset(c)), about 0.33 on
+average, so a model that learned the data is calibrated on live traffic too. On top, each
+user has a propensity factor of their own, w ~ Gamma(k, 1/k) (mean 1), so a user's requests
+are correlated, which is why the sensors count users and not requests. A version multiplies
+both by its effect: by default a refresh is a little better (+3% per version);
+`set_effect(model, version, -0.15)` makes every user of that version click 15% less, and
+`regress(model, version, rate)` sets its mean rate outright. Only the online-metrics sensor
+can discover either, from the prediction log. `lose_canary_users(model, version, fraction)`
+makes that fraction of the users the gateway sends to the version's canary never arrive
+(their client breaks before the request), the fault a sample-ratio-mismatch check exists
+for; `shift_features(model, shifts)` moves the inputs of a model's traffic (a campaign
+brings other users), which only the drift sensor can see.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -19,9 +33,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Served", "TrafficSim", "BASE_RATE"]
+__all__ = ["Served", "TrafficSim", "BASE_RATE", "USER_SPREAD", "mean_click_rate"]
 
-BASE_RATE = 0.30
+BASE_RATE = 0.30  # the old constant rate; the world's mean rate is measured (mean_click_rate)
+USER_SPREAD = 20.0  # k of the per-user factor Gamma(k, 1/k): sd 1/sqrt(k), about 0.22
+
+
+def mean_click_rate(n: int = 200_000, seed: int = 12345) -> float:
+    """The data generator's mean click probability over features and countries (seeded)."""
+    from demo.data import COUNTRIES, COUNTRY_OFFSET, COUNTRY_SHARE, N_FEATURES, ctr_score
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, N_FEATURES))
+    c = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_SHARE)
+    off = np.array([COUNTRY_OFFSET[k] for k in COUNTRIES])[c]
+    return float(np.mean(1.0 / (1.0 + np.exp(-(ctr_score(x) + off)))))
 
 
 @dataclass(frozen=True)
@@ -43,15 +69,16 @@ class TrafficSim:
         gateway_url: str,
         models: list[str],
         *,
-        users: int = 5000,
-        workers: int = 4,
+        users: int = 20000,
+        workers: int = 16,
         rate_per_s: float = 120.0,
         seed: int = 0,
-        base_rate: float = BASE_RATE,
-        uplift: float = 0.01,
+        base_rate: float | None = None,
+        uplift: float = 0.03,
         slice_: str = "global",
         history: int = 200_000,
         token: str | None = None,
+        user_spread: float = USER_SPREAD,
     ) -> None:
         from modelops.service_token import auth_header, service_token
 
@@ -62,15 +89,23 @@ class TrafficSim:
         self.users = [f"user-{i:05d}" for i in range(users)]
         self.workers = workers
         self.rate_per_s = rate_per_s
-        self.base_rate = base_rate
+        self.base_rate = mean_click_rate() if base_rate is None else base_rate
         self.uplift = uplift
         self.slice = slice_
         self._rng = np.random.default_rng(seed)
+        # Each user's own click propensity factor (mean 1): the world's heterogeneity.
+        self._factor = self._rng.gamma(user_spread, 1.0 / user_spread, size=users)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._regressed: dict[tuple[str, int], float] = {}
+        self._effects: dict[tuple[str, int], float] = {}
+        self._lost: dict[tuple[str, int], float] = {}  # (model, version) -> fraction lost
+        self._canary: dict[str, tuple[int, float]] = {}  # model -> (version, percent)
+        self._shift: dict[str, dict[int, float]] = {}  # model -> {feature index: shift}
+        self.lost_requests: Counter[tuple[str, int]] = Counter()
         self._mix: dict[str, float] = dict.fromkeys(self.models, 1.0)
+        self.boosted: set[str] = set()  # models the demo weights 3x (read by its mix hook)
         self.served: Counter[tuple[str, int]] = Counter()
         self.errors: Counter[str] = Counter()
         self.outcome_errors = 0
@@ -80,17 +115,64 @@ class TrafficSim:
     # -- the world's truth -------------------------------------------------------------
 
     def true_rate(self, model: str, version: int) -> float:
-        """Later versions click a little better, unless regressed."""
+        """The version's mean click rate over users and requests: a refresh is a little
+        better (relative `uplift` per version), unless the scenario set an effect (relative
+        to the base rate) or a regression."""
         with self._lock:
             bad = self._regressed.get((model, version))
+            effect = self._effects.get((model, version))
         if bad is not None:
             return bad
-        return min(0.9, self.base_rate + self.uplift * (version - 1))
+        if effect is None:
+            effect = self.uplift * (version - 1)
+        return min(0.9, self.base_rate * (1.0 + effect))
+
+    def click_probability(self, model: str, version: int, user_index: int, p_x: float) -> float:
+        """One request's click probability: the data's own p(x), the user's factor, the
+        version's effect."""
+        factor = self.true_rate(model, version) / self.base_rate
+        return min(0.99, p_x * float(self._factor[user_index]) * factor)
 
     def regress(self, model: str, version: int, rate: float = 0.03) -> None:
         """From now on, users served by (model, version) click at `rate`."""
         with self._lock:
             self._regressed[(model, version)] = rate
+
+    def set_effect(self, model: str, version: int, relative: float) -> None:
+        """Users served by (model, version) click at base rate x (1 + relative)."""
+        if not -1.0 < relative < 2.0:
+            raise ValueError(f"relative effect {relative} is not allowed; use -1 < it < 2")
+        with self._lock:
+            self._effects[(model, version)] = relative
+
+    def lose_canary_users(self, model: str, version: int, fraction: float) -> None:
+        """`fraction` of the users routed to (model, version)'s canary never arrive."""
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"fraction {fraction} is not allowed; use 0 <= it < 1")
+        with self._lock:
+            self._lost[(model, version)] = fraction
+
+    def set_canary(self, model: str, version: int | None, percent: float | None) -> None:
+        """What the gateway's table says about the model's canary (the demo keeps it
+        current), so lost users are exactly those the gateway would route to it."""
+        with self._lock:
+            if version is None or not percent:
+                self._canary.pop(model, None)
+            else:
+                self._canary[model] = (version, float(percent))
+
+    def shift_features(self, model: str, shifts: dict[int, float]) -> None:
+        """From now on, `model`'s requests carry feature i shifted by shifts[i] (the world's
+        click model is unchanged: only the inputs moved)."""
+        with self._lock:
+            self._shift[model] = {int(k): float(v) for k, v in shifts.items()}
+
+    def achieved_rate(self, seconds: float = 10.0) -> float:
+        """Requests answered per second over the last `seconds`."""
+        now = time.time()
+        with self._lock:
+            n = sum(1 for s in reversed(self.log) if s.ts >= now - seconds)
+        return n / seconds
 
     def set_mix(self, weights: dict[str, float]) -> None:
         """Relative request share per model (0 stops a model's traffic)."""
@@ -122,17 +204,19 @@ class TrafficSim:
     # -- the workers -------------------------------------------------------------------
 
     def start(self) -> TrafficSim:
+        """One thread with an event loop; `workers` concurrent request loops in it, each
+        paced at rate / workers (asynchronous: far less client CPU per request than
+        threads, on a machine whose cores the gateway and Triton need)."""
         self._stop.clear()
-        for i in range(self.workers):
-            t = threading.Thread(target=self._run, args=(i,), name=f"traffic-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        t = threading.Thread(target=self._loop_main, name="traffic", daemon=True)
+        t.start()
+        self._threads.append(t)
         return self
 
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(10)
+            t.join(15)
         self._threads.clear()
 
     def __enter__(self) -> TrafficSim:
@@ -149,35 +233,86 @@ class TrafficSim:
         weights = np.array([w for _, w in mix])
         return mix[int(rng.choice(len(mix), p=weights / weights.sum()))][0]
 
-    def _run(self, idx: int) -> None:
-        import httpx
+    def _loop_main(self) -> None:
+        import asyncio
 
-        from demo.data import COUNTRIES, COUNTRY_SHARE, N_FEATURES
+        asyncio.run(self._main())
 
-        rng = np.random.default_rng(int(self._rng.integers(2**31)) + idx)
+    async def _main(self) -> None:
+        import asyncio
+
+        import aiohttp
+
+        conn = aiohttp.TCPConnector(limit=self.workers * 2)
+        timeout = aiohttp.ClientTimeout(total=5.0)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
+            seeds = [int(self._rng.integers(2**31)) + i for i in range(self.workers)]
+            await asyncio.gather(*(self._worker(session, seed) for seed in seeds))
+
+    async def _worker(self, session: Any, seed: int) -> None:
+        import asyncio
+
+        from demo.data import COUNTRIES, COUNTRY_OFFSET, COUNTRY_SHARE, N_FEATURES, ctr_score
+
+        rng = np.random.default_rng(seed)
         interval = self.workers / self.rate_per_s if self.rate_per_s > 0 else 0.0
-        with httpx.Client(timeout=5.0) as client:
-            next_at = time.monotonic()
-            while not self._stop.is_set():
-                model = self._pick(rng)
-                if model is None:
-                    self._stop.wait(0.1)
-                    continue
-                user = self.users[int(rng.integers(len(self.users)))]
-                rng.choice(COUNTRIES, p=COUNTRY_SHARE)  # drawn like the dataset's rows
-                x = rng.normal(size=N_FEATURES).astype(np.float32)
-                self._one(client, rng, model, user, x)
-                if interval:
-                    next_at += interval
-                    delay = next_at - time.monotonic()
-                    if delay > 0:
-                        self._stop.wait(delay)
-                    else:
-                        next_at = time.monotonic()
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            model = self._pick(rng)
+            if model is None:
+                await asyncio.sleep(0.1)
+                continue
+            ui = int(rng.integers(len(self.users)))
+            country = COUNTRIES[int(rng.choice(len(COUNTRIES), p=COUNTRY_SHARE))]
+            x = rng.normal(size=N_FEATURES).astype(np.float32)
+            logit = float(ctr_score(x[None, :])[0]) + COUNTRY_OFFSET[country]
+            p_x = 1.0 / (1.0 + math.exp(-logit))
+            if not self._arrives(model, ui):
+                continue  # lost before the request: no time spent, no record
+            with self._lock:
+                shift = self._shift.get(model)
+            if shift:
+                for i, d in shift.items():
+                    x[i] += np.float32(d)
+            await self._one(session, rng, model, ui, x, p_x)
+            if interval:
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    next_at = time.monotonic()
+                    await asyncio.sleep(0)
 
-    def _one(
-        self, client: Any, rng: np.random.Generator, model: str, user: str, x: np.ndarray
+    def _arrives(self, model: str, ui: int) -> bool:
+        """False for a lost user: routed to a canary whose users get lost, and one of the
+        affected fraction (a second hash, so the same users are lost every time)."""
+        with self._lock:
+            canary = self._canary.get(model)
+            frac = self._lost.get((model, canary[0])) if canary else None
+        if canary is None or not frac:
+            return True
+        from serving.routing import BUCKETS, bucket
+
+        user = self.users[ui]
+        if bucket(f"canary:{model}:{self.slice}", user) >= canary[1] * BUCKETS / 100:
+            return True
+        if bucket(f"demo-lost:{model}", user) >= frac * BUCKETS:
+            return True
+        with self._lock:
+            self.lost_requests[(model, canary[0])] += 1
+        return False
+
+    async def _one(
+        self,
+        session: Any,
+        rng: np.random.Generator,
+        model: str,
+        ui: int,
+        x: np.ndarray,
+        p_x: float,
     ) -> None:
+        user = self.users[ui]
         rid = uuid.uuid4().hex
         body = {
             "inputs": [
@@ -186,26 +321,31 @@ class TrafficSim:
         }
         headers = {"x-user-id": user, "x-slice": self.slice, "x-request-id": rid}
         try:
-            r = client.post(f"{self.url}/v2/models/{model}/infer", json=body, headers=headers)
+            async with session.post(
+                f"{self.url}/v2/models/{model}/infer", json=body, headers=headers
+            ) as r:
+                await r.read()
+                status = r.status
+                version_h = r.headers.get("x-modelops-version")
+                arm = r.headers.get("x-modelops-arm")
         except Exception:  # noqa: BLE001 - a refused connection is an error to count
             self._record(model, None, None, ok=False, kind="connect")
             return
-        version_h = r.headers.get("x-modelops-version")
         version = int(version_h) if version_h and version_h.isdigit() else None
-        arm = r.headers.get("x-modelops-arm")
-        if r.status_code != 200 or version is None:
-            self._record(model, version, arm, ok=False, kind=str(r.status_code))
+        if status != 200 or version is None:
+            self._record(model, version, arm, ok=False, kind=str(status))
             return
         self._record(model, version, arm, ok=True)
-        click = float(rng.random() < self.true_rate(model, version))
+        click = float(rng.random() < self.click_probability(model, version, ui, p_x))
         try:
-            o = client.post(
+            async with session.post(
                 f"{self.url}/v1/outcomes",
                 json={"request_id": rid, "name": "click", "value": click},
                 headers=self._auth,
-            )
-            if o.status_code != 202:
-                self.outcome_errors += 1
+            ) as o:
+                await o.read()
+                if o.status != 202:
+                    self.outcome_errors += 1
         except Exception:  # noqa: BLE001
             self.outcome_errors += 1
 
