@@ -6,6 +6,10 @@ pass as the timed cutover, state restores, dependents, report), then materialize
 report as `rollback_reports/<id>` (markdown and JSON in the metadata, both also stored
 content-addressed in the artifact store) and observes NEEDS_RETRAIN on every dependent
 it marked, so the mark shows on that model's asset page.
+
+Rollbacks are never gated by state: a store whose snapshot does not verify is left
+untouched while traffic goes back regardless; the report is still materialized, then the
+run fails with the refusal's one line, so the rollback failure sensor raises the alert.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def report_events(report: RollbackReport, store: ArtifactStore) -> list[Any]:
         "contaminated_features": ", ".join(f["feature"] for f in report.contaminated_features)
         or "-",
         "report_sha256": doc["sha256"],
+        "restore_refused": "; ".join(r.line for r in report.refused) or "-",
     }
     events: list[Any] = [
         dg.AssetMaterialization(
@@ -98,8 +103,9 @@ def rollback_run_events(
     cascade: bool = False,
     approvals: list[str] | None = None,
 ) -> tuple[RollbackReport, list[Any]]:
-    """Run the rollback; a refusal fails the run with its one line (nothing partial)."""
-    from modelops.rollback import run_rollback
+    """Run the rollback; a refusal fails the run with its one line (nothing partial). A
+    refused restore fails it too, after the cutover, with the report materialized first."""
+    from modelops.rollback import RestoreRefused, run_rollback
 
     def hook(step: str) -> None:
         context.log.info(f"rollback: {step}")
@@ -120,6 +126,31 @@ def rollback_run_events(
             cutover=cutover,
             hook=hook,
         )
+    except RestoreRefused as exc:
+        line = " ".join(str(exc).split())
+        # A failing op's logged events are dropped with it, so the report and the marks
+        # are recorded on the instance directly: the asset pages show them all the same.
+        for ev in report_events(exc.report, store):
+            context.instance.report_runless_asset_event(ev)
+        context.log.error(line)
+        raise dg.Failure(
+            description=line,
+            metadata={
+                "model_id": req.model_id,
+                "version": req.version,
+                "slice": req.slice,
+                "error": type(exc).__name__,
+                "restored_version": exc.report.cutover.restored_version
+                if exc.report.cutover.restored_version is not None
+                else "-",
+                "restore_refused": ", ".join(
+                    f"{r.owner_model}/{r.store}" for r in exc.report.refused
+                ),
+                "rollback_report": f"{REPORTS_PREFIX}/{exc.report.id}",
+                "report": dg.MetadataValue.md(exc.report.markdown()),
+            },
+            allow_retries=False,
+        ) from None
     except ModelopsError as exc:
         line = " ".join(str(exc).split())
         context.log.error(f"rollback {req.model_id}@{req.version} refused: {line}")

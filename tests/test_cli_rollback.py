@@ -115,3 +115,31 @@ def test_cli_transition_with_an_unreachable_store_is_one_line(
     )
     assert "'counters'" in err
     assert registry.state_of("ranker", v2).value == "APPROVED_CANARY"
+
+
+def test_cli_rollback_is_not_gated_by_a_corrupt_snapshot(
+    registry: Registry, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the job, the command line never lets state block the traffic cutover: with the
+    entry snapshot corrupt, `modelops rollback` still puts v1 back (it moves traffic only;
+    the store stays as it is, for the rollback job to restore once the snapshot verifies)."""
+    from test_rollback_state_restore import App, make_model, store, tamper
+
+    from modelops.artifacts import LocalArtifactStore
+    from modelops.rollback import enter_with_snapshots
+    from modelops.spec import State
+
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELOPS_REGISTRY_URL", registry_url)
+    app = App(tmp_path / "state.db", "counters")
+    app.put(1, 1)
+    v2 = make_model(registry, [store(tmp_path / "state.db", "counters")])
+    artifacts = LocalArtifactStore(tmp_path / "home" / "artifacts")
+    enter_with_snapshots(registry, artifacts, "ranker", v2, State.CANARY, actor="ops", percent=5)
+    app.put(1, 2)
+    tamper(artifacts, registry, v2, "counters")
+    code, out, err = run(f"rollback ranker --version {v2} --actor ops")
+    assert code == 0, err
+    assert registry.state_of("ranker", v2) is State.ROLLED_BACK
+    assert registry.state_of("ranker", 1) is State.PROMOTED
+    assert app.rows() == {1: 2}

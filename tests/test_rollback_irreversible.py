@@ -26,7 +26,7 @@ from test_registry_kit import (
 from modelops.artifacts import LocalArtifactStore
 from modelops.errors import ApprovalRequired
 from modelops.registry import Registry
-from modelops.rollback import enter_with_snapshots, run_rollback
+from modelops.rollback import RestoreRefused, enter_with_snapshots, run_rollback
 from modelops.spec import RollbackClass, State, Tier
 from modelops.state_stores import SqlTableStoreSpec
 
@@ -171,3 +171,34 @@ def test_an_approved_cascade_rolls_the_dependent_back(fleet: Fleet, registry: Re
     assert registry.state_of("ranker", fleet.ranker_v) is S.PROMOTED  # retrain, not cascade
     [plan_rep] = [d for d in report.plan.dependents if d.model_id == "reporting"]
     assert (plan_rep.approvals_needed, plan_rep.approvers) == (1, ["safety-lead"])
+
+
+def test_a_corrupt_downstream_snapshot_still_cuts_over_and_marks_but_leaves_the_index(
+    fleet: Fleet, registry: Registry
+) -> None:
+    """Rollbacks are never gated by state: with the index's snapshot manifest corrupt, v1
+    still serves, the marks, flags and decay window are still written, and the index is
+    left exactly as v2 left it, named in the report and the error line."""
+    f = fleet
+    snap = registry.entry_snapshots(E, f.v2)["retrieval"]
+    manifest = f.artifacts.path_for(snap.sha256)
+    manifest.chmod(0o644)
+    manifest.write_bytes(manifest.read_bytes()[:-1])
+    v2_rows = f.rows()
+    with pytest.raises(RestoreRefused) as info:
+        run_rollback(registry, f.artifacts, E, f.v2, actor="ops")
+    msg = str(info.value)
+    assert "\n" not in msg and f"traffic is back on v{f.v1}" in msg
+    assert "restore refused: retrieval/index left untouched (its snapshot manifest" in msg
+    assert f"expected sha256 {snap.sha256[:16]}" in msg
+    assert registry.desired_state(E).prod_version == f.v1
+    assert registry.state_of(E, f.v2) is S.ROLLED_BACK
+    assert f.rows() == v2_rows
+    report = info.value.report
+    assert report.downstream_state == [] and [r.store for r in report.refused] == ["index"]
+    assert [m.model_id for m in registry.needs_retrain()] == ["ranker"]
+    assert registry.decay_window(E, at=registry.clock()) is not None
+    assert "state NOT restored: retrieval/index" in report.markdown()
+    [run] = registry.rollback_runs_of(E)
+    assert run.status == "failed"
+    assert run.progress["restore:retrieval/index"]["status"] == "refused"

@@ -6,6 +6,7 @@ registry on SQLite and PostgreSQL, and a real process kill for the rerun test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,9 +20,9 @@ import pytest
 from test_registry_kit import bootstrap_prod, refused, version
 
 from modelops.artifacts import LocalArtifactStore
-from modelops.errors import IntegrityError, StateStoreUnavailable
+from modelops.errors import StateStoreUnavailable
 from modelops.registry import Registry
-from modelops.rollback import enter_with_snapshots, run_rollback
+from modelops.rollback import RestoreRefused, enter_with_snapshots, run_rollback
 from modelops.spec import RollbackClass, State, Tier
 from modelops.state_stores import SqlTableStoreSpec, load_manifest
 
@@ -156,22 +157,136 @@ def test_rollback_restores_the_snapshot_and_counts_the_reverted_writes(
     assert apps["counters"].rows()[3] == 33
 
 
-def test_a_snapshot_that_does_not_hash_refuses_the_rollback_and_changes_nothing(
+def tamper(
+    artifacts: LocalArtifactStore, registry: Registry, v2: int, name: str
+) -> tuple[Path, bytes]:
+    """Corrupt store `name`'s first snapshot blob; returns its path and its good bytes."""
+    manifest = load_manifest(artifacts, registry.snapshots_of(M, v2)[0].sha256)
+    blob = artifacts.path_for(manifest.entry(name).blobs[0])
+    good = blob.read_bytes()
+    blob.chmod(0o644)
+    blob.write_bytes(good + b"tampered")
+    return blob, good
+
+
+def test_a_snapshot_that_does_not_hash_still_cuts_traffic_over_and_leaves_the_store_untouched(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    """Rollbacks are never gated by state: traffic goes back to v1 regardless; the store
+    whose snapshot does not verify is not touched, is named in the report and the error
+    line, and the run ends failed. A rerun retries that restore only once it verifies."""
+    v2, apps, before = canary_with_writes(registry, artifacts, tmp_path, ["counters"])
+    blob, good = tamper(artifacts, registry, v2, "counters")
+    after_canary = apps["counters"].rows()
+    db_bytes = (tmp_path / "state.db").read_bytes()
+    with pytest.raises(RestoreRefused) as info:
+        run_rollback(registry, artifacts, M, v2, actor="ops", reason="canary regressed")
+    msg = str(info.value)
+    assert "\n" not in msg and "traffic is back on v1" in msg
+    assert f"restore refused: {M}/counters left untouched" in msg
+    assert f"expected sha256 {blob.name[:16]}" in msg
+    assert f"found {hashlib.sha256(good + b'tampered').hexdigest()[:16]}" in msg
+    assert "rerun the rollback job" in msg
+    # Traffic is back on the last good version.
+    assert registry.state_of(M, v2) is S.ROLLED_BACK
+    assert registry.state_of(M, 1) is S.PROMOTED
+    assert registry.desired_state(M).canary is None
+    # The corrupt store is byte-identical to before.
+    assert apps["counters"].rows() == after_canary
+    assert (tmp_path / "state.db").read_bytes() == db_bytes
+    # The report names it; the run is failed; no restore row claims anything for it.
+    report = info.value.report
+    assert report.failed and report.state == [] and report.writes_reverted == 0
+    [ref] = report.refused
+    assert (ref.store, ref.expected_sha256) == ("counters", blob.name)
+    assert "Restore refused" in report.markdown() and ref.line in report.markdown()
+    [run] = registry.rollback_runs_of(M)
+    assert run.status == "failed" and run.report is not None
+    step = run.progress[f"restore:{M}/counters"]
+    assert step["status"] == "refused" and step["refusal"] == ref.line
+    assert not {"mode", "verified_sha256", "writes_after_cursor"} & set(step)
+    actions = [e.action for e in registry.audit_entries(M)]
+    assert actions.count("rollback") == 1 and actions.count("rollback_run_step") == 0
+    assert registry.audit_entries(M)[-1].payload["refused"] == [f"restore:{M}/counters"]
+    # A rerun while the snapshot is still corrupt: the same refusal, nothing written.
+    rows = registry.row_counts()
+    with pytest.raises(RestoreRefused):
+        run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert registry.row_counts() == rows
+    assert (tmp_path / "state.db").read_bytes() == db_bytes
+    # The blob repaired: the rerun restores that store, once, and the run is done.
+    blob.write_bytes(good)
+    again = run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert not again.failed and again.id == report.id
+    assert apps["counters"].rows() == before["counters"]
+    [st] = again.state
+    assert st.writes_after_cursor == 4
+    assert st.content_sha256 == registry.snapshots_of(M, v2)[0].stores["counters"]
+    [run] = registry.rollback_runs_of(M)
+    assert run.status == "done"
+    actions = [e.action for e in registry.audit_entries(M)]
+    assert actions.count("rollback") == 1 and actions.count("rollback_run_step") == 1
+    assert actions.count("rollback_report") == 2
+    # And once done, a rerun is answered from the record.
+    apps["counters"].put(3, 33)
+    rows = registry.row_counts()
+    run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert registry.row_counts() == rows and apps["counters"].rows()[3] == 33
+
+
+def test_only_the_store_whose_snapshot_fails_is_left_untouched(
+    registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
+) -> None:
+    apps = {t: App(tmp_path / "state.db", t) for t in ("alpha", "beta")}
+    for u in range(10):
+        apps["alpha"].put(u, 100 + u)
+        apps["beta"].put(u, 200 + u)
+    v2 = make_model(registry, [store(tmp_path / "state.db", t) for t in ("alpha", "beta")])
+    before = {t: a.rows() for t, a in apps.items()}
+    enter_with_snapshots(registry, artifacts, M, v2, S.CANARY, actor="ops", percent=5)
+    for a in apps.values():
+        a.put(1, 7)
+        a.put(50, 1)
+    tamper(artifacts, registry, v2, "beta")
+    after_canary = apps["beta"].rows()
+    with pytest.raises(RestoreRefused) as info:
+        run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert "beta" in str(info.value) and "alpha" not in str(info.value)
+    assert registry.state_of(M, v2) is S.ROLLED_BACK
+    assert apps["alpha"].rows() == before["alpha"]  # restored, verified by hash
+    assert apps["beta"].rows() == after_canary  # untouched
+    report = info.value.report
+    assert [s.store for s in report.state] == ["alpha"] and report.state[0].writes_after_cursor == 2
+    assert [r.store for r in report.refused] == ["beta"]
+    [run] = registry.rollback_runs_of(M)
+    assert run.status == "failed"
+    assert run.progress[f"restore:{M}/alpha"]["status"] == "done"
+    assert run.progress[f"restore:{M}/beta"]["status"] == "refused"
+
+
+def test_a_store_that_cannot_be_read_at_rollback_is_refused_after_the_cutover(
     registry: Registry, artifacts: LocalArtifactStore, tmp_path: Path
 ) -> None:
     v2, apps, _ = canary_with_writes(registry, artifacts, tmp_path, ["counters"])
-    manifest = load_manifest(artifacts, registry.snapshots_of(M, v2)[0].sha256)
-    blob = artifacts.path_for(manifest.entry("counters").blobs[0])
-    blob.chmod(0o644)
-    blob.write_bytes(blob.read_bytes() + b"tampered")
-    after_canary = apps["counters"].rows()
-    info = refused(
-        registry, IntegrityError, lambda: run_rollback(registry, artifacts, M, v2, actor="ops")
-    )
+    apps["counters"].conn.close()
+    (tmp_path / "state.db").rename(tmp_path / "moved.db")
+    (tmp_path / "state.db").mkdir()  # the store's path cannot be opened as a database
+    with pytest.raises(RestoreRefused) as info:
+        run_rollback(registry, artifacts, M, v2, actor="ops")
     msg = str(info.value)
-    assert "\n" not in msg and "nothing changed" in msg and "modelops rollback" in msg
-    assert registry.state_of(M, v2) is S.CANARY
-    assert apps["counters"].rows() == after_canary
+    assert "\n" not in msg and "traffic is back on v1" in msg
+    assert f"restore refused: {M}/counters left untouched (the store could not be read" in msg
+    assert registry.state_of(M, v2) is S.ROLLED_BACK
+    assert registry.rollback_runs_of(M)[0].status == "failed"
+    rows = registry.row_counts()
+    with pytest.raises(RestoreRefused):  # still unreachable: refused again, nothing written
+        run_rollback(registry, artifacts, M, v2, actor="ops")
+    assert registry.row_counts() == rows
+    (tmp_path / "state.db").rmdir()
+    (tmp_path / "moved.db").rename(tmp_path / "state.db")
+    again = run_rollback(registry, artifacts, M, v2, actor="ops")  # reachable: restored
+    assert not again.failed and [s.store for s in again.state] == ["counters"]
+    assert again.state[0].writes_after_cursor == 4
 
 
 _CHILD = """

@@ -16,11 +16,18 @@ from modelops.rollback.plan import (
     plan_rollback,
 )
 from modelops.rollback.report import RollbackReport, report_id
-from modelops.rollback.run import RELAX_FACTOR, build_plan, parse_approvals, run_rollback
+from modelops.rollback.run import (
+    RELAX_FACTOR,
+    RestoreRefused,
+    build_plan,
+    parse_approvals,
+    run_rollback,
+)
 
 __all__ = [
     "CASCADE_APPROVALS",
     "RELAX_FACTOR",
+    "RestoreRefused",
     "CascadeApproval",
     "DependentsGraph",
     "GraphNode",

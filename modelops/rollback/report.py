@@ -5,6 +5,7 @@ contaminated since promotion; downstream models trained on its outputs, NEEDS_RE
 not rolled back; downstream snapshotted state restored; the decay window), ending with
 "what rollback delivered". Every class gets the cutover, the state restored (with exactly
 how many writes after the snapshot's cursor were reverted, and which keys) and the plan.
+A store whose snapshot did not verify is listed as refused, untouched, with its one line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from modelops.rollback.plan import RollbackPlan
 
-__all__ = ["Cutover", "StoreRestored", "RollbackReport", "report_id"]
+__all__ = ["Cutover", "StoreRefused", "StoreRestored", "RollbackReport", "report_id"]
 
 
 def report_id(model_id: str, version: int, slice_: str, run_id: int) -> str:
@@ -30,6 +31,7 @@ def report_id(model_id: str, version: int, slice_: str, run_id: int) -> str:
 class Cutover(BaseModel):
     from_state: str
     restored_version: int | None
+    serving_version: int | None = None  # what serves the slice after the cutover
     registry_s: float
     serving_s: float | None = None
 
@@ -51,6 +53,18 @@ class StoreRestored(BaseModel):
     note: str = ""
 
 
+class StoreRefused(BaseModel):
+    """A store left untouched because its snapshot did not verify (the traffic cutover
+    happened regardless: rollbacks are never gated by state)."""
+
+    owner_model: str
+    store: str
+    snapshot_sha256: str
+    expected_sha256: str
+    found_sha256: str | None = None
+    line: str
+
+
 class RollbackReport(BaseModel):
     id: str
     run_id: int
@@ -67,12 +81,28 @@ class RollbackReport(BaseModel):
     contaminated_features: list[dict[str, Any]] = Field(default_factory=list)
     needs_retrain: list[dict[str, Any]] = Field(default_factory=list)
     downstream_state: list[StoreRestored] = Field(default_factory=list)
+    refused: list[StoreRefused] = Field(default_factory=list)
     cascaded: list[dict[str, Any]] = Field(default_factory=list)
     warned: list[str] = Field(default_factory=list)
     decay_window: dict[str, Any] | None = None
     plan: RollbackPlan
     delivered: list[str] = Field(default_factory=list)
     caveats: list[str] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Traffic is back, but some state is not: the run ends failed, loudly."""
+        return bool(self.refused)
+
+    def failure_line(self) -> str:
+        """The one line a failed run and its alert carry."""
+        c = self.cutover
+        v = c.restored_version if c.restored_version is not None else c.serving_version
+        serving = f"v{v}" if v is not None else "the prod version"
+        return (
+            f"rollback of {self.model_id}@{self.version} on slice {self.slice!r}: traffic is "
+            f"back on {serving}, but " + "; ".join(r.line for r in self.refused)
+        )
 
     @property
     def writes_reverted(self) -> int:
@@ -104,6 +134,10 @@ class RollbackReport(BaseModel):
             + f", total {c.total_s:.3f} s.",
             "",
         ]
+        if self.refused:
+            lines += ["## Restore refused (store left untouched)", ""]
+            lines += [f"- {r.line}" for r in self.refused]
+            lines.append("")
         if self.state:
             lines += ["## State restored", ""]
             lines += [_store_line(s) for s in self.state]

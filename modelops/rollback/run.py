@@ -1,24 +1,29 @@
 """The rollback run: cut traffic back, restore state, act on dependents, write the report.
 
-Order, and why:
-1. Plan and verify before anything moves: a cascade without its approvals, or a snapshot
-   whose bytes do not hash to their names, refuses the run with one line and no rows (the
-   traffic-only `modelops rollback` stays available for the incident).
+Rollbacks are never gated by state: a corrupt snapshot must not leave a regressing
+version serving. Order, and why:
+1. Plan (a cascade without its approvals refuses the run with one line and no rows), then
+   verify every snapshot blob store by store, changing nothing and stopping nothing.
 2. The registry rollback (idempotent: a rerun gets the same rollback back), then the
-   serving-plane pass the caller supplies (`cutover`), both timed.
+   serving-plane pass the caller supplies (`cutover`), both timed. Always.
 3. The run is recorded with one step per store to restore and per dependent to cascade,
    each store's writes after the snapshot's cursor counted before anything is reverted.
-4. Each step runs and is recorded done at once. A rerun after a kill skips the steps
+   A store whose snapshot did not verify (or that cannot be read) is recorded "refused"
+   with its one line and is never touched.
+4. Each other step runs and is recorded done at once. A rerun after a kill skips the steps
    recorded done, and a store the killed attempt restored before it could record so is
    recorded done without restoring it again (a SQL store's restore leaves a commit marker
    tagged with the run in its change log; a directory or S3 prefix is judged by its
    content), so writes made after the restore are never reverted by a second restore.
 5. Finishing writes the report, NEEDS_RETRAIN marks, contaminated features and the decay
-   window in one transaction.
+   window in one transaction. With a refused store the run is "failed" and `run_rollback`
+   raises `RestoreRefused` (carrying the report) after traffic is back; a rerun retries
+   only the refused restores, and only once their snapshot verifies.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC
@@ -32,10 +37,15 @@ from modelops.rollback.plan import (
     RollbackPlan,
     plan_rollback,
 )
-from modelops.rollback.report import Cutover, RollbackReport, StoreRestored, report_id
+from modelops.rollback.report import (
+    Cutover,
+    RollbackReport,
+    StoreRefused,
+    StoreRestored,
+    report_id,
+)
 from modelops.spec import DEFAULT_SLICE, ModelSpec, RollbackClass, State
 from modelops.state_stores import (
-    changes_since_snapshot,
     load_manifest,
     open_state_store,
     restore_snapshot,
@@ -46,7 +56,7 @@ if TYPE_CHECKING:
     from modelops.registry import Registry
     from modelops.registry.rollback_state import RollbackRunRecord, SnapshotRecord
 
-__all__ = ["RELAX_FACTOR", "parse_approvals", "build_plan", "run_rollback"]
+__all__ = ["RELAX_FACTOR", "RestoreRefused", "parse_approvals", "build_plan", "run_rollback"]
 
 RELAX_FACTOR = 2.0  # guardrail thresholds widen by this factor inside a decay window
 Hook = Callable[[str], None]
@@ -121,21 +131,104 @@ def _spec_of(registry: Registry, owner: str) -> ModelSpec:
     return registry.get_model(owner)
 
 
-def _verify(registry: Registry, artifacts: ArtifactStore, snaps: Sequence[SnapshotRecord]) -> None:
-    """Every blob every snapshot needs is present and hashes to its name, before anything
-    moves (the artifact store rehashes on read)."""
+_FOUND = re.compile(r"got sha256 ([0-9a-f]{64})")
+_TODO = (
+    "put the snapshot's bytes back in the artifact store (or fix the store's reachability), "
+    "then rerun the rollback job: it retries this restore only"
+)
+
+
+def _refusal(s: SnapshotRecord, store: str, blob: str, exc: Exception, what: str) -> StoreRefused:
+    """The one line that names the store left untouched, expected vs found, and what to do."""
+    text = " ".join(str(exc).split())
+    m = _FOUND.search(text)
+    if isinstance(exc, IntegrityError) and m:
+        found, seen = m.group(1), f"found {m.group(1)[:16]}"
+    elif isinstance(exc, NotFoundError):
+        found, seen = None, "found nothing (blob absent)"
+    else:
+        found, seen = None, f"found nothing readable ({type(exc).__name__}: {text[:160]})"
+    line = (
+        f"restore refused: {s.owner_model}/{store} left untouched ({what}, snapshot "
+        f"{s.sha256[:12]}): expected sha256 {blob[:16]}, {seen}; {_TODO}"
+    )
+    return StoreRefused(
+        owner_model=s.owner_model,
+        store=store,
+        snapshot_sha256=s.sha256,
+        expected_sha256=blob,
+        found_sha256=found,
+        line=line,
+    )
+
+
+def _check(artifacts: ArtifactStore, snaps: Sequence[SnapshotRecord]) -> dict[str, StoreRefused]:
+    """Store by store, every blob a restore would read is present and hashes to its name
+    (the artifact store rehashes on read). Changes nothing and never raises: what does not
+    verify is refused for that store alone, and the cutover happens regardless."""
+    out: dict[str, StoreRefused] = {}
     for s in snaps:
         try:
-            manifest = load_manifest(artifacts, s.sha256)
-            for e in manifest.stores:
+            entries = {e.name: e for e in load_manifest(artifacts, s.sha256).stores}
+        except Exception as exc:  # noqa: BLE001 - any unreadable manifest refuses its stores
+            for store in s.stores:
+                out[_key(s.owner_model, store)] = _refusal(
+                    s, store, s.sha256, exc, "its snapshot manifest"
+                )
+            continue
+        for store in s.stores:
+            e = entries.get(store)
+            blob = e.blobs[0] if e and e.blobs else s.sha256
+            try:
+                if e is None:
+                    raise IntegrityError(f"store {store!r} is not in the snapshot's manifest")
                 for blob in e.blobs:
                     artifacts.verify(blob)
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"rollback of {s.model_id}@{s.version} refused, nothing changed: the snapshot "
-                f"of {s.owner_model} ({s.sha256[:12]}) does not verify: {exc}; roll back "
-                f"traffic alone with `modelops rollback {s.model_id} --version {s.version}`"
-            ) from None
+            except Exception as exc:  # noqa: BLE001 - unreachable storage refuses the store too
+                out[_key(s.owner_model, store)] = _refusal(s, store, blob, exc, "a snapshot blob")
+    return out
+
+
+def _key(owner: str, store: str) -> str:
+    return f"restore:{owner}/{store}"
+
+
+def _count(
+    registry: Registry, artifacts: ArtifactStore, s: SnapshotRecord, store: str, s3_client: Any
+) -> tuple[int | None, list[str]]:
+    """The store's writes after the snapshot's cursor and their keys, changing nothing;
+    raises when the store cannot be read (or is no longer declared)."""
+    decl = next(d for d in _spec_of(registry, s.owner_model).state_stores if d.name == store)
+    entry = load_manifest(artifacts, s.sha256).entry(store)
+    st = open_state_store(decl, s3_client=s3_client)
+    try:
+        c = st.changes_since(entry, artifacts)
+    finally:
+        st.close()
+    return c.writes, c.keys
+
+
+def _probe(
+    registry: Registry,
+    artifacts: ArtifactStore,
+    run: RollbackRunRecord,
+    snaps: Sequence[SnapshotRecord],
+    refused: dict[str, StoreRefused],
+    s3_client: Any,
+) -> None:
+    """On a rerun, a refused store whose snapshot now verifies is retried only if it can
+    be read too; otherwise it stays refused and the rerun writes nothing."""
+    by_key = {_key(s.owner_model, st): s for s in snaps for st in s.stores}
+    for key, step in run.progress.items():
+        if step.get("status") != "refused" or key in refused or key not in by_key:
+            continue
+        s = by_key[key]
+        try:
+            _count(registry, artifacts, s, step["store"], s3_client)
+        except Exception as exc:  # noqa: BLE001 - still unreachable: still refused
+            refused[key] = _refusal(
+                s, step["store"], step["content_sha256"], exc, "the store could not be read"
+            )
 
 
 def _steps(
@@ -144,30 +237,36 @@ def _steps(
     snaps: Sequence[SnapshotRecord],
     plan: RollbackPlan,
     cut: Cutover,
+    refused: dict[str, StoreRefused],
     s3_client: Any,
 ) -> dict[str, dict[str, Any]]:
+    """The run's steps. A store's writes after the snapshot are counted now, after the
+    cutover and before any restore, so none escapes the count; a store that cannot be
+    read for it is refused like one whose snapshot does not verify (nothing changed)."""
     steps: dict[str, dict[str, Any]] = {"cutover": {"kind": "cutover", **cut.model_dump()}}
     steps["cutover"]["status"] = "done"
     for s in snaps:
-        spec = _spec_of(registry, s.owner_model)
-        changes = {
-            c.store: c
-            for c in changes_since_snapshot(
-                spec.state_stores, artifacts, s.sha256, s3_client=s3_client
-            )
-        }
         for store, content in sorted(s.stores.items()):
-            c = changes.get(store)
-            steps[f"restore:{s.owner_model}/{store}"] = {
+            key = _key(s.owner_model, store)
+            step: dict[str, Any] = {
                 "kind": "restore",
                 "owner_model": s.owner_model,
                 "store": store,
                 "snapshot_sha256": s.sha256,
                 "content_sha256": content,
-                "writes_before_restore": c.writes if c else None,
-                "keys_before_restore": c.keys if c else [],
+                "writes_before_restore": None,
+                "keys_before_restore": [],
                 "status": "pending",
             }
+            if key not in refused:
+                try:
+                    writes, keys = _count(registry, artifacts, s, store, s3_client)
+                    step.update(writes_before_restore=writes, keys_before_restore=keys)
+                except Exception as exc:  # noqa: BLE001 - an unreachable store is refused
+                    refused[key] = _refusal(s, store, content, exc, "the store could not be read")
+            if key in refused:
+                step.update(status="refused", refusal=refused[key].line)
+            steps[key] = step
     for d in plan.by_action("cascade"):
         steps[f"cascade:{d.model_id}"] = {
             "kind": "cascade",
@@ -255,7 +354,8 @@ def run_rollback(
     hook: Hook | None = None,
     s3_client: Any = None,
 ) -> RollbackReport:
-    """Roll `model_id@version` back on `slice`, completely and idempotently (see module)."""
+    """Roll `model_id@version` back on `slice`, completely and idempotently (see module).
+    Raises `RestoreRefused` after the cutover when a store's snapshot did not verify."""
     hook = hook or (lambda _step: None)
     spec = registry.get_model(model_id)
     plan = build_plan(
@@ -270,7 +370,7 @@ def run_rollback(
     entry = registry.entry_snapshots(model_id, version, slice)
     restore_owners = {model_id} | {d.model_id for d in plan.by_action("restore_state")}
     snaps = [s for m, s in entry.items() if m in restore_owners]
-    _verify(registry, artifacts, snaps)
+    refused = _check(artifacts, snaps)  # nothing moves here, and nothing here stops the cutover
 
     # A rerun (a retried or resumed job) finds the version already ROLLED_BACK: it takes the
     # recorded rollback back instead of failing the compare-and-set its first run passed.
@@ -289,10 +389,11 @@ def run_rollback(
     registry_s = round(time.perf_counter() - t0, 3)
     hook("registry")
     run = registry.rollback_run(res.audit_id)
-    if run is not None and run.status == "done" and run.report:
-        return RollbackReport.model_validate(
-            {k: v for k, v in run.report.items() if k not in ("sha256", "writes_reverted")}
-        )
+    if run is not None:
+        _probe(registry, artifacts, run, snaps, refused, s3_client)
+    if run is not None and run.report and (run.status == "done" or _still_refused(run, refused)):
+        # Answered from the record: no cutover, no restore again, nothing written.
+        return _settled(_stored(run))
     serving_s = None
     if cutover is not None and (run is None or res.changed):
         t1 = time.perf_counter()
@@ -303,6 +404,7 @@ def run_rollback(
         cut = Cutover(
             from_state=res.from_state.value,
             restored_version=res.restored_version,
+            serving_version=registry.desired_state(model_id, slice).prod_version,
             registry_s=registry_s,
             serving_s=serving_s,
         )
@@ -310,7 +412,7 @@ def run_rollback(
             res,
             rollback_class=spec.rollback_class.value,
             snapshot_sha256=entry[model_id].sha256 if model_id in entry else None,
-            progress=_steps(registry, artifacts, snaps, plan, cut, s3_client),
+            progress=_steps(registry, artifacts, snaps, plan, cut, refused, s3_client),
             actor=actor,
         )
     hook("begun")
@@ -318,6 +420,8 @@ def run_rollback(
         step = run.progress[key]
         if step.get("status") == "done":
             continue
+        if step.get("status") == "refused" and (key in refused or key not in _keys(snaps)):
+            continue  # its snapshot still does not verify: the store stays untouched
         if step["kind"] == "restore":
             outcome = _restore_step(
                 registry, artifacts, step, s3_client, run_id=run.id, resumed=resumed
@@ -336,7 +440,39 @@ def run_rollback(
         hook(f"applied:{key}")
         run = registry.record_run_step(run.id, key, outcome, actor=actor)
         hook(f"recorded:{key}")
-    return _finish(registry, spec, run, plan, actor=actor, reason=reason)
+    return _settled(_finish(registry, spec, run, plan, actor=actor, reason=reason, refused=refused))
+
+
+class RestoreRefused(IntegrityError):
+    """Traffic is back on the last good version, but a store's snapshot did not verify and
+    that store was left untouched: the run ends failed, loudly, carrying its report."""
+
+    def __init__(self, report: RollbackReport) -> None:
+        super().__init__(report.failure_line())
+        self.report = report
+
+
+def _settled(report: RollbackReport) -> RollbackReport:
+    if report.failed:
+        raise RestoreRefused(report)
+    return report
+
+
+def _keys(snaps: Sequence[SnapshotRecord]) -> set[str]:
+    return {_key(s.owner_model, store) for s in snaps for store in s.stores}
+
+
+def _still_refused(run: RollbackRunRecord, refused: dict[str, StoreRefused]) -> bool:
+    """A failed run whose refused stores all still fail verification has nothing to retry."""
+    if run.status != "failed":
+        return False
+    return all(k in refused for k, v in run.progress.items() if v.get("status") == "refused")
+
+
+def _stored(run: RollbackRunRecord) -> RollbackReport:
+    return RollbackReport.model_validate(
+        {k: v for k, v in (run.report or {}).items() if k not in ("sha256", "writes_reverted")}
+    )
 
 
 def _cascade_step(
@@ -380,6 +516,17 @@ def _restored(key: str, step: dict[str, Any]) -> StoreRestored:
     )
 
 
+def _recorded_refusal(step: dict[str, Any]) -> StoreRefused:
+    """A refusal as the run recorded it (a store no longer in the plan's snapshots)."""
+    return StoreRefused(
+        owner_model=step["owner_model"],
+        store=step["store"],
+        snapshot_sha256=step["snapshot_sha256"],
+        expected_sha256=step["content_sha256"],
+        line=step.get("refusal", f"restore refused: {step['owner_model']}/{step['store']}"),
+    )
+
+
 def _finish(
     registry: Registry,
     spec: ModelSpec,
@@ -388,14 +535,17 @@ def _finish(
     *,
     actor: str,
     reason: str,
+    refused: dict[str, StoreRefused],
 ) -> RollbackReport:
     model_id, version, slice_ = run.model_id, run.version, run.slice
     cut = Cutover.model_validate(
         {k: v for k, v in run.progress["cutover"].items() if k in Cutover.model_fields}
     )
-    own, downstream = [], []
+    own, downstream, not_restored = [], [], []
     for key, step in run.progress.items():
-        if step["kind"] == "restore":
+        if step["kind"] == "restore" and step.get("status") == "refused":
+            not_restored.append(refused.get(key) or _recorded_refusal(step))
+        elif step["kind"] == "restore":
             (own if step["owner_model"] == model_id else downstream).append(_restored(key, step))
     irreversible = spec.rollback_class is RollbackClass.IRREVERSIBLE
     since = registry.promoted_since(model_id, version, slice_)
@@ -429,6 +579,12 @@ def _finish(
         delivered.append(
             f"state restored: {len(own)} store(s) verified by hash; {n} writes after the "
             "snapshot reverted"
+        )
+    if not_restored:
+        names = ", ".join(f"{r.owner_model}/{r.store}" for r in not_restored)
+        delivered.append(
+            f"state NOT restored: {names} left untouched, its snapshot does not verify (the "
+            "run ends failed; a rerun retries only these, once their snapshot verifies)"
         )
     if own and len(spec.slices) > 1:
         caveats.append(
@@ -468,6 +624,7 @@ def _finish(
         contaminated_features=[{"feature": f, "since": s} for f, s in features],
         needs_retrain=[{"model_id": d, "note": n} for d, n in retrain],
         downstream_state=downstream,
+        refused=not_restored,
         cascaded=cascaded,
         warned=[d.model_id for d in plan.by_action("warn")],
         decay_window=(

@@ -8,13 +8,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 from test_jobs import SIGNATURE, failure_message, loaded, resources, run, tiny_onnx
 
-from modelops.actions import ActionKind
+from jobs import ACTION_JOBS
+from modelops.actions import ActionKind, ActionRequest, run_config_for
 from modelops.artifacts import open_store
 from modelops.registry import Registry
 from modelops.spec import ModelSpec, State, VersionMeta
+from sensors import action_run_request
 
 
 def snapshot_model(home: Path) -> tuple[Registry, str, sqlite3.Connection]:
@@ -135,3 +138,62 @@ def test_an_unreachable_store_fails_the_canary_step_and_nothing_moves(
     assert reg.state_of(mid, 2) is State.APPROVED_CANARY and "already committed" in msg
     assert reg.desired_state(mid).canary is None
     assert reg.snapshots_of(mid, 2) == []
+
+
+@pytest.mark.xdist_group("triton")
+def test_a_corrupt_snapshot_does_not_gate_the_rollback_job(home: Path, triton: Any) -> None:
+    """Rollbacks are never gated by state: with the canary's snapshot corrupt, the job
+    still puts v1 back on the serving plane, leaves the store byte-identical, materializes
+    the report, and fails loudly with the one line naming the store."""
+    from modelops.state_stores import load_manifest
+
+    reg, mid, app = snapshot_model(home)
+    res = resources(triton)
+    run(ActionKind.promote, res, model_id=mid, version=1, expected="OFFLINE_PASSED")
+    run(ActionKind.start_shadow, res, model_id=mid, version=2, expected="OFFLINE_PASSED")
+    result, _ = run(
+        ActionKind.canary_step, res, model_id=mid, version=2, expected="SHADOW", percent=5
+    )
+    assert result.success
+    for b in (2, 3, 4):
+        app.execute("UPDATE calib SET scale = 1.5 WHERE bucket = ?", (b,))
+    store = open_store(str(home / "artifacts"))
+    [snap] = reg.snapshots_of(mid, 2)
+    blob = store.path_for(load_manifest(store, snap.sha256).entry("calibration").blobs[0])
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes() + b"rot")
+    state_bytes = (home / "state.db").read_bytes()
+
+    instance = dg.DagsterInstance.ephemeral()
+    req = ActionRequest(model_id=mid, version=2, expected="CANARY")
+    result = ACTION_JOBS[ActionKind.rollback].execute_in_process(
+        run_config=run_config_for(ActionKind.rollback, req),
+        resources=res,
+        instance=instance,
+        raise_on_error=False,
+        tags=action_run_request(ActionKind.rollback, req).tags,
+    )
+    assert not result.success
+    msg = failure_message(result)
+    assert "\n" not in msg and "traffic is back on v1" in msg
+    assert f"restore refused: {mid}/calibration left untouched" in msg
+    assert f"expected sha256 {blob.name[:16]}" in msg
+    assert reg.state_of(mid, 2) is State.ROLLED_BACK
+    assert reg.desired_state(mid).canary is None
+    assert f"{mid}__v1" in loaded(triton)
+    assert (home / "state.db").read_bytes() == state_bytes
+    (failure,) = result.get_step_failure_events()
+    fmeta = failure.step_failure_data.user_failure_data.metadata
+    assert "Restore refused" in fmeta["report"].value
+    assert fmeta["restore_refused"].value == f"{mid}/calibration"
+    # The report is materialized although the run failed.
+    [rr] = reg.rollback_runs_of(mid)
+    key = dg.AssetKey(["rollback_reports", f"{mid}__v2__global__run{rr.id}"])
+    ev = instance.get_latest_materialization_event(key)
+    assert ev is not None and ev.asset_materialization is not None
+    meta = {k: v.value for k, v in ev.asset_materialization.metadata.items()}
+    assert meta["writes_reverted"] == 0 and "calibration" in meta["restore_refused"]
+    assert "Restore refused" in meta["report"]
+    assert rr.status == "failed" and rr.progress[f"restore:{mid}/calibration"]["status"] == (
+        "refused"
+    )
