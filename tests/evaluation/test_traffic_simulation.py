@@ -51,7 +51,7 @@ def test_effect_moves_the_rate_by_that_fraction() -> None:
 
 
 ALLOWED = {"numpy", "scipy", "pydantic", "modelops", "__future__", "math", "hashlib",
-           "statistics", "collections", "enum", "typing"}
+           "statistics", "collections", "enum", "typing", "dataclasses"}
 # The core's vocabulary modules: plain records and enums with no store, clock or client.
 # The evaluation package may speak them (an ActionKind, a State, a WindowStats), nothing else.
 VOCABULARY = {"modelops.actions", "modelops.errors", "modelops.evidence", "modelops.fleet",
