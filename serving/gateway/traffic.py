@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -49,9 +50,31 @@ from serving.gateway.shadow import ShadowJob, ShadowMirror, ShadowResult, infer_
 from serving.records import GatewayEvent, PredictionSink
 from serving.routing import ApplyResult, BackendKind, RouteTable, RoutingSnapshot, shadow_sampled
 
-__all__ = ["Gateway"]
+__all__ = ["H_SEGMENT", "Gateway", "request_segment"]
 
 log = logging.getLogger("modelops.gateway")
+
+H_SEGMENT = "x-modelops-segment"
+SEGMENT_MAX_LEN = 64
+_SEGMENT = re.compile(rf"[A-Za-z0-9_.:-]{{1,{SEGMENT_MAX_LEN}}}")
+
+
+def request_segment(headers: dict[str, str]) -> str | None:
+    """The request's data slice (`x-modelops-segment`) for the protected-slice harm tests.
+
+    A short token (1-64 letters, digits, `_ - . :`) so a client cannot flood the log's segment
+    index with free text; absent or empty is no segment, and costs one dict lookup."""
+    seg = headers.get(H_SEGMENT)
+    if not seg:
+        return None
+    if _SEGMENT.fullmatch(seg) is None:
+        raise Refusal(
+            400,
+            f"{H_SEGMENT} must be 1-{SEGMENT_MAX_LEN} characters of letters, digits, "
+            "'_', '-', '.' or ':'",
+        )
+    return seg
+
 
 # ---------------------------------------------------------------------- the gateway
 
@@ -511,6 +534,7 @@ class Gateway(RouteChooser, OpenAIRoutes):
         try:
             rid = self._request_id(req)
             user, slice_ = self._identity(req)
+            segment = request_segment(h)
             table = self._table(model, slice_)
             hlen = h.get("inference-header-content-length")
             encoding = h.get("content-encoding")
@@ -579,6 +603,7 @@ class Gateway(RouteChooser, OpenAIRoutes):
             req_header=header if log_inputs else None,
             req_body=body if log_inputs else None,
             req_hlen=header_size,
+            segment=segment,
         )
         answer = Answer(out_status, headers, rbody, ctype)
         if d.table.shadow is not None and d.arm != PINNED:
