@@ -234,6 +234,11 @@ class ModelSpec(_Strict):
     model_class: ModelClass
     framework: Framework
     description: str = ""
+    intended_purpose: str = Field(
+        default="",
+        description="what the model is for, who acts on its outputs and where it may not be "
+        "used (EU AI Act Annex IV 1(a)); an L3 version is not promoted without it",
+    )
     slices: list[str] = Field(default_factory=lambda: [DEFAULT_SLICE], min_length=1)
     policy: DecisionPolicy
     downstream_dependents: list[str] = Field(default_factory=list)
