@@ -28,6 +28,7 @@ __all__ = [
     "ShadowThresholds",
     "DriftThresholds",
     "DecisionPolicy",
+    "ContinuousLearning",
     "ModelSpec",
     "CodeRef",
     "LLMRuntime",
@@ -224,6 +225,28 @@ class DecisionPolicy(_Strict):
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
 
 
+class ContinuousLearning(_Strict):
+    """A continuous learner (design class C2): its online updates are published as hard
+    checkpoints every N hours, each a version on the automated weight-refresh path, so prod
+    serves an immutable checkpoint, never a mutating blob, and a rollback serves an older one.
+    The hours divide a day so the cadence is one cron line (`0 */N * * *`)."""
+
+    checkpoint_every_hours: int = Field(ge=1, le=24, description="checkpoint cadence")
+    retain_checkpoints: int = Field(
+        ge=2, le=1000, description="newest checkpoints kept restorable; older ones ARCHIVED"
+    )
+
+    @field_validator("checkpoint_every_hours")
+    @classmethod
+    def _divides_day(cls, v: int) -> int:
+        if 24 % v:
+            raise ValueError(
+                f"checkpoint_every_hours {v} does not divide a day; allowed: 1, 2, 3, 4, 6, 8, "
+                "12, 24"
+            )
+        return v
+
+
 class ModelSpec(_Strict):
     """The logical model, stable across versions."""
 
@@ -258,6 +281,9 @@ class ModelSpec(_Strict):
         le=365,
         description="after a rollback of an IRREVERSIBLE version, alert thresholds are relaxed "
         "this long, so the expected decay does not trigger a second rollback",
+    )
+    continuous: ContinuousLearning | None = Field(
+        default=None, description="set for a continuous learner: its checkpoint cadence"
     )
 
     @field_validator("model_id")
@@ -305,6 +331,14 @@ class ModelSpec(_Strict):
             raise ValueError(
                 "a STATELESS model declares no state_stores; declare rollback_class "
                 "STATE_SNAPSHOT for a model whose state lives outside its weights"
+            )
+        if self.continuous is not None and (
+            self.tier is Tier.L3 or self.model_class is not ModelClass.dnn
+        ):
+            raise ValueError(
+                "continuous (a checkpointing learner) needs an automated weight-refresh path: "
+                f"allowed for model_class 'dnn' at tiers L0-L2; got {self.model_class.value!r} "
+                f"at {self.tier.value}"
             )
         return self
 
@@ -371,6 +405,16 @@ class VersionMeta(_Strict):
     drift_reference_hash: str | None = None
     downstream_dependents: list[str] = Field(default_factory=list)
     signature: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_at: datetime | None = Field(
+        default=None, description="a continuous learner's checkpoint time (timezone-aware)"
+    )
+
+    @field_validator("checkpoint_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("checkpoint_at must carry a timezone, e.g. 2026-01-01T06:00:00Z")
+        return v
 
 
 class ModelVersion(_Strict):
@@ -402,6 +446,7 @@ class ModelVersion(_Strict):
     state_history: list[StateChange] = Field(default_factory=list)
     downstream_dependents: list[str] = Field(default_factory=list)
     signature: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_at: datetime | None = None
     created_at: datetime
 
     @field_validator("weights_hash")

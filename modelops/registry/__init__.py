@@ -10,6 +10,7 @@ lineage, audit), over the shared statements and write helper in `statements`.
 from __future__ import annotations
 
 from .audit_ops import AuditOps
+from .checkpoints import Checkpoint, CheckpointOps, CheckpointRollback
 from .checks import actor_name, non_finite, team_name
 from .diagnosis import Diagnosis, DiagnosisOps, DiagnosisStep, Observations
 from .experiments import ABExperiment, ExperimentOps, LayerUsage
@@ -53,8 +54,12 @@ __all__ = [
     "Diagnosis",
     "DiagnosisStep",
     "Observations",
+    "Checkpoint",
+    "CheckpointRollback",
 ]
 
 
-class Registry(GovernanceOps, RollbackOps, DiagnosisOps, LineageOps, AuditOps, ExperimentOps):
+class Registry(
+    CheckpointOps, GovernanceOps, RollbackOps, DiagnosisOps, LineageOps, AuditOps, ExperimentOps
+):
     """Entry point for the CLI, the Dagster resources, the controller and the gateway."""

@@ -232,6 +232,8 @@ class VersionOps(CatalogOps):
         if meta.drift_reference_hash is not None:  # absent, not null: older records stay equal
             record["drift_reference_uri"] = meta.drift_reference_uri
             record["drift_reference_hash"] = meta.drift_reference_hash
+        if meta.checkpoint_at is not None:  # a continuous learner's checkpoint (spec.continuous)
+            record["checkpoint_at"] = meta.checkpoint_at.isoformat()
         conn.execute(U_NEXT_VERSION, {"m": model_id, "n": version + 1})
         conn.execute(
             insert(model_versions).values(
@@ -498,6 +500,7 @@ class VersionOps(CatalogOps):
             ],
             downstream_dependents=sorted(set(downs)),
             signature=rec.get("signature", {}),
+            checkpoint_at=rec.get("checkpoint_at"),
             created_at=datetime.fromisoformat(row.created_at),
         )
 
@@ -605,5 +608,6 @@ def _new_version(
         ],
         downstream_dependents=downstream,
         signature=meta.signature,
+        checkpoint_at=meta.checkpoint_at,
         created_at=ts,
     )
