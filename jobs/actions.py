@@ -67,7 +67,7 @@ class ActionConfig(dg.Config):
     reason: str = ""
     automated: bool = True
     cascade: bool = False  # rollback only: roll approved dependents back too
-    approvals: list[str] = []  # rollback only: DEPENDENT=ACTOR cascade approvals
+    approvals: list[str] = []  # rollback only: signed cascade approvals (statement JSON)
 
     def request(self) -> ActionRequest:
         return ActionRequest.model_validate(self.model_dump())

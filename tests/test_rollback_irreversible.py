@@ -155,24 +155,6 @@ def test_a_cascade_without_approvals_is_refused_whole(fleet: Fleet, registry: Re
     assert fleet.rows() == before_rows
 
 
-def test_an_approved_cascade_rolls_the_dependent_back(fleet: Fleet, registry: Registry) -> None:
-    report = run_rollback(
-        registry,
-        fleet.artifacts,
-        E,
-        fleet.v2,
-        actor="ops",
-        cascade=True,
-        approvals=["reporting=safety-lead"],
-    )
-    assert [c["model_id"] for c in report.cascaded] == ["dashboard", "reporting"]
-    assert "nothing to roll back" in report.cascaded[1]["note"]
-    assert registry.state_of("dashboard", fleet.dash_v) is S.ROLLED_BACK
-    assert registry.state_of("ranker", fleet.ranker_v) is S.PROMOTED  # retrain, not cascade
-    [plan_rep] = [d for d in report.plan.dependents if d.model_id == "reporting"]
-    assert (plan_rep.approvals_needed, plan_rep.approvers) == (1, ["safety-lead"])
-
-
 def test_a_corrupt_downstream_snapshot_still_cuts_over_and_marks_but_leaves_the_index(
     fleet: Fleet, registry: Registry
 ) -> None:

@@ -9,9 +9,12 @@ MODEL` shows, changing nothing, what the rollback job would do to each dependent
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from modelops.cli.cmd_support import open_registry, print_json
+from modelops.errors import SpecError
 
 __all__ = ["register", "cmd_rollback_plan"]
 
@@ -26,7 +29,7 @@ def cmd_rollback_plan(args: argparse.Namespace) -> int:
             slice=args.slice,
             version=args.version,
             cascade=args.cascade,
-            approvals=args.approve,
+            approvals=[_approval(a) for a in args.approve],
             actor=args.actor,
         )
     if args.json:
@@ -41,6 +44,42 @@ def cmd_rollback_plan(args: argparse.Namespace) -> int:
     if plan.cycle_edges:
         edges = ", ".join(f"{a}->{b}" for a, b in plan.cycle_edges)
         print(f"cycles and shortcuts in the graph (each model planned once): {edges}")
+    return 0
+
+
+def _approval(given: str) -> str:
+    """A signed statement's file (from `modelops sign-cascade`); anything else is handed on
+    as given, and the registry refuses it as unsigned, naming it."""
+    path = Path(given)
+    try:
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else given
+    except OSError as exc:
+        raise SpecError(f"cannot read cascade approval {given}: {exc.strerror}") from None
+
+
+def cmd_sign_cascade(args: argparse.Namespace) -> int:
+    from modelops.identity import load_signing_key
+
+    if not args.key:
+        raise SpecError("signing needs the signer's private key: --key FILE or MODELOPS_KEY")
+    with open_registry(args) as reg:
+        stmt = reg.sign_cascade_approval(
+            args.root,
+            args.dependent,
+            load_signing_key(args.key),
+            signer=args.actor,
+            slice=args.slice,
+        )
+    data = stmt.to_bytes()
+    what = (
+        f"signed cascade approval of {stmt.payload.model}@{stmt.payload.version} "
+        f"(rollback of {args.root}, slice {args.slice!r})"
+    )
+    if args.out:
+        Path(args.out).write_bytes(data + b"\n")
+        print(f"{what} written to {args.out}")
+    else:
+        print(data.decode("utf-8"))
     return 0
 
 
@@ -63,8 +102,9 @@ def register(sub: Any) -> None:
         "--approve",
         action="append",
         default=[],
-        metavar="DEPENDENT=ACTOR",
-        help="plan: a registered actor's approval to cascade into DEPENDENT (repeatable)",
+        metavar="FILE",
+        help="plan: a signed approval to cascade into a dependent, from `modelops "
+        "sign-cascade` (repeatable)",
     )
     r.add_argument("--json", action="store_true", help="plan: print the plan as JSON")
     rollback = r.get_default("fn")
@@ -73,8 +113,6 @@ def register(sub: Any) -> None:
         if args.model == "plan" and args.plan_model is not None:
             return cmd_rollback_plan(args)
         if args.plan_model is not None or args.cascade or args.approve or args.json:
-            from modelops.errors import SpecError
-
             raise SpecError(
                 "PLAN_MODEL, --cascade, --approve and --json belong to `modelops rollback plan "
                 "MODEL`; a rollback itself cascades only through the rollback job"
@@ -82,3 +120,13 @@ def register(sub: Any) -> None:
         return int(rollback(args))
 
     r.set_defaults(fn=dispatch)
+    sc = sub.add_parser(
+        "sign-cascade", help="sign an approval to roll DEPENDENT back with ROOT's rollback"
+    )
+    sc.add_argument("root")
+    sc.add_argument("dependent")
+    sc.add_argument("--slice", default="global")
+    sc.add_argument("--key", default=os.environ.get("MODELOPS_KEY") or None, metavar="FILE")
+    sc.add_argument("--out", default=None, metavar="FILE", help="default: print it")
+    sc.add_argument("--actor", required=True, help="the signer (a registered actor)")
+    sc.set_defaults(fn=cmd_sign_cascade)

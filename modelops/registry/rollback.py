@@ -7,7 +7,7 @@ slice back twice, so a rollback that already happened is answered, not repeated.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -41,6 +41,7 @@ class RollbackOps(RollbackStateOps):
         automated: bool = False,
         expected_version: int | None = None,
         expected: State | str | None = None,
+        cascade_approvals: Sequence[Any] = (),
     ) -> TransitionResult:
         """Roll back one version on the slice, chosen and moved under one lock.
 
@@ -52,6 +53,9 @@ class RollbackOps(RollbackStateOps):
         change once: if that change already was a rollback, the answer is that rollback.
         A second responder (or a retry) cannot be told from a deliberate second rollback,
         so going further back names its version.
+        `cascade_approvals`: signed approvals to cascade into dependents, verified and their
+        nonces consumed in this transaction and recorded in its entry (an answered rollback
+        consumes none).
         """
         actor = self._require_actor(actor)
         expected_s = parse_state(expected) if expected is not None else None
@@ -66,6 +70,7 @@ class RollbackOps(RollbackStateOps):
             if isinstance(picked, TransitionResult):
                 return op.unchanged(picked)
             version, current = picked
+            signed = self._consume_cascade_approvals(op, model_id, slice, cascade_approvals)
             return self._transition(
                 op,
                 version,
@@ -74,6 +79,7 @@ class RollbackOps(RollbackStateOps):
                 expected=current,
                 reason=reason,
                 automated=automated,
+                audit_extra={"cascade_approvals": signed} if signed else None,
             )
 
     def _named_rollback(

@@ -9,12 +9,20 @@ transaction, so a refused statement consumes nothing and a used one can never be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 
-from modelops.errors import ConflictError, NotFoundError, SignatureRefused, SpecError
+from modelops.errors import (
+    ConflictError,
+    IllegalTransition,
+    NotFoundError,
+    SignatureRefused,
+    SpecError,
+)
 from modelops.identity import (
     ActorKey,
     Expected,
@@ -24,10 +32,12 @@ from modelops.identity import (
     SignedStatement,
     SigningKey,
     UnsignedStatement,
+    WrongSubject,
     load_public_key,
     sign_statement,
     verify_statement,
 )
+from modelops.spec import DEFAULT_SLICE, State
 from modelops.store import db
 from modelops.store.tables import actor_keys, actors, signed_nonces
 
@@ -43,7 +53,12 @@ __all__ = [
     "StatementInput",
     "unsigned",
     "statement_json",
+    "CASCADE_TARGET",
 ]
+
+CASCADE_TARGET = State.ROLLED_BACK
+# What a cascade rolls back in a dependent: the version a bare rollback would pick.
+_CASCADE_PICK = (State.CANARY, State.AB_TEST, State.SHADOW, State.PROMOTED)
 
 ROLES = ("engineer", "senior", "admin", "service")
 """engineer: approves; senior: also break-glass approvals; admin: manages actors and keys;
@@ -267,6 +282,123 @@ class SignatureOps(RegistryBase):
             .where(actors.c.role == SERVICE_ROLE)
         ).all()
         return [_actor_key(r) for r in rows]
+
+    # ------------------------------------------------------------------ cascade approvals
+
+    def _cascade_subject(self, conn: Connection, dependent: str, slice_: str) -> tuple[int, int]:
+        """(version, state epoch) a cascade into `dependent` rolls back on the slice."""
+        rows = {r.state: r for r in self._slice_rows(conn, dependent, slice_)}
+        pick = next((rows[s] for s in _CASCADE_PICK if s in rows), None)
+        if pick is None:
+            raise IllegalTransition(
+                f"nothing to cascade into: {dependent!r} has no version in CANARY, AB_TEST, "
+                f"SHADOW or PROMOTED on slice {slice_!r}"
+            )
+        return pick.version, int(self._state_row(conn, dependent, pick.version, slice_).epoch)
+
+    def sign_cascade_approval(
+        self,
+        root: str,
+        dependent: str,
+        key: SigningKey,
+        *,
+        signer: str,
+        slice: str = DEFAULT_SLICE,  # noqa: A002
+    ) -> SignedStatement:
+        """An approval to roll `dependent`'s serving version back because `root` is rolled
+        back: signed over the dependent, its version, slice, ROLLED_BACK and its epoch, so
+        it authorizes that one move and nothing after the dependent moves again."""
+        with db.read_tx(self.engine) as conn:
+            version, epoch = self._cascade_subject(conn, dependent, slice)
+        return self.sign_as(
+            key,
+            kind=SignedKind.cascade_approval,
+            signer=signer,
+            epoch=epoch,
+            model=dependent,
+            version=version,
+            slice=slice,
+            target_state=CASCADE_TARGET.value,
+            cascade_root=root,
+        )
+
+    def _cascade_expect(
+        self, conn: Connection, root: str, slice_: str, statement: StatementInput | None
+    ) -> tuple[SignedStatement, Expected, int]:
+        if statement is None or (
+            isinstance(statement, str) and not statement.lstrip().startswith("{")
+        ):
+            shown = f" {statement!r}" if statement else ""
+            raise unsigned(f"cascade approval{shown}")
+        stmt = SignedStatement.from_obj(statement)
+        p = stmt.payload
+        if p.kind is not SignedKind.cascade_approval or not p.model:
+            raise WrongSubject(
+                f"the signature by {p.signer!r} is a {p.kind.value}, not a cascade approval; "
+                "allowed: a statement from `modelops sign-cascade`"
+            )
+        version, epoch = self._cascade_subject(conn, p.model, slice_)
+        expect = Expected(
+            kind=SignedKind.cascade_approval,
+            model=p.model,
+            version=version,
+            slice=slice_,
+            target_state=CASCADE_TARGET.value,
+            cascade_root=root,
+        )
+        return stmt, expect, epoch
+
+    def check_cascade_approvals(
+        self,
+        root: str,
+        slice_: str,
+        statements: Sequence[StatementInput],
+        *,
+        actor: str,
+    ) -> list[tuple[str, str, str]]:
+        """(dependent, approver, team) per statement, verified but not consumed: the dry run
+        and the run's up-front plan. Refuses the first bad one (one line, nothing written)."""
+        out: list[tuple[str, str, str]] = []
+        now: datetime = self._now()
+        with db.read_tx(self.engine) as conn:
+            for raw in statements:
+                stmt, expect, epoch = self._cascade_expect(conn, root, slice_, raw)
+                p = verify_statement(
+                    stmt,
+                    keys=self._keys_for(conn, stmt.payload.signer, stmt.key_id),
+                    now=now,
+                    current_epoch=epoch,
+                    nonce_seen=lambda n: _nonce_used(conn, n),
+                    acting_actor=actor_name(actor) if actor else None,
+                    expect=expect,
+                )
+                out.append((str(p.model), p.signer, self._actor_team(conn, p.signer)))
+        return out
+
+    def _consume_cascade_approvals(
+        self, op: WriteOp, root: str, slice_: str, statements: Sequence[StatementInput]
+    ) -> list[dict[str, Any]]:
+        """Verify every cascade approval and consume its nonce inside the root rollback's
+        transaction: the rollback, its approvals and their nonces commit together or not at
+        all, so a refused approval leaves no row and a used one cannot be replayed."""
+        out = []
+        for raw in statements:
+            stmt, expect, epoch = self._cascade_expect(op.conn, root, slice_, raw)
+            self._verify_signed(
+                op,
+                stmt,
+                what=f"cascade approval of {stmt.payload.model}",
+                expect=expect,
+                epoch=epoch,
+                acting_actor=op.actor,
+            )
+            out.append(stmt.to_dict())
+        return out
+
+
+def _nonce_used(conn: Connection, nonce: str) -> bool:
+    q = select(signed_nonces.c.nonce).where(signed_nonces.c.nonce == nonce)
+    return conn.execute(q).first() is not None
 
 
 def _actor_key(r: Any) -> ActorKey:

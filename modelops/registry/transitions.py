@@ -148,7 +148,9 @@ class TransitionOps(RegistryBase):
         if target is State.PROMOTED and current is State.AB_TEST:
             ab = check_ab_promotion(op, version, slice_, row)
         if target is State.ROLLED_BACK and current is State.PROMOTED:
-            return self._rollback_prod(op, row, version, slice_, rows, reason, automated)
+            return self._rollback_prod(
+                op, row, version, slice_, rows, reason, automated, audit_extra
+            )
         params, percent = _target_params(model_id, slice_, target, percent, mode, layer)
         deprecated = self._deprecate_prod(op, version, slice_, target, ctx)
         self._set_state(
@@ -440,6 +442,7 @@ class TransitionOps(RegistryBase):
         rows: list[SliceRow],
         reason: str,
         automated: bool,
+        audit_extra: dict[str, Any] | None = None,
     ) -> TransitionResult:
         """PROMOTED -> ROLLED_BACK restores the last good version, and says what it cannot."""
         spec, conn, ts, actor = op.model, op.conn, op.ts, op.actor
@@ -506,6 +509,7 @@ class TransitionOps(RegistryBase):
                 "reason": reason,
                 "automated": automated,
                 "generation": generation,
+                **(audit_extra or {}),
             },
             version=version,
         )

@@ -62,19 +62,41 @@ RELAX_FACTOR = 2.0  # guardrail thresholds widen by this factor inside a decay w
 Hook = Callable[[str], None]
 
 
-def parse_approvals(registry: Registry, given: Sequence[str]) -> list[CascadeApproval]:
-    """`DEPENDENT=ACTOR` pairs; each actor must be registered (its team is looked up)."""
-    out = []
-    for g in given:
-        dep, sep, who = g.partition("=")
-        if not sep or not dep.strip() or not who.strip():
-            raise SpecError(f"cascade approval {g!r} is malformed; allowed form: DEPENDENT=ACTOR")
-        out.append(
-            CascadeApproval(
-                dependent=dep.strip(), approver=who.strip(), team=registry.actor_team(who.strip())
-            )
+def parse_approvals(
+    registry: Registry,
+    model_id: str,
+    slice_: str,
+    given: Sequence[Any],
+    *,
+    actor: str,
+) -> list[CascadeApproval]:
+    """Signed cascade approvals (`modelops sign-cascade`), verified without being consumed:
+    a name, a forged, replayed, expired or wrong-subject statement, or the acting actor's
+    own, refuses the plan with one line before anything moves. The rollback consumes them."""
+    return [
+        CascadeApproval(dependent=dep, approver=who, team=team)
+        for dep, who, team in registry.check_cascade_approvals(
+            model_id, slice_, list(given), actor=actor
         )
-    return out
+    ]
+
+
+def _recorded_approvals(
+    registry: Registry, model_id: str, version: int
+) -> list[CascadeApproval] | None:
+    """The cascade approvals the recorded rollback of this version verified and consumed: a
+    rerun plans with these (its dependents may have moved since, by its own cascade)."""
+    for e in reversed(registry.audit_entries(model_id)):
+        if e.version == version and e.payload.get("cascade_approvals"):
+            return [
+                CascadeApproval(
+                    dependent=a["payload"]["model"],
+                    approver=a["payload"]["signer"],
+                    team=registry.actor_team(a["payload"]["signer"]),
+                )
+                for a in e.payload["cascade_approvals"]
+            ]
+    return None
 
 
 def _graph_nodes(registry: Registry, raw: dict[str, dict[str, Any]]) -> dict[str, GraphNode]:
@@ -101,10 +123,12 @@ def build_plan(
     slice: str = DEFAULT_SLICE,  # noqa: A002 - the domain's word
     version: int | None = None,
     cascade: bool = False,
-    approvals: Sequence[str] = (),
+    approvals: Sequence[Any] = (),
     actor: str = "",
+    verified: Sequence[CascadeApproval] | None = None,
 ) -> RollbackPlan:
-    """The plan the dry run shows and the run executes (one code path for both)."""
+    """The plan the dry run shows and the run executes (one code path for both).
+    `verified`: approvals the registry already verified and recorded (a rerun)."""
     raw = registry.dependents_graph()
     if model_id not in raw["nodes"]:
         registry.get_model(model_id)  # NotFoundError naming how to create it
@@ -121,7 +145,11 @@ def build_plan(
         graph,
         slice=slice,
         cascade=cascade,
-        approvals=parse_approvals(registry, approvals),
+        approvals=(
+            list(verified)
+            if verified is not None
+            else parse_approvals(registry, model_id, slice, approvals, actor=actor)
+        ),
         actor=actor,
         known_teams=set(registry.list_teams()),
     )
@@ -349,7 +377,7 @@ def run_rollback(
     reason: str = "",
     automated: bool = False,
     cascade: bool = False,
-    approvals: Sequence[str] = (),
+    approvals: Sequence[Any] = (),
     cutover: Callable[[], Any] | None = None,
     hook: Hook | None = None,
     s3_client: Any = None,
@@ -358,6 +386,7 @@ def run_rollback(
     Raises `RestoreRefused` after the cutover when a store's snapshot did not verify."""
     hook = hook or (lambda _step: None)
     spec = registry.get_model(model_id)
+    rerun = registry.state_of(model_id, version, slice) is State.ROLLED_BACK
     plan = build_plan(
         registry,
         model_id,
@@ -366,6 +395,7 @@ def run_rollback(
         cascade=cascade,
         approvals=approvals,
         actor=actor,
+        verified=_recorded_approvals(registry, model_id, version) if rerun else None,
     )
     entry = registry.entry_snapshots(model_id, version, slice)
     restore_owners = {model_id} | {d.model_id for d in plan.by_action("restore_state")}
@@ -374,7 +404,7 @@ def run_rollback(
 
     # A rerun (a retried or resumed job) finds the version already ROLLED_BACK: it takes the
     # recorded rollback back instead of failing the compare-and-set its first run passed.
-    if registry.state_of(model_id, version, slice) is State.ROLLED_BACK:
+    if rerun:
         expected = None
     t0 = time.perf_counter()
     res = registry.rollback(
@@ -385,6 +415,7 @@ def run_rollback(
         automated=automated,
         expected_version=version,
         expected=expected,
+        cascade_approvals=list(approvals) if cascade and plan.by_action("cascade") else (),
     )
     registry_s = round(time.perf_counter() - t0, 3)
     hook("registry")
