@@ -11,6 +11,8 @@ from typing import Any
 
 from modelops.cli import (
     admin_cmds,
+    checkpoint_cmds,
+    docs_cmds,
     experiment_cmds,
     governance_cmds,
     inspect_cmds,
@@ -28,6 +30,8 @@ TOPICS = (
     experiment_cmds,
     governance_cmds,
     rollback_cmds,  # extends `rollback` (from lifecycle_cmds) with `rollback plan MODEL`
+    docs_cmds,
+    checkpoint_cmds,
 )
 
 
