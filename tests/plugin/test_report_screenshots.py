@@ -1,8 +1,8 @@
 """The evaluation pictures render where people look: a real `dagster-webserver` shows the
-shadow report's divergence per slice, the drift report's drift per feature and the lift
-with its confidence sequence per arm (tables and charts in the assets' metadata), and a
-headless browser draws them (screenshots kept
-under tests/artifacts/).
+shadow report's divergence per slice, the drift report's drift per feature and the A/B
+report's lift with its confidence sequence per arm and its plan (tables and charts in the
+assets' metadata), and a headless browser draws them (screenshots kept under
+tests/artifacts/).
 
 The materializations carry metadata built by the report code from real engine output over
 seeded data; they are recorded in the webserver's instance before it starts, so the test
@@ -21,12 +21,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from assets.ab_reports import ABLook, ab_policy_of_plan, ab_report_metadata
 from assets.drift_reports import drift_feature_table, drift_markdown
-from assets.lift_chart import lift_chart_metadata
 from assets.shadow_reports import divergence_markdown, divergence_table
 from demo.instance import write_instance_yaml
 from demo.procs import REPO_ROOT, Stack
 from modelops.evaluation.drift import build_reference, drift_report
+from modelops.evaluation.ratio import ArmStats
 from modelops.evaluation.shadow import SHADOW_CAVEAT, shadow_divergence
 
 pytestmark = [pytest.mark.xdist_group("dagster_procs"), pytest.mark.timeout(240)]
@@ -65,18 +66,35 @@ def _shadow_metadata() -> dict[str, object]:
     }
 
 
-def _lift_metadata() -> dict[str, object]:
+def _ab_metadata() -> dict[str, object]:
+    """The A/B report's metadata over seeded users: prod at 20% clicks per request, the
+    candidate +8% overall and on segment us, the same as prod on segment de; looks by day."""
     rng = np.random.default_rng(13)
-    k = np.arange(1, 9)
-    arms = {
-        arm: {
-            "looks": [f"day {i}" for i in k],
-            "theta": np.log(effect) + rng.normal(0, 0.04 / np.sqrt(k)),
-            "var": 0.0016 / k,
-        }
-        for arm, effect in (("v2 (+8%)", 1.08), ("v3 (same)", 1.0))
+
+    def arm(users: int, rate: float) -> ArmStats:
+        n = rng.integers(1, 6, size=users).astype(float)
+        p = rng.beta(10 * rate, 10 * (1 - rate), size=users)
+        return ArmStats.from_users(rng.binomial(n.astype(int), p).astype(float), n)
+
+    looks = []
+    empty = ArmStats(n_users=0)
+    us, de = (empty, empty), (empty, empty)
+    for day in range(1, 8):  # each day's new users join the running totals
+        us = (us[0] + arm(3000, 0.216), us[1] + arm(3000, 0.2))
+        de = (de[0] + arm(3000, 0.2), de[1] + arm(3000, 0.2))
+        c, p = us[0] + de[0], us[1] + de[1]
+        looks.append(ABLook(f"day {day}", c, p, {"us": us, "de": de}))
+    plan = {
+        "relative_mde": 0.05,
+        "alpha": 0.05,
+        "power": 0.8,
+        "n_candidate": 60_000,
+        "n_prod": 60_000,
+        "planned_days": 7,
+        "daily_users": 12_000,
     }
-    return lift_chart_metadata(arms, alpha=0.05, planned_information=5000.0)
+    policy = ab_policy_of_plan(plan, higher_is_better=True)
+    return ab_report_metadata(looks, plan, policy, version=2, title=f"{MODEL} v2")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +105,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for key, metadata in (
             (["drift_reports", MODEL], _drift_metadata()),
             (["shadow_reports", MODEL], _shadow_metadata()),
-            (["models", MODEL], _lift_metadata()),
+            (["ab_reports", MODEL], _ab_metadata()),
         ):
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
@@ -133,8 +151,20 @@ def _painted(shot: Path) -> None:
             ("shadow_reports", MODEL),
             ["divergence_per_slice", "kl_prod_shadow", "br", "de", "us", "FAIL", "█"],
         ),
-        # the lift with its confidence sequence per arm, over the looks
-        (("models", MODEL), ["lift_per_look", "v2 (+8%)", "v3 (same)", "day 8", "●"]),
+        # the A/B lift with its confidence sequence per arm over the looks, and the plan
+        (
+            ("ab_reports", MODEL),
+            [
+                "lift_per_look",
+                "v2 vs prod",
+                "v2 vs prod, segment us",
+                "v2 vs prod, segment de",
+                "day 7",
+                "●",
+                "users, candidate arm",
+                "60,000",
+            ],
+        ),
     ],
 )
 def test_report_metadata_renders(
