@@ -130,6 +130,25 @@ class ModelDecl(_Strict):
             raise ValueError(f"refresh_cron {v!r} is not a 5-field cron expression")
         return v
 
+    @model_validator(mode="after")
+    def _checkpoint_cadence(self) -> ModelDecl:
+        """A continuous learner's refresh is its checkpoint: the cadence comes from the spec,
+        so the schedule and the spec cannot disagree."""
+        cont = self.spec.continuous
+        if cont is None:
+            return self
+        hours = cont.checkpoint_every_hours
+        cron = "0 0 * * *" if hours == 24 else f"0 */{hours} * * *"
+        if self.refresh_cron is None:
+            self.refresh_cron = cron
+        elif self.refresh_cron.split()[1:] != cron.split()[1:]:  # the minute may stagger
+            raise ValueError(
+                f"model {self.model_id!r} is a continuous learner: its refresh schedule is "
+                f"{cron!r} (any minute), from spec.continuous.checkpoint_every_hours; got "
+                f"refresh_cron {self.refresh_cron!r}"
+            )
+        return self
+
     @property
     def model_id(self) -> str:
         return self.spec.model_id
