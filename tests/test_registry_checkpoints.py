@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import FakeClock
-from test_registry_kit import contract, refused, spec, teams
+from test_registry_kit import add_people, approve, contract, refused, spec, teams
 
 from modelops.artifacts import LocalArtifactStore
 from modelops.errors import IllegalTransition, IntegrityError, NotFoundError, SpecError
@@ -251,3 +251,52 @@ def test_an_archived_checkpoint_is_refused_not_skipped(
         lambda: registry.rollback_to_checkpoint(M, vs[0].checkpoint_at, actor="oncall"),
         "is ARCHIVED, past retention",
     )
+
+
+def test_a_checkpoint_on_l2_is_a_weight_refresh_promoted_without_approvals(
+    registry: Registry, clock: FakeClock, store: LocalArtifactStore
+) -> None:
+    """Same feature contract as prod: the automated path, shadow and canary, no human gate."""
+    teams(registry)
+    l2 = learner(tier=Tier.L2)
+    add_people(registry)
+    first = checkpoint(registry, clock, store, 1, model_spec=l2).version.version
+    registry.record_gate_result(M, first, passed=True, results={"auc": 0.9})
+    approve(registry, M, first, "rank-lead", target=State.PROMOTED)  # the first is human-gated
+    registry.transition(M, first, State.PROMOTED, actor="ops", expected=State.OFFLINE_PASSED)
+    second = checkpoint(registry, clock, store, 2, model_spec=l2)
+    assert second.prod_versions == {"global": first}
+    v = second.version.version
+    registry.record_gate_result(M, v, passed=True, results={"auc": 0.9})
+    path = [
+        (State.OFFLINE_PASSED, State.APPROVED_SHADOW),
+        (State.APPROVED_SHADOW, State.SHADOW),
+        (State.SHADOW, State.APPROVED_CANARY),
+        (State.APPROVED_CANARY, State.CANARY),
+        (State.CANARY, State.PROMOTED),
+    ]
+    for frm, to in path:
+        registry.transition(M, v, to, actor="system", expected=frm, automated=True)
+    assert states(registry) == {first: State.DEPRECATED, v: State.PROMOTED}
+
+
+def test_a_live_candidate_is_rolled_back_first(
+    registry: Registry, clock: FakeClock, store: LocalArtifactStore
+) -> None:
+    teams(registry)
+    c1 = checkpoint(registry, clock, store, 1).version
+    promote(registry, c1.version)
+    c2 = checkpoint(registry, clock, store, 2).version
+    promote(registry, c2.version)
+    c3 = checkpoint(registry, clock, store, 3).version.version
+    registry.record_gate_result(M, c3, passed=True, results={"auc": 0.9})
+    registry.transition(M, c3, State.APPROVED_SHADOW, actor="system", expected="OFFLINE_PASSED")
+    registry.transition(M, c3, State.SHADOW, actor="system", expected=State.APPROVED_SHADOW)
+    assert c1.checkpoint_at is not None
+    res = registry.rollback_to_checkpoint(M, c1.checkpoint_at, actor="oncall")
+    assert [(s.version, s.from_state) for s in res.steps] == [
+        (c3, State.SHADOW),
+        (c2.version, State.PROMOTED),
+    ]
+    assert registry.desired_state(M).prod_version == c1.version
+    assert registry.desired_state(M).shadow is None
