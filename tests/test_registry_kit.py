@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from modelops.contracts import Feature, FeatureContract
+from modelops.errors import NotFoundError
 from modelops.identity import SigningKey, generate_signing_key
 from modelops.registry import Registry
 from modelops.spec import (
@@ -50,6 +51,8 @@ def spec(
         slices=slices or ["global"],
         policy=DecisionPolicy(primary_metric="auc"),
         downstream_dependents=downstream or [],
+        description=f"{model_id}: a test model",
+        intended_purpose="ranks test items; not for decisions about people",
     )
 
 
@@ -65,8 +68,15 @@ def contract(name: str = "ranker.features", version: int = 1, *features: str) ->
 
 
 def datasets(reg: Registry, train: str = "clicks", evals: str = "clicks-eval") -> None:
-    reg.register_dataset(train, 1, f"s3://data/{train}/1")
-    reg.register_dataset(evals, 1, f"s3://data/{evals}/1", kind="eval_set")
+    """Hashed, as the technical documentation needs; a dataset a test registered already
+    (without a hash, say) is left as it is."""
+    for name, kind in ((train, "dataset"), (evals, "eval_set")):
+        try:
+            reg.get_dataset(name, 1)
+        except NotFoundError:
+            reg.register_dataset(
+                name, 1, f"s3://data/{name}/1", kind=kind, content_hash=weights_hash(name)
+            )
 
 
 def teams(reg: Registry) -> None:

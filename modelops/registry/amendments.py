@@ -43,7 +43,15 @@ from .signatures import SignatureOps, StatementInput, statement_json, unsigned
 
 __all__ = ["AmendOps", "AmendResult", "AMENDABLE", "spec_sha256"]
 
-AMENDABLE = ("tier", "rollback_class", "slices", "policy", "downstream_dependents")
+AMENDABLE = (
+    "tier",
+    "rollback_class",
+    "slices",
+    "policy",
+    "downstream_dependents",
+    "description",  # documentation records (modelops.compliance): filled in after creation
+    "intended_purpose",
+)
 _GATED = ("tier", "rollback_class")
 _TIER_ORDER = {Tier.L0: 0, Tier.L1: 1, Tier.L2: 2, Tier.L3: 3}
 # A version's state on a slice added later: where its offline gates left it.

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from modelops.compliance import require_documentation
 from modelops.desired import DesiredState, SliceRow, derive, last_good
 from modelops.errors import ConflictError, IllegalTransition, SpecError
 from modelops.lifecycle import (
@@ -144,6 +145,10 @@ class TransitionOps(RegistryBase):
                 f"{model_id}@{version} is L3: every transition needs a reason (--reason WHY), "
                 "kept in its audit entry; only a rollback may go without one"
             )
+        if spec.tier is Tier.L3 and target is State.PROMOTED:
+            # Read through separate connections: they see what is committed, and everything
+            # the document reads is append-only or changes only under this slice's lock.
+            require_documentation(self, model_id, version)  # type: ignore[arg-type]
         ab: dict[str, Any] | None = None
         if target is State.PROMOTED and current is State.AB_TEST:
             ab = check_ab_promotion(op, version, slice_, row)
