@@ -55,6 +55,8 @@ tier: L3
 rollback_class: IRREVERSIBLE
 model_class: dnn
 framework: tensorflow
+description: credit limit decisions that customers act on
+intended_purpose: sets credit limits for existing customers; a human reviews every decline
 policy:
   primary_metric: auc
   protected_slices: [age_band]
@@ -218,7 +220,10 @@ def run(home: Path) -> None:
         f"version register credit --weights {f}/credit-v1.savedmodel --training-data clicks@1 "
         "--eval-set clicks-eval@1 --run-id credit-001"
     )
-    d.run("gate credit 1 --passed --actor gates")
+    d.run(
+        "gate credit 1 --passed --actor gates "
+        '--results \'{"auc": 0.81, "gate_fairness": {"age_band": 0.03}}\''
+    )
     d.run("transition credit 1 PROMOTED --actor frank", expect=1)
     d.say("an approval is a signature: one without a key, or with another actor's, is refused")
     d.run("approve credit 1 --to PROMOTED --actor safety-lead", expect=1)
