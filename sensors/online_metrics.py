@@ -21,6 +21,14 @@ owners must hear about (SRM, an A/B guardrail trip, "no detectable effect") are 
 per episode as registry alerts (audit entries); an A/B test's conclusion is recorded with
 the registry before its promotion is launched; every launched run carries the decision's
 evidence (lift, interval, users, state of the test) as the `modelops/evidence` tag.
+
+Monitoring in force changes the thresholds (`SequentialRule.under_monitoring`, read for the
+whole fleet in one query per tick, `modelops.registry.monitoring`): after a break-glass the
+(model, slice) is under heightened monitoring until its end (error-rate and p99 limits
+halved, harm margin unchanged), and its promoted version is judged on every tick until then
+even past the post-promotion watch; inside an IRREVERSIBLE rollback's decay window the
+thresholds are relaxed by the window's factor. The decision's details (so the evidence tag)
+say which and until when, and the model's asset gets one observation per heightened period.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -47,6 +55,7 @@ from modelops.evaluation.decision import (
 from modelops.evaluation.sequential_rule import SequentialRule
 from modelops.fleet import Fleet, OnlinePolicy
 from modelops.registry import LiveState, Registry
+from modelops.registry.monitoring import Monitoring, monitoring_in_force
 from modelops.spec import ModelClass, ModelSpec, RollbackClass, State, Tier
 from resources import PredictionLogResource, RegistryResource
 from sensors.launch import ActionJobs, jobs_for
@@ -102,6 +111,7 @@ class OnlineMetricsEvaluator:
         # immutable once found, like the A/B plan recorded on entry to AB_TEST.
         self._canary_starts: dict[tuple[str, str, str, int, float], float] = {}
         self._ab_plans: dict[tuple[str, str, str, int, float], dict[str, Any] | None] = {}
+        self.monitoring: dict[tuple[str, str], Monitoring] = {}  # as read on the last tick
 
     # ------------------------------------------------------------------ caches
 
@@ -159,15 +169,19 @@ class OnlineMetricsEvaluator:
         self, reg: Registry, now: float
     ) -> tuple[list[LiveState], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
         """Live versions to judge this tick, each (model, slice)'s prod version, and the last
-        good version of each watched promotion."""
+        good version of each watched promotion. A promotion under heightened monitoring is
+        judged until that ends, even past the post-promotion watch."""
         live = reg.live_states(_WATCHED)
+        self.monitoring = monitoring_in_force(reg, datetime.fromtimestamp(now, UTC))
         prod = {(ls.model_id, ls.slice): ls.version for ls in live if ls.state is State.PROMOTED}
         watch_s = self.fleet.durations.watch_s
         out: list[LiveState] = []
         rollback_to: dict[tuple[str, str], int] = {}
         for ls in live:
             if ls.state is State.PROMOTED:
-                if now - ls.since.timestamp() > watch_s:
+                mon = self.monitoring.get((ls.model_id, ls.slice))
+                heightened = mon is not None and mon.heightened_until is not None
+                if now - ls.since.timestamp() > watch_s and not heightened:
                     continue  # the common case: no registry call on this path
                 target = reg.desired_state(ls.model_id, ls.slice).rollback_target
                 if target is None:
@@ -215,14 +229,63 @@ class OnlineMetricsEvaluator:
                     base_v = prod.get((model_id, slice_))
                 ev = self._evidence(reg, ls, now, by, base_v, prod.get((model_id, slice_)))
                 ev = self._complete(reg, reader, ls, ev, start, by, base_v, log)
+                ev, notes = self._monitored(ls, ev)
                 try:
                     decision = self.engine.decide(ev)
                 except Exception as exc:  # noqa: BLE001 - a bad engine holds, visibly
                     if log is not None:
                         log.error(f"{_key(ls)}: decision engine failed: {exc}")
                     continue
+                if notes:
+                    decision = decision.model_copy(
+                        update={
+                            "details": {**decision.details, **notes},
+                            "reason": f"{decision.reason} [{'; '.join(notes.values())}]",
+                        }
+                    )
                 out.append((ls, decision))
         return out
+
+    def _monitored(self, ls: LiveState, ev: Evidence) -> tuple[Evidence, dict[str, Any]]:
+        """The evidence under the monitoring in force for its (model, slice), and the notes
+        saying so; an engine without `under_monitoring` judges with its own thresholds."""
+        mon = self.monitoring.get((ls.model_id, ls.slice))
+        adjust = getattr(self.engine, "under_monitoring", None)
+        if mon is None or adjust is None:
+            return ev, {}
+        result: tuple[Evidence, dict[str, Any]] = adjust(
+            ev,
+            heightened_until=_iso(mon.heightened_until),
+            relax_factor=mon.relax_factor if mon.decay_until is not None else None,
+            decay_until=_iso(mon.decay_until),
+            decay_reason=mon.decay_reason,
+        )
+        return result
+
+    def observations(self, seen: set[str]) -> tuple[list[dg.AssetObservation], set[str]]:
+        """One observation on the model's asset per heightened period (the UI shows it);
+        returns them and the periods now observed (kept in the cursor)."""
+        events, now_seen = [], set()
+        for (model_id, slice_), mon in sorted(self.monitoring.items()):
+            if mon.heightened_until is None:
+                continue
+            until = _iso(mon.heightened_until)
+            key = f"{model_id}/{slice_}@{until}"
+            now_seen.add(key)
+            if key in seen:
+                continue
+            events.append(
+                dg.AssetObservation(
+                    asset_key=dg.AssetKey(["models", model_id]),
+                    metadata={
+                        f"monitoring/{slice_}": f"heightened monitoring until {until} "
+                        "(break-glass): error-rate and p99 latency limits halved, judged on "
+                        "every tick",
+                        "break_glass_reason": mon.heightened_reason,
+                    },
+                )
+            )
+        return events, now_seen
 
     def _complete(
         self,
@@ -393,6 +456,10 @@ def run_request_for(ls: LiveState, decision: Decision) -> dg.RunRequest | None:
     return dg.RunRequest(**fields)
 
 
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat(timespec="seconds") if ts is not None else None
+
+
 def _ts(value: Any) -> float:
     """An audit entry's time (ISO text or datetime) as unix seconds."""
     if isinstance(value, str):
@@ -435,7 +502,11 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
     tick = data.get("tick")
     last = data.get("last_decisions")
     alerted = data.get("alerted")
+    observed = data.get("observed")
     return {
+        "observed": [a for a in observed if isinstance(a, str)]
+        if isinstance(observed, list)
+        else [],
         "tick": tick if isinstance(tick, int) and tick >= 0 else 0,
         "last_decisions": last if isinstance(last, dict) else {},
         "alerted": [a for a in alerted if isinstance(a, str)] if isinstance(alerted, list) else [],
@@ -475,6 +546,7 @@ def build_online_metrics_sensor(
         decided = evaluator.evaluate(reg, predlog.reader(), context.log)
         # Alerts and A/B conclusions first: a promotion launched below needs its conclusion.
         alerted = evaluator.record_outcomes(reg, decided, set(cursor["alerted"]), context.log)
+        observations, observed = evaluator.observations(set(cursor["observed"]))
         requests: list[dg.RunRequest] = []
         seen: dict[str, str] = {}
         holding = 0
@@ -501,11 +573,14 @@ def build_online_metrics_sensor(
                 "tick": cursor["tick"] + 1,
                 "last_decisions": dict(sorted(seen.items())[:_MAX_CURSOR_ENTRIES]),
                 "alerted": sorted(alerted)[:_MAX_ALERT_KEYS],
+                "observed": sorted(observed)[:_MAX_ALERT_KEYS],
             },
             sort_keys=True,
         )
-        if requests:
-            return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+        if requests or observations:
+            return dg.SensorResult(
+                run_requests=requests, cursor=new_cursor, asset_events=observations
+            )
         return dg.SensorResult(
             skip_reason=f"{len(decided)} live version(s) watched, {holding} holding, "
             "nothing to launch",

@@ -56,9 +56,13 @@ from modelops.evaluation.sequential import SequentialReport
 from modelops.evidence import UserSums, WindowStats
 from modelops.spec import State, Tier
 
-__all__ = ["LATENCY_MIN_REQUESTS", "SequentialRule", "arm_stats"]
+__all__ = ["HEIGHTENED_FACTOR", "LATENCY_MIN_REQUESTS", "SequentialRule", "arm_stats"]
 
 LATENCY_MIN_REQUESTS = 500
+HEIGHTENED_FACTOR = 0.5
+"""Heightened monitoring multiplies the error-rate and p99-latency limits by this (halves
+them); see `SequentialRule.under_monitoring` for why those two and not the harm margin."""
+_MAX_MARGIN = 0.95  # a relaxed harm margin stays a relative drop the test can be powered for
 _EMPTY = ArmStats(n_users=0)
 
 
@@ -117,6 +121,62 @@ class SequentialRule:
             upd["alpha"] = float(contract.alpha) / 2
             upd["power"] = float(contract.power)
         return self.ab.model_copy(update=upd)
+
+    def under_monitoring(
+        self,
+        e: Evidence,
+        *,
+        heightened_until: str | None = None,
+        relax_factor: float | None = None,
+        decay_until: str | None = None,
+        decay_reason: str = "",
+    ) -> tuple[Evidence, dict[str, Any]]:
+        """The evidence with its thresholds set for the monitoring in force, and what was
+        changed (for the decision's details and the evidence tag).
+
+        Heightened monitoring (a break-glass skipped the shadow and the canary): the hard
+        guardrails' **error-rate and p99-latency limits are halved** (HEIGHTENED_FACTOR);
+        the latency ratio to prod, `min_requests` and the 500-request p99 sample are kept,
+        so a slow host or a cold start still cannot trip it alone. These are the limits
+        the skipped stages would have checked at small exposure; they are absolute
+        thresholds on measured rates, so tightening them acts on the next tick, at the
+        price of more false alarms for one day while the owners are watching anyway. The
+        **harm margin is unchanged**: it is the alternative hypothesis the SPRT is powered
+        for, not a limit; a smaller margin would not catch a real harm sooner, it would make
+        the test need more users before it concludes either way (Wald 1945), and its alpha
+        and power would no longer be the declared ones.
+
+        Decay window (after an IRREVERSIBLE rollback): error-rate and p99 limits and the
+        harm margin are multiplied by the window's factor (x2; the margin capped at 95%),
+        because the restored version runs on an input distribution its successor shifted
+        and its expected decay must not trigger a second, spurious rollback. Both may hold
+        at once; the factors multiply.
+        """
+        on = e.online
+        err, p99 = on.max_error_rate, on.max_latency_p99_ms
+        upd: dict[str, Any] = {}
+        notes: dict[str, Any] = {}
+        if relax_factor is not None and relax_factor > 1:
+            margin = self.canary_policy(e).harm_margin
+            relaxed = min(_MAX_MARGIN, margin * relax_factor)
+            err, p99 = min(1.0, err * relax_factor), p99 * relax_factor
+            upd["max_primary_drop"] = relaxed
+            notes["decay_window"] = (
+                f"decay window until {decay_until} (IRREVERSIBLE rollback): thresholds "
+                f"relaxed x{relax_factor:g} (error rate {err:.1%}, p99 {p99:g} ms, harm "
+                f"margin {margin:.0%} -> {relaxed:.0%})"
+                + (f": {decay_reason}" if decay_reason else "")
+            )
+        if heightened_until is not None:
+            err, p99 = err * HEIGHTENED_FACTOR, p99 * HEIGHTENED_FACTOR
+            notes["monitoring"] = (
+                f"heightened monitoring until {heightened_until} (break-glass): error rate "
+                f"limit {err:.1%}, p99 limit {p99:g} ms (halved), harm margin unchanged"
+            )
+        if not notes:
+            return e, {}
+        upd.update(max_error_rate=err, max_latency_p99_ms=p99)
+        return e.model_copy(update={"online": on.model_copy(update=upd)}), notes
 
     # ------------------------------------------------------------------ decide
 
