@@ -1,7 +1,9 @@
 """Sensor-tick benchmark: one online-metrics tick over a fleet of 500 models.
 
-Run: `.venv/bin/python bench/sensor_tick.py [--models 500] [--live 50] [--ticks 10]`
-(prints one JSON object). `bench_sensor_tick()` is what bench/plugin.py calls.
+Run: `.venv/bin/python bench/sensor_tick.py [--models 500] [--live 50] [--ticks 10] [--write]`
+(prints one JSON object; `--write` also puts its keys into bench/results/plugin.json, leaving
+the other benchmarks' figures there as they are). `bench_sensor_tick()` is what
+bench/plugin.py calls.
 
 The fleet, in a throwaway MODELOPS_HOME (SQLite registry and prediction log, the embedded
 default): `n_models` models, each with a PROMOTED version promoted three days ago (outside
@@ -11,6 +13,10 @@ good version (inside the watch, so the sensor judges them too); `n_new` others w
 OFFLINE_PASSED version for the candidate sensor. Every fifth model is tier L2 (weight
 refreshes on one feature contract), the rest L1. The prediction log holds `rows` requests
 with a click outcome for every prod arm and every candidate arm over the last two hours.
+Prod's rows come from `users` keyed users (a salted user hash, as the gateway logs it) and
+a canary's from its step's share of that many, so the tick takes the per-user path the
+sequential engine decides on: the SQL per-user sums, the SRM check and the harm tests.
+Shadow rows are mirrors and carry no user, as in the gateway.
 
 A tick is measured as the daemon runs it: a fresh sensor context with fresh resources (a new
 registry engine and log reader each time), then the evaluation. The first tick of a new
@@ -39,6 +45,8 @@ __all__ = ["bench_sensor_tick"]
 TARGET_TICK_S = 5.0
 HOUR = 3600.0
 _CONTRACT = "bench_features@1"
+_SALT = b"bench-sensor-tick-salt"
+RESULTS = Path(__file__).resolve().parent / "results" / "plugin.json"
 
 
 class _Clock:
@@ -149,13 +157,16 @@ def _build_registry(fleet: Any, now: float, plan: dict[str, list[int]]) -> dict[
 
         clock.ts = now - 2 * HOUR
         ladder = fleet.canary_ladder
+        plan["canary_percent"] = {}  # the prediction log splits its users by these
         for k, i in enumerate(plan["live"]):
             m = _mid(i)
             v = _register(reg, m, "b")
             if k % 2:
                 to_shadow(m, v)
             else:
-                to_canary(m, v, ladder[(k // 2) % len(ladder)])
+                pct = ladder[(k // 2) % len(ladder)]
+                plan["canary_percent"][i] = pct
+                to_canary(m, v, pct)
         clock.ts = now - HOUR
         for i in plan["watch"]:
             m = _mid(i)
@@ -175,17 +186,28 @@ def _build_registry(fleet: Any, now: float, plan: dict[str, list[int]]) -> dict[
     }
 
 
-def _build_predlog(now: float, plan: dict[str, Any], rows: int, seed: int) -> dict[str, Any]:
-    """Requests and click outcomes over the last two hours, written by the gateway's log."""
+def _build_predlog(
+    now: float, plan: dict[str, Any], rows: int, seed: int, users: int
+) -> dict[str, Any]:
+    """Requests and click outcomes over the last two hours, written by the gateway's log.
+
+    Prod's requests come from `users` keyed users; a canary's from its step's share of them
+    (users * p / (100 - p), at least one: the split the gateway's sticky assignment gives,
+    so the sample-ratio check sees the configured split). A shadow's rows are mirrors,
+    logged with no user as the gateway logs them."""
     from serving.predlog import PredictionLog
+    from serving.predlog.userhash import hash_user
     from serving.records import Outcome, PredictionRecord
 
     rnd = random.Random(seed)
     t0 = time.perf_counter()
     n = 0
 
-    def series(log: Any, m: str, v: int, arm: str, lo: float, hi: float, ctr: float) -> None:
+    def series(
+        log: Any, m: str, v: int, arm: str, lo: float, hi: float, ctr: float, keyed: int
+    ) -> None:
         nonlocal n
+        hashes = [hash_user(f"{m}/{arm}/user-{k}", _SALT) for k in range(keyed)] or [None]
         for j in range(rows):
             rid = f"{m}-{v}-{arm}-{j}"
             ts = lo + (hi - lo) * (j + rnd.random()) / rows
@@ -199,6 +221,7 @@ def _build_predlog(now: float, plan: dict[str, Any], rows: int, seed: int) -> di
                     arm=arm,
                     slice="global",
                     user_bucket=rnd.randrange(10_000),
+                    user_hash=hashes[j % len(hashes)],
                     latency_ms=rnd.lognormvariate(2.5, 0.4),
                     error=err,
                     outputs={"probability": [round(rnd.random(), 4)]},
@@ -216,14 +239,16 @@ def _build_predlog(now: float, plan: dict[str, Any], rows: int, seed: int) -> di
         for i in range(plan["n_models"]):
             m = _mid(i)
             if i in watch:  # v1 served until the promotion an hour ago, v2 since
-                series(log, m, 1, "prod", now - 2 * HOUR, now - HOUR, 0.10)
-                series(log, m, 2, "prod", now - HOUR + 1, now, 0.10)
+                series(log, m, 1, "prod", now - 2 * HOUR, now - HOUR, 0.10, users)
+                series(log, m, 2, "prod", now - HOUR + 1, now, 0.10, users)
                 continue
-            series(log, m, 1, "prod", now - 2 * HOUR + 60, now, 0.10)
+            series(log, m, 1, "prod", now - 2 * HOUR + 60, now, 0.10, users)
             if i in live:
-                arm = "shadow" if plan["live"].index(i) % 2 else "canary"
+                pct = plan["canary_percent"].get(i)
+                arm = "canary" if pct is not None else "shadow"
+                keyed = max(1, round(users * pct / (100 - pct))) if pct is not None else 0
                 ctr = 0.02 if i in regressed else 0.10
-                series(log, m, 2, arm, now - 2 * HOUR + 60, now, ctr)
+                series(log, m, 2, arm, now - 2 * HOUR + 60, now, ctr, keyed)
         log.flush(timeout=300)
         written, dropped = log.written, log.dropped
     return {
@@ -267,12 +292,15 @@ def bench_sensor_tick(
     n_watch: int = 10,
     n_new: int = 25,
     rows: int = 200,
+    users: int = 120,
     ticks: int = 10,
     seed: int = 20260101,
 ) -> dict[str, Any]:
     """Build the fleet in a throwaway home, time the sensors' ticks, return the figures."""
     if n_live + n_watch + n_new > n_models:
         raise ValueError("n_live + n_watch + n_new must not exceed n_models")
+    if not 1 <= users <= rows:
+        raise ValueError("prod's users must be between 1 and rows")
     rnd = random.Random(seed)
     picked = rnd.sample(range(n_models), n_live + n_watch + n_new)
     live = sorted(picked[:n_live])
@@ -299,7 +327,7 @@ def bench_sensor_tick(
             t_setup = time.perf_counter()
             fleet = _fleet(n_models)
             setup = _build_registry(fleet, now, plan)
-            setup.update(_build_predlog(now, plan, rows, seed))
+            setup.update(_build_predlog(now, plan, rows, seed, users))
             setup["setup_s"] = round(time.perf_counter() - t_setup, 2)
 
             online = build_online_metrics_sensor(fleet, jobs=ACTION_JOBS, clock=lambda: now)
@@ -340,6 +368,7 @@ def bench_sensor_tick(
             "regressed_candidates": len(plan["regressed"]),
             "offline_passed_candidates": len(plan["new"]),
             "rows_per_series": rows,
+            "prod_users_per_series": users,
         },
         "setup": setup,
         "online_metrics_tick": {"first_s": round(first_s, 4), **online_stats},
@@ -359,15 +388,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch", type=int, default=10)
     p.add_argument("--ticks", type=int, default=10)
     p.add_argument("--rows", type=int, default=200)
+    p.add_argument("--users", type=int, default=120, help="prod's keyed users per series")
+    p.add_argument("--write", action="store_true", help=f"merge the figures into {RESULTS}")
     args = p.parse_args(argv)
     from benchlib import machine_info
 
     out = bench_sensor_tick(
-        args.models, args.live, n_watch=args.watch, rows=args.rows, ticks=args.ticks
+        args.models,
+        args.live,
+        n_watch=args.watch,
+        rows=args.rows,
+        users=args.users,
+        ticks=args.ticks,
     )
     out["machine"] = machine_info(["sqlite"])
     print(json.dumps(out, indent=2, sort_keys=True))
+    if args.write:
+        write_results(out)
     return 0 if out["meets_target"] else 1
+
+
+def write_results(out: dict[str, Any], path: Path = RESULTS) -> None:
+    """This benchmark's keys into the plugin results (the file bench/plugin.py writes whole),
+    with its own run time and machine; the other benchmarks' figures stay as they are."""
+    res = json.loads(path.read_text()) if path.exists() else {}
+    figures = {k: v for k, v in out.items() if k != "machine"}
+    res.update(figures)
+    res["sensor_tick.timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    res["sensor_tick.machine"] = out.get("machine")
+    met = res.setdefault("met", {})
+    met["sensor_tick_s"] = out["sensor_tick_s"] <= TARGET_TICK_S
+    path.write_text(json.dumps(res, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
