@@ -8,6 +8,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ab_reports import build_ab_report_asset
+from assets.compliance_docs import build_compliance_docs_asset
 from assets.drift_reports import build_drift_report_asset
 from assets.shadow_reports import build_shadow_replay_schedule, build_shadow_report_asset
 from modelops.fleet import Fleet
@@ -21,5 +22,6 @@ def build_online_report_defs(fleet: Fleet) -> dg.Definitions:
         assets.append(build_shadow_report_asset(fleet, decl))
         assets.append(build_drift_report_asset(fleet, decl))
         assets.append(build_ab_report_asset(fleet, decl))
+        assets.append(build_compliance_docs_asset(fleet, decl))  # Article 11 document
     job, schedule = build_shadow_replay_schedule(fleet)
     return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
