@@ -125,6 +125,7 @@ class Fleet:
             model_class=ModelClass.dnn,
             framework=[Framework.pytorch, Framework.onnx, Framework.tensorflow][i % 3],
             description=f"benchmark fleet model {i}",
+            intended_purpose="scores synthetic benchmark traffic; no decisions",
             slices=list(SLICES),
             policy=DecisionPolicy(primary_metric="auc", min_samples=1000),
             downstream_dependents=self.downstream[model_id],
