@@ -119,3 +119,23 @@ def test_a_consumed_approval_cannot_authorize_another_plan(
     with pytest.raises(Exception) as info:
         build_plan(registry, E, cascade=True, approvals=[stmt], actor="ops")
     assert "\n" not in str(info.value)
+
+
+def test_audit_verify_reverifies_the_cascade_approvals(fleet: Fleet, registry: Registry) -> None:
+    from test_identity import rewrite_chain
+
+    stmt = _sign(registry, "safety-lead")
+    run_rollback(
+        registry, fleet.artifacts, E, fleet.v2, actor="ops", cascade=True, approvals=[stmt]
+    )
+    assert registry.verify_audit().ok
+
+    def reroot(row: dict[str, object]) -> None:
+        payload = json.loads(str(row["payload"]))
+        for a in payload.get("cascade_approvals") or []:
+            a["payload"]["cascade_root"] = "ranker"  # the signature no longer covers it
+        row["payload"] = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+    rewrite_chain(registry, f"model:{E}", reroot)
+    problems = [p for p in registry.verify_audit().problems if "cascade approval" in p.detail]
+    assert [p.kind for p in problems] == ["SIGNATURE_FORGED"]

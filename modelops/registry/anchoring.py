@@ -221,6 +221,7 @@ class AnchorOps(SignatureOps, AuditOps):
                     )
                 )
             nonces[p.nonce] = where
+        out += _cascade_problems(conn, chains, keys, nonces)
         models = [c.removeprefix("model:") for c in chains if c.startswith("model:")]
         out += _table_statement_problems(conn, models, keys)
         return out
@@ -290,6 +291,54 @@ def _approval_problems(
                     f"{where}: an approval by {ap.signer!r} is for another subject",
                 )
             )
+    return out
+
+
+def _cascade_problems(
+    conn: Connection, chains: list[str], keys: dict[str, ActorKey], nonces: dict[str, str]
+) -> list[AuditProblem]:
+    """The cascade approvals a rollback entry carries still verify, are cascade approvals
+    rooted at that rollback's model and slice, and were each used once."""
+    out = []
+    rows = conn.execute(
+        select(audit_log)
+        .where(audit_log.c.chain.in_(chains), audit_log.c.action == "rollback")
+        .order_by(audit_log.c.id)
+    ).all()
+    for e in rows:
+        payload = json.loads(e.payload)
+        for raw in payload.get("cascade_approvals") or []:
+            where = (
+                f"{e.chain}: seq {e.seq} (cascade approval in rollback {e.model_id}@{e.version})"
+            )
+            try:
+                st = SignedStatement.from_obj(raw)
+                p = reverify_recorded(st, keys=_signer_keys(keys, st), recorded_at=parse_ts(e.ts))
+            except SignatureRefused as exc:
+                out.append(_sig_problem(e, "SIGNATURE_" + exc.reason.upper(), f"{where}: {exc}"))
+                continue
+            if (p.kind.value, p.cascade_root, p.slice) != (
+                "cascade_approval",
+                e.model_id,
+                payload.get("slice"),
+            ):
+                out.append(
+                    _sig_problem(
+                        e,
+                        "SIGNATURE_WRONG_SUBJECT",
+                        f"{where}: a {p.kind.value} by {p.signer!r} rooted at "
+                        f"{p.cascade_root!r} on slice {p.slice!r}",
+                    )
+                )
+            if p.nonce in nonces:
+                out.append(
+                    _sig_problem(
+                        e,
+                        "SIGNATURE_REPLAYED",
+                        f"{where}: nonce {p.nonce[:12]} was already used by {nonces[p.nonce]}",
+                    )
+                )
+            nonces[p.nonce] = where
     return out
 
 
