@@ -11,7 +11,8 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from modelops.errors import ConflictError, IllegalTransition, ModelopsError
 from modelops.evidence import SloMeasurement
 from modelops.fleet import DatasetDecl, Fleet, ModelDecl
 from modelops.registry import SLO_NOT_MEASURED_OVERRIDE, DatasetInput, Registry
+from modelops.registry.checkpoints import checkpoint_run_id
 from modelops.spec import (
     ModelClass,
     ModelVersion,
@@ -231,10 +233,25 @@ def _train(
     return _Trained(ref.sha256, ref.uri, overall, per_slice, trained.signature, drift_ref)
 
 
+def _checkpoint_time(context: dg.AssetExecutionContext, decl: ModelDecl) -> datetime | None:
+    """A continuous learner's checkpoint time: the schedule tick that launched the run, else
+    now (a manual run); None for every other model."""
+    if decl.spec.continuous is None:
+        return None
+    tick = context.run.tags.get("dagster/scheduled_execution_time")
+    at = datetime.fromisoformat(tick) if tick else datetime.now(UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _register_candidate(
-    reg: Registry, decl: ModelDecl, inputs: _Inputs, trained: _Trained
+    reg: Registry,
+    decl: ModelDecl,
+    inputs: _Inputs,
+    trained: _Trained,
+    checkpoint_at: datetime | None = None,
 ) -> ModelVersion:
-    """The one core call: team, model, contract, datasets and version in one transaction.
+    """The one core call: team, model, contract, datasets and version in one transaction
+    (for a continuous learner, the checkpoint call, which also applies retention).
 
     A concurrent run of the same training that registered first gets its version back.
     """
@@ -248,11 +265,9 @@ def _register_candidate(
             kind=snap.kind,
         )
 
-    return reg.register_candidate(
-        decl.spec,
+    common: dict[str, Any] = dict(
         weights_hash=trained.weights_hash,
         weights_uri=trained.weights_uri,
-        training_run_id=inputs.run_id,
         training_data=dataset(inputs.dataset),
         eval_set=dataset(inputs.eval_set),
         contract=inputs.contract,
@@ -266,7 +281,10 @@ def _register_candidate(
         ),
         # The fleet file is the platform's reviewed declaration, so its owner teams are known.
         ensure_team_by="system:fleet",
-    ).version
+    )
+    if checkpoint_at is not None:
+        return reg.register_checkpoint(decl.spec, checkpoint_at=checkpoint_at, **common).version
+    return reg.register_candidate(decl.spec, training_run_id=inputs.run_id, **common).version
 
 
 def materialize_model(
@@ -290,8 +308,16 @@ def materialize_model(
         f"training {decl.model_id} with {decl.trainer} on {ds_snap.name}@v{ds_snap.version} "
         f"({train.rows} rows); training run {inputs.run_id}"
     )
+    checkpoint_at = _checkpoint_time(context, decl)
+    if checkpoint_at is not None:
+        # A continuous learner publishes a checkpoint per tick, even on unchanged inputs
+        # (it keeps learning online); the tick time is its identity, so a redelivered tick
+        # returns the checkpoint it registered.
+        inputs = replace(inputs, run_id=checkpoint_run_id(checkpoint_at))
     version = reg.find_candidate(decl.model_id, inputs.run_id)
-    if version is not None:
+    if version is not None and checkpoint_at is not None:
+        context.log.info(f"checkpoint {inputs.run_id} is {decl.model_id}@v{version.version}")
+    elif version is not None:
         # Same model, trainer, params, data and contract: a scheduled refresh with nothing new
         # to learn. Retraining could still give other bytes (TorchScript and SavedModel
         # exports are not byte-stable), and that must not become a new version to deploy.
@@ -301,7 +327,7 @@ def materialize_model(
         )
     else:
         trained = _train(decl, train, held_out, store, inputs.contract)
-        version = _register_candidate(reg, decl, inputs, trained)
+        version = _register_candidate(reg, decl, inputs, trained, checkpoint_at)
     yield from _gate_and_report(context, decl, key, reg, store, triton, inputs, held_out, version)
 
 

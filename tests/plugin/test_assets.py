@@ -641,3 +641,42 @@ def test_trainer_names_and_params_are_checked() -> None:
     check_trainer_params(train_gbdt_onnx, {"n_estimators": 5, "seed": 1}, "t")
     with pytest.raises(SpecError, match=r"\['depth'\].*allowed: .*max_depth"):
         check_trainer_params(train_gbdt_onnx, {"depth": 5}, "t")
+
+
+def test_a_continuous_learner_publishes_one_checkpoint_per_tick(
+    home: Path, demo_fleet: Fleet, triton: Any
+) -> None:
+    """Each schedule tick is a checkpoint (even on unchanged data: the learner keeps learning),
+    its time is the version's identity, and a redelivered tick is the same checkpoint."""
+    from datetime import UTC, datetime, timedelta
+
+    _write_data(home)
+    fleet = _fleet(
+        demo_fleet,
+        trainer_params={"n_estimators": 25},
+        spec={"continuous": {"checkpoint_every_hours": 6, "retain_checkpoints": 2}},
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    ticks = [now - timedelta(hours=12), now - timedelta(hours=6)]
+
+    def run(at: datetime) -> Any:
+        return dg.materialize(
+            assets.build_fleet_assets(fleet),
+            resources=_resources(triton),
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+            selection=[dg.AssetKey(["models", "ctr_gbdt"])],
+            tags={"dagster/scheduled_execution_time": at.isoformat()},
+        )
+
+    assert run(ticks[0]).success and run(ticks[1]).success
+    reg = Registry()
+    versions = reg.list_versions("ctr_gbdt")
+    assert [v.checkpoint_at for v in versions] == ticks
+    assert [v.training_run_id for v in versions] == [
+        "checkpoint-" + t.strftime("%Y%m%dT%H%M%SZ") for t in ticks
+    ]
+    assert [c.version for c in reg.checkpoints("ctr_gbdt")] == [1, 2]
+
+    assert run(ticks[1]).success  # the same tick again: its checkpoint, nothing new
+    assert [v.version for v in reg.list_versions("ctr_gbdt")] == [1, 2]
