@@ -85,7 +85,7 @@ class ActionRequest(BaseModel):
         default=False, description="rollback only: roll dependents back too (with approvals)"
     )
     approvals: list[str] = Field(
-        default_factory=list, description="rollback only: cascade approvals, DEPENDENT=ACTOR"
+        default_factory=list, description="rollback only: signed cascade approvals (JSON)"
     )
 
 

@@ -78,7 +78,7 @@ class DependentsGraph(_Rec):
 
 
 class CascadeApproval(_Rec):
-    """A registered actor's approval to cascade into one dependent."""
+    """A verified signed approval to cascade into one dependent (`modelops sign-cascade`)."""
 
     dependent: str
     approver: str
@@ -226,7 +226,8 @@ def plan_rollback(
         raise ApprovalRequired(
             f"cascade from {model_id} refused, nothing was rolled back: "
             + "; ".join(missing)
-            + "; give approvals with --approve DEPENDENT=ACTOR, or plan without --cascade"
+            + "; give signed approvals (`modelops sign-cascade ROOT DEPENDENT`, then --approve "
+            "FILE), or plan without --cascade"
         )
     out.sort(key=lambda d: (d.depth, d.model_id))
     return RollbackPlan(
