@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import run
-from test_rollback_irreversible import E, Fleet
+from test_rollback_irreversible import E, Fleet, serve_reporting
 
 from modelops.registry import Registry
 from modelops.rollback import run_rollback
@@ -52,6 +52,7 @@ def test_plan_is_a_dry_run_over_the_closure(fleet: Fleet, registry: Registry) ->
 
 
 def test_plan_refusals_are_one_line(fleet: Fleet, registry: Registry) -> None:
+    serve_reporting(registry)
     one_line_refusal(
         registry, f"rollback plan {E} --actor ops --cascade", "reporting (tier L2) needs 1 approval"
     )

@@ -5,10 +5,11 @@ leaves no row."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from test_registry_kit import approve, key_of, refused, version
-from test_rollback_irreversible import E, Fleet
+from test_registry_kit import key_of, refused
+from test_rollback_irreversible import E, Fleet, serve_reporting
 
 from modelops.identity import (
     ForgedSignature,
@@ -25,11 +26,19 @@ from modelops.spec import State as S
 @pytest.fixture
 def fleet(registry: Registry, tmp_path):  # type: ignore[no-untyped-def]
     f = Fleet(registry, tmp_path)
-    v = version(registry, "reporting").version  # an L2 dependent serving a version
-    approve(registry, "reporting", v, "safety-lead", target=S.PROMOTED)
-    registry.transition("reporting", v, S.PROMOTED, actor="rank-eng", expected=S.OFFLINE_PASSED)
-    f.rep_v = v  # type: ignore[attr-defined]
+    f.rep_v = serve_reporting(registry)  # type: ignore[attr-defined]
     return f
+
+
+def test_a_dependent_serving_nothing_needs_no_approval(registry: Registry, tmp_path: Any) -> None:
+    """Nothing to roll back, and no version anyone could sign for: the plan says so."""
+    f = Fleet(registry, tmp_path)
+    plan = build_plan(registry, E, cascade=True, actor="ops")
+    [rep] = [d for d in plan.dependents if d.model_id == "reporting"]
+    assert (rep.action, rep.approvals_needed) == ("warn", 0)
+    assert "nothing serving on slice 'global'" in rep.note
+    report = run_rollback(registry, f.artifacts, E, f.v2, actor="ops", cascade=True)
+    assert [c["model_id"] for c in report.cascaded] == ["dashboard"]
 
 
 def _sign(reg: Registry, signer: str, root: str = E) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_registry_kit import (
     add_people,
+    approve,
     bootstrap_prod,
     contract,
     datasets,
@@ -141,7 +142,16 @@ def test_a_new_version_clears_needs_retrain(fleet: Fleet, registry: Registry) ->
     assert registry.needs_retrain("ranker") == []
 
 
+def serve_reporting(reg: Registry) -> int:
+    """Put a version of the L2 dependent `reporting` in prod: a cascade would roll it back."""
+    v = version(reg, "reporting").version
+    approve(reg, "reporting", v, "safety-lead", target=S.PROMOTED)
+    reg.transition("reporting", v, S.PROMOTED, actor="rank-eng", expected=S.OFFLINE_PASSED)
+    return v
+
+
 def test_a_cascade_without_approvals_is_refused_whole(fleet: Fleet, registry: Registry) -> None:
+    serve_reporting(registry)
     before_rows = fleet.rows()
     info = refused(
         registry,

@@ -157,12 +157,15 @@ def plan_rollback(
     actor: str = "",
     known_teams: Collection[str] = (),
     max_depth: int | None = None,
+    serving: Collection[str] | None = None,
 ) -> RollbackPlan:
     """The plan for rolling back `model_id` on `slice`; refuses a cascade it cannot approve.
 
     With `cascade`, every dependent that would otherwise only be warned must carry its
     tier's approvals, or the whole plan is refused (ApprovalRequired, one line naming each
-    dependent and what it lacks), so a rollback never cascades halfway.
+    dependent and what it lacks), so a rollback never cascades halfway. `serving` (when
+    given) names the models with a live version on the slice: a dependent with none has
+    nothing to roll back, so it needs no approval (there is no version one could sign for).
     """
     root = graph.nodes.get(model_id)
     if root is None:
@@ -197,6 +200,8 @@ def plan_rollback(
             elif down in snapshotted:
                 action = "restore_state"
                 note = "state restored to the snapshot taken on the version's entry"
+            elif cascade and serving is not None and down not in serving:
+                note = f"nothing serving on slice {slice!r}: nothing to cascade"
             elif cascade:
                 needed, who, lack = _cascade_check(node, slice, approvals, actor, known_teams)
                 action = "cascade"

@@ -152,7 +152,16 @@ def build_plan(
         ),
         actor=actor,
         known_teams=set(registry.list_teams()),
+        serving=_serving(registry, slice) if cascade else None,
     )
+
+
+_LIVE = (State.CANARY, State.AB_TEST, State.SHADOW, State.PROMOTED)
+
+
+def _serving(registry: Registry, slice_: str) -> set[str]:
+    """Models with a version a cascade would roll back on the slice (one fleet-wide read)."""
+    return {ls.model_id for ls in registry.live_states(_LIVE) if ls.slice == slice_}
 
 
 def _spec_of(registry: Registry, owner: str) -> ModelSpec:
