@@ -69,7 +69,8 @@ class CanaryPlan:
             f"canary {self.percent}%: power {self.power:.0%} against a {self.margin:.0%} drop "
             f"(false rollback <= {self.alpha:g}, {self.tests} tests) {need}; have "
             f"{self.have_candidate} / {self.have_prod} users, information "
-            f"{self.information:.0f} of ~{self.information_expected:.0f}"
+            f"{self.information:.0f} (a 'no worse' verdict expects ~"
+            f"{self.information_expected:.0f})"
         )
 
 
@@ -150,6 +151,8 @@ class _Track:
     old_rule: Decision | None = None
     old_verdicts: dict[str, int] = field(default_factory=dict)
     reported: bool = False
+    looks: list[tuple[int, float, float | None, float | None]] = field(default_factory=list)
+    ab_line: str | None = None
 
 
 class CanaryObserver:
@@ -183,6 +186,10 @@ class CanaryObserver:
             return
         live: set[tuple[str, int]] = set()
         for e in self.recorder.seen:
+            if e.state is State.AB_TEST:
+                live.add((e.model_id, e.version))
+                self._ab(e, now)
+                continue
             if e.state is not State.CANARY:
                 continue
             key = (e.model_id, e.version)
@@ -211,6 +218,62 @@ class CanaryObserver:
                 t.reported = True
                 self._ended(key, t)
 
+    def _ab(self, e: Evidence, now: float) -> None:
+        """An A/B test: its plan (plan_ab on the model's contract), the sequential test's
+        decision, and each look's lift with its always-valid interval (the plot's points)."""
+        from modelops.evaluation.ab import plan_ab
+
+        key = (e.model_id, e.version)
+        t = self.tracks.setdefault(key, _Track())
+        t.evidence = e
+        d = self.engine.decide(e)
+        t.new_rule = d
+        c = e.policy.ab
+        split = (e.percent or 50) / 100.0
+        plan = plan_ab(c.baseline_rate, c.relative_mde, c.alpha, c.power, c.daily_users, split)
+        det = d.details
+        users = (det.get("users_candidate", 0), det.get("users_prod", 0))
+        if det.get("lift") is not None:
+            t.looks.append((users[0], det["lift"], det.get("lift_low"), det.get("lift_high")))
+        t.ab_line = (
+            f"A/B {e.percent}%: {c.relative_mde:.0%} lift at power {c.power:.0%} (alpha "
+            f"{c.alpha:g} two-sided) needs {plan.treatment_users} users per arm at a fixed "
+            f"horizon, ~{plan.sequential_users_at_mde // 2} per arm expected sequentially at "
+            f"the MDE (at most {plan.sequential_users_max // 2}); have {users[0]} / {users[1]}"
+        )
+        if now - t.last_print >= self.print_every_s:
+            t.last_print = now
+            self.tl(f"plan      {e.model_id} v{e.version} {t.ab_line}")
+            self.tl(f"          sequential test: {d.verdict.value} - {d.reason}"[:260])
+
+    def lift_plot(self, key: tuple[str, int], width: int = 50) -> list[str]:
+        """The A/B's lift per look with its always-valid interval, as text: the interval
+        narrows as users come in, and promotion needs it clear of zero."""
+        t = self.tracks.get(key)
+        if t is None or not t.looks:
+            return []
+        looks = [lk for lk in t.looks if lk[2] is not None and lk[3] is not None]
+        if not looks:
+            return []
+        lo = max(-1.0, min(lk[2] for lk in looks))
+        hi = min(1.0, max(lk[3] for lk in looks))
+        lo, hi = min(lo, -0.05), max(hi, 0.05)
+
+        def col(v: float) -> int:
+            return int(round((min(max(v, lo), hi) - lo) / (hi - lo) * (width - 1)))
+
+        legend = "lift per look (| = 0; [ ] = always-valid interval; * = estimate)"
+        out = [f"{legend}, {lo:+.0%}..{hi:+.0%}"]
+        step = max(1, len(looks) // 12)
+        for users, lift, a, b in looks[::step] + ([looks[-1]] if len(looks) % step else []):
+            row = [" "] * width
+            row[col(0.0)] = "|"
+            row[col(a)] = "["
+            row[col(b)] = "]"
+            row[col(lift)] = "*"
+            out.append(f"  {users:>6} users  {''.join(row)}  {lift:+.1%} [{a:+.1%}, {b:+.1%}]")
+        return out
+
     def _ended(self, key: tuple[str, int], t: _Track) -> None:
         """A canary left CANARY: say what the old rule made of its last windows."""
         m, v = key
@@ -220,6 +283,11 @@ class CanaryObserver:
             state = "?"
         e = t.evidence
         assert e is not None
+        if e.state is State.AB_TEST:
+            self.tl(f"outcome   {m} v{v} is {state} after its A/B test")
+            for line in self.lift_plot(key):
+                self.tl(f"          {line}")
+            return
         top = old_rule_decision(e, at_top=True)
         seen = ", ".join(f"{k} x{n}" for k, n in sorted(t.old_verdicts.items()))
         self.tl(
@@ -231,9 +299,11 @@ class CanaryObserver:
         out: dict[str, Any] = {}
         for (m, v), t in self.tracks.items():
             e = t.evidence
-            top = old_rule_decision(e, at_top=True) if e is not None else None
+            is_ab = e is not None and e.state is State.AB_TEST
+            top = old_rule_decision(e, at_top=True) if e is not None and not is_ab else None
             out[f"{m} v{v}"] = {
-                "plan": t.plan.line() if t.plan else None,
+                "plan": t.plan.line() if t.plan else t.ab_line,
+                "lift_plot": self.lift_plot((m, v)),
                 "users_expected": t.plan.users_expected if t.plan else None,
                 "users_have": t.plan.have_candidate if t.plan else None,
                 "sequential_last": t.new_rule.verdict.value if t.new_rule else None,

@@ -65,6 +65,8 @@ def outcome_row(watcher: Watcher, m: str, truth: dict[str, Any]) -> dict[str, An
         ok = alert is not None and st in ("CANARY", "ROLLED_BACK")
         if alert is not None:
             reason = f"SRM alert: {alert.payload.get('detail', '')}; then {reason}"
+    elif expect == "AB_PROMOTED":
+        ok = st == "PROMOTED" and "significant lift" in reason
     elif expect == "ROLLED_BACK":
         ok = st == "ROLLED_BACK" and actor == "system:online-metrics"
     else:
@@ -130,10 +132,13 @@ def print_summary(result: DemoResult) -> None:
             c = result.canaries.get(f"{o['model']} v{o['version']}")
             if c:
                 print(f"       plan: {str(c['plan'])[:300]}")
-                print(
-                    f"       old rule on the same windows: {c['old_rule_verdicts']}; at the top "
-                    f"of the ladder it would {c['old_rule_at_top']}"
-                )
+                if c.get("old_rule_at_top"):
+                    print(
+                        f"       old rule on the same windows: {c['old_rule_verdicts']}; at the "
+                        f"top of the ladder it would {c['old_rule_at_top']}"
+                    )
+                for line in c.get("lift_plot") or []:
+                    print(f"       {line}")
     if result.regressed:
         r = result.regressed
         print(

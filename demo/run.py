@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from demo.instance import write_instance_yaml
+from demo.owners import OPERATOR, Scenario
 from demo.procs import REPO_ROOT, Stack
 from demo.report import (
     DemoResult,
@@ -64,9 +65,6 @@ DEMO_FLEET = REPO_ROOT / "demo" / "fleet.yaml"
 DEMO_SCENARIO = REPO_ROOT / "demo" / "scenario.yaml"
 LOCATION = "modelops"
 LOCATION_WAIT_S = 60.0
-
-
-_SETTLED = ("PROMOTED", "FAILED", "ROLLED_BACK")
 
 
 class DemoFailed(ModelopsError):
@@ -162,6 +160,8 @@ def apply_policy(raw: dict[str, Any], policy: dict[str, Any]) -> None:
             pol["min_samples"] = int(decl["min_samples"])
         if "log_inputs" in decl:
             pol["log_inputs"] = bool(decl["log_inputs"])
+        if "ab" in decl:
+            pol["ab"] = {**pol.get("ab", {}), **decl["ab"]}
         if "shadow" in decl:
             pol["shadow"] = {**pol.get("shadow", {}), **decl["shadow"]}
         if "drift_window_s" in decl:
@@ -207,7 +207,6 @@ def launch(
 
 REVIEWER = ("platform-reviewer", "ml-platform")
 _REVIEWER_KEY: dict[str, Any] = {}
-OPERATOR = ("platform-operator", "ml-platform")
 
 
 def approve_and_promote(
@@ -304,7 +303,7 @@ def _scenario(
     limits = {
         "start": 120.0,
         "bootstrap": 240.0,
-        "refresh": 420.0,
+        "refresh": 540.0,
         "rollback": 180.0,
         "drift": 90.0,
     }
@@ -324,6 +323,7 @@ def _scenario(
     watcher: Watcher | None = None
     sim: TrafficSim | None = None
     observer: CanaryObserver | None = None
+    scenario: Scenario | None = None
     try:
         # -- processes --------------------------------------------------------------
         result.phase = "start"
@@ -350,6 +350,10 @@ def _scenario(
         approved: set[str] = set()
 
         def bootstrapped() -> bool:
+            for job, model, why in watcher.failures:  # type: ignore[union-attr]
+                # A first version's promotion or training that failed will not come back.
+                if job == "modelops_promote" or job.startswith("refresh_"):
+                    raise PhaseFailed(f"phase 'bootstrap': run {job} ({model}) failed: {why}"[:600])
             for m in gated - approved:  # L2 first versions wait for a human
                 if watcher.state(m, 1) == "OFFLINE_PASSED":  # type: ignore[union-attr]
                     approved.add(m)
@@ -368,6 +372,8 @@ def _scenario(
             note = "waiting for two approvals (L3)" if st == "OFFLINE_PASSED" else "gates failed"
             tl(f"demo      {m} v1 is {st}: {note}")
 
+        waited = _await_serving(stack.gateway_url, auto, 60.0)
+        tl(f"demo      every model answers through the gateway ({waited:.1f}s)")
         sim = TrafficSim(
             stack.gateway_url,
             auto,
@@ -389,71 +395,24 @@ def _scenario(
 
         # -- 2. refresh -------------------------------------------------------------
         result.phase = "refresh"
-        from demo.data import write_snapshot
-
-        data_version = 1
-        before = {m: watcher.prod_version(m) or 0 for m in auto}
-        plan: dict[str, dict[str, Any]] = {}
+        scenario = Scenario(
+            home, fleet, world, sim, watcher, lambda job, **kw: launch(client, job, tl, **kw), tl
+        )
+        watcher.hooks.append(scenario.hook)
+        watcher.hooks.append(_focus_traffic(watcher, sim, auto))
+        plan = scenario.plan
         refresh_t0 = time.monotonic()
         if refresh_phase:
-            data_version = 2
             tl("phase 2   dataset v2 lands; weight refresh -> shadow -> canary -> decision")
             for m in auto:
-                truth = dict(world.get("refresh", {}).get(m) or {"effect": 0.0})
-                truth.setdefault("expect", "PROMOTED")
-                v = max(watcher.versions(m)) + 1
-                truth["version"] = v
-                plan[m] = truth
-                sim.set_effect(m, v, float(truth.get("effect", 0.0)))
-                lost = float(truth.get("lost_canary_users", 0.0))
-                if lost:
-                    sim.lose_canary_users(m, v, lost)
-                if truth.get("label_shift"):
-                    sim.set_effect(m, v, float(truth.get("effect", 0.0)))
-                rate = sim.true_rate(m, v)
-                tl(
-                    f"world     {m} v{v}: true click rate {rate:.3f} vs prod "
-                    f"{sim.true_rate(m, before[m]):.3f} ({truth.get('effect', 0.0):+.0%})"
-                    + (f", {lost:.0%} of its canary users lost" if lost else "")
-                    + (
-                        f", trained on labels shifted by {truth['label_shift']:+g} logit"
-                        if truth.get("label_shift")
-                        else ""
-                    )
-                    + f"; expected: {truth['expect']} - {truth.get('story', '')}"
-                )
-            shifts = {fleet.model(m).dataset: float(plan[m].get("label_shift", 0.0)) for m in plan}
-            for d in fleet.datasets:
-                if d.kind == "dataset":
-                    write_snapshot(home, d.name, data_version, label_shift=shifts.get(d.name, 0.0))
+                scenario.set_truth(m, world.get("refresh", {}).get(m) or {"effect": 0.0})
+            scenario.write_data(auto)
             for m in auto:
                 launch(client, f"refresh_{m}", tl)
 
-        operator_rolled: set[str] = set()
-
-        def owners() -> None:
-            """What the owners do on an SRM alert: roll the held canary back."""
-            for m, truth in plan.items():
-                if truth["expect"] != "SRM" or m in operator_rolled:
-                    continue
-                v = truth["version"]
-                if watcher.state(m, v) != "CANARY":  # type: ignore[union-attr]
-                    continue
-                alert = watcher.alert(m, v, "online_srm")  # type: ignore[union-attr]
-                if alert is not None:
-                    operator_rolled.add(m)
-                    operator_rollback(client, m, v, alert.payload.get("detail", ""), tl)
-
-        watcher.hooks.append(owners)
-        watcher.hooks.append(_focus_traffic(watcher, sim, auto))
-
-        def outcome(m: str) -> str | None:
-            """None while the scenario's goal for m is open; else what happened."""
-            st = watcher.state(m, plan[m]["version"])  # type: ignore[union-attr]
-            return st if st in _SETTLED else None
-
         def refresh_done(models_: list[str]) -> bool:
-            return all(outcome(m) is not None for m in models_)
+            open_ = set(scenario.open_models())
+            return not any(m in open_ for m in models_)
 
         if refresh_phase and regression_model in auto:
             # Phase 3 starts once its model is settled; the others keep going meanwhile.
@@ -480,10 +439,7 @@ def _scenario(
             sim.boosted.add(m)
             if len(auto) > 1:
                 tl(f"traffic   mix: {m} now gets 3x the requests of each other model")
-            data_version += 1
-            for d in fleet.datasets:
-                if d.kind == "dataset":
-                    write_snapshot(home, d.name, data_version)
+            scenario.write_data([m])
             launch(client, f"refresh_{m}", tl)
             phase3_t0 = time.monotonic()
 
@@ -582,7 +538,8 @@ def _scenario(
             result.runs = watcher.run_counts()
             result.states = live_states(watcher, ids)
             result.prod = {m: watcher.prod_version(m) for m in ids}
-            result.outcomes = [outcome_row(watcher, m, plan[m]) for m in plan]
+            if scenario is not None:
+                result.outcomes = [outcome_row(watcher, e["model"], e) for e in scenario.entries()]
             watcher.close()
         if keep and sys.stdin.isatty():
             tl("demo      --keep: services stay up; press Ctrl-C to stop them")
@@ -592,25 +549,6 @@ def _scenario(
             except KeyboardInterrupt:
                 pass
         stack.stop()
-
-
-def operator_rollback(client: Any, model_id: str, version: int, why: str, tl: Timeline) -> None:
-    """What an owner does after an SRM alert: the data cannot decide, so roll the canary back
-    (an ordinary rollback run, through the same queue and lock as the sensors')."""
-    from modelops.actions import ActionKind, ActionRequest, action_run_fields
-
-    req = ActionRequest(
-        model_id=model_id,
-        version=version,
-        expected="CANARY",
-        actor=OPERATOR[0],
-        reason="owner: sample-ratio mismatch alert, the canary's data cannot decide; "
-        "rolled back until the client is fixed",
-        automated=False,
-    )
-    tl(f"demo      {OPERATOR[0]} read the SRM alert on {model_id} v{version}; rolls it back")
-    rr = action_run_fields(ActionKind.rollback, req)
-    launch(client, rr["job_name"], tl, run_config=rr["run_config"], tags=rr["tags"])
 
 
 def _focus_traffic(watcher: Watcher, sim: TrafficSim, models: list[str]) -> Callable[[], None]:
@@ -673,6 +611,35 @@ def _user_versions(table: dict[str, Any]) -> set[int]:
     eps = [table.get("prod"), (table.get("canary") or {}).get("endpoint")]
     eps += [a.get("endpoint") for a in (table.get("ab_test") or {}).get("arms", [])]
     return {int(e["version"]) for e in eps if e}
+
+
+def _await_serving(gateway_url: str, models: list[str], timeout: float) -> float:
+    """Wait until each model answers one inference with 200 (a just-promoted version may
+    still be loading in Triton): traffic should not start on 503s. Returns the wait."""
+    import httpx
+
+    from demo.data import N_FEATURES
+
+    zeros = [0.0] * N_FEATURES
+    tensor = {"name": "features", "shape": [1, N_FEATURES], "datatype": "FP32", "data": zeros}
+    body = {"inputs": [tensor]}
+    t0 = time.monotonic()
+    left = list(models)
+    while left and time.monotonic() - t0 < timeout:
+        m = left[0]
+        try:
+            r = httpx.post(f"{gateway_url}/v2/models/{m}/infer", json=body, timeout=5)
+            if r.status_code == 200:
+                left.pop(0)
+                continue
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    if left:
+        raise ModelopsError(
+            f"{', '.join(left)} did not answer through the gateway in {timeout:.0f}s"
+        )
+    return time.monotonic() - t0
 
 
 def _gateway_tables(gateway_url: str) -> list[dict[str, Any]] | None:

@@ -59,6 +59,7 @@ class Watcher:
         self._seq: dict[str, int] = {}
         self._runs: dict[str, str] = {}
         self.hooks: list[Callable[[], None]] = []  # called on every poll (observer, sim sync)
+        self.failures: list[tuple[str, str | None, str]] = []  # (job, model tag, message)
 
     def close(self) -> None:
         self.registry.close()
@@ -126,6 +127,22 @@ class Watcher:
             who = run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name")
             via = f" by {who}" if who else ""
             self.tl(f"dagster   run {run.job_name} [{run.run_id[:8]}] {status}{via}")
+            if status == "FAILURE":
+                why = self._run_error(run.run_id)
+                self.failures.append((run.job_name, run.tags.get("modelops/model"), why))
+                self.tl(f"dagster   run {run.job_name} [{run.run_id[:8]}] failed: {why}"[:400])
+
+    def _run_error(self, run_id: str) -> str:
+        """The first failure message of a run (what a person would read in the UI)."""
+        try:
+            for ev in self.instance.all_logs(run_id):
+                de = ev.dagster_event
+                if de is not None and de.is_failure:
+                    err = getattr(de.event_specific_data, "error", None)
+                    return (getattr(err, "message", None) or str(de.event_specific_data)).strip()
+        except Exception as exc:  # noqa: BLE001 - informational
+            return f"(could not read the run's logs: {exc})"
+        return "(no failure event)"
 
     def idle(self) -> bool:
         """No run is queued or running: stopping the daemon now interrupts nothing."""

@@ -48,6 +48,9 @@ def test_scenario_truth_is_what_the_outcomes_expect() -> None:
     assert world["ctr_keras"]["effect"] == pytest.approx(-0.15)
     assert world["ctr_keras"]["expect"] == "ROLLED_BACK"
     assert world["ctr_gbdt"]["effect"] >= 0 and world["ctr_gbdt"]["expect"] == "PROMOTED"
+    assert world["ctr_mlp"]["effect"] > 0 and world["ctr_mlp"]["expect"] == "AB_PROMOTED"
+    assert world["ctr_lite"]["label_shift"] > 0 and world["ctr_lite"]["expect"] == "FAILED"
+    assert world["ctr_lite"]["then"]["expect"] == "SRM"
 
 
 def test_simulated_clicks_have_the_declared_effect() -> None:
@@ -94,10 +97,12 @@ def _arm(rng: np.random.Generator, n: int, rate: float) -> tuple[UserSums, Outco
     return sums, OutcomeStats(count=int(y.sum()), mean=float(x.sum() / y.sum()))
 
 
-def _window(version: int, arm: str, sums: UserSums, out: OutcomeStats) -> WindowStats:
+def _window(
+    version: int, arm: str, sums: UserSums, out: OutcomeStats, model: str = "ctr_keras"
+) -> WindowStats:
     now = time.time()
     return WindowStats(
-        model_id="ctr_keras",
+        model_id=model,
         version=version,
         arm=arm,
         slice="global",
@@ -120,28 +125,37 @@ def _window(version: int, arm: str, sums: UserSums, out: OutcomeStats) -> Window
     )
 
 
-def _evidence(tmp_path: Path, candidate_effect: float, n_candidate: int) -> Evidence:
+def _evidence(
+    tmp_path: Path,
+    candidate_effect: float,
+    n_candidate: int,
+    *,
+    model: str = "ctr_keras",
+    state: State = State.CANARY,
+) -> Evidence:
     fleet = load_fleet(prepare_home(tmp_path / "home", None))
-    decl = fleet.model("ctr_keras")
+    decl = fleet.model(model)
     rng = np.random.default_rng(7)
+    ab = state is State.AB_TEST
     c, co = _arm(rng, n_candidate, 0.30 * (1 + candidate_effect))
-    b, bo = _arm(rng, 9 * n_candidate, 0.30)
+    b, bo = _arm(rng, n_candidate if ab else 9 * n_candidate, 0.30)
     now = time.time()
     return Evidence(
-        model_id="ctr_keras",
+        model_id=model,
         slice="global",
         version=2,
-        state=State.CANARY,
-        percent=10,
+        state=state,
+        percent=50 if ab else 10,
         since_ts=now - 300,
         now_ts=now,
-        candidate=_window(2, "canary", c, co),
-        baseline=_window(1, "prod", b, bo),
+        candidate=_window(2, "ab" if ab else "canary", c, co, model),
+        baseline=_window(1, "prod", b, bo, model),
         policy=decl.spec.policy,
         online=decl.online,
         durations=fleet.durations,
         canary_ladder=fleet.canary_ladder,
         tier=decl.spec.tier,
+        is_weight_refresh=True,
     )
 
 
@@ -182,3 +196,83 @@ def test_a_good_candidate_is_held_until_the_test_has_its_power(tmp_path: Path) -
     assert thin.verdict is Verdict.HOLD and "inconclusive" in thin.reason
     plenty = SequentialRule().decide(_evidence(tmp_path, 0.03, 4000))
     assert plenty.verdict is Verdict.PROMOTE and "canary passed" in plenty.reason
+
+
+def test_the_ab_lift_is_significant_and_plotted(tmp_path: Path) -> None:
+    from demo.observe import CanaryObserver
+
+    e = _evidence(tmp_path, 0.15, 3000, model="ctr_mlp", state=State.AB_TEST)
+    d = SequentialRule().decide(e)
+    assert d.verdict is Verdict.PROMOTE and "significant lift" in d.reason
+    assert d.conclusion is not None and d.conclusion["concluded_with_power"]
+    obs = CanaryObserver.__new__(CanaryObserver)
+    obs.engine, obs.tracks, obs.print_every_s, obs.tl = SequentialRule(), {}, 10.0, print
+    obs._ab(e, now=time.monotonic())
+    t = obs.tracks[("ctr_mlp", 2)]
+    assert t.ab_line is not None and "users per arm" in t.ab_line
+    plot = obs.lift_plot(("ctr_mlp", 2))
+    assert len(plot) == 2 and "*" in plot[1]
+
+
+class _FakeWatcher:
+    """The registry as the owners see it: states, versions, alerts."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, int], str] = {}
+        self.alerts: set[tuple[str, int, str]] = set()
+        self.registry = None
+        self.tl = print
+
+    def versions(self, m: str) -> list[int]:
+        return [v for (mm, v) in self.states if mm == m] or [1]
+
+    def prod_version(self, m: str) -> int:
+        return 1
+
+    def state(self, m: str, v: int) -> str | None:
+        return self.states.get((m, v))
+
+    def alert(self, m: str, v: int, kind: str) -> object | None:
+        return object() if (m, v, kind) in self.alerts else None
+
+    def moved(self, m: str, v: int, to: str) -> None:
+        return None
+
+    def entries(self, m: str) -> list[object]:
+        return []
+
+
+def test_owners_start_the_ab_roll_back_on_srm_and_follow_up(tmp_path: Path) -> None:
+    from demo.owners import Scenario
+
+    home = tmp_path / "home"
+    fleet = load_fleet(prepare_home(home, None))
+    world = load_scenario()["world"]
+    sim = TrafficSim("http://127.0.0.1:1", ["ctr_mlp", "ctr_lite"], token="t", users=100)
+    w = _FakeWatcher()
+    launched: list[tuple[str, dict]] = []
+    sc = Scenario(
+        home, fleet, world, sim, w, lambda job, **kw: launched.append((job, kw)) or "id", print
+    )
+    for m in ("ctr_mlp", "ctr_lite"):
+        sc.set_truth(m, world["refresh"][m])
+    sc.write_data(["ctr_mlp", "ctr_lite"])
+    assert (home / "data" / "ctr_clicks_lite" / "v2.npz").exists()
+    assert sim.true_rate("ctr_mlp", 2) == pytest.approx(sim.base_rate * 1.15)
+
+    w.states[("ctr_mlp", 2)] = "CANARY"
+    sc.hook()
+    sc.hook()  # once only
+    [(job, kw)] = launched
+    assert job == "modelops_start_ab" and kw["tags"]["modelops/action"] == "start_ab"
+
+    w.states[("ctr_lite", 2)] = "FAILED"  # its truth: FAILED, then the SRM follow-up
+    sc.hook()
+    assert launched[-1][0] == "refresh_ctr_lite"
+    assert (home / "data" / "ctr_clicks_lite" / "v3.npz").exists()
+    assert sc.plan["ctr_lite"]["version"] == 3 and sc.plan["ctr_lite"]["expect"] == "SRM"
+    w.states[("ctr_lite", 3)] = "CANARY"
+    w.alerts.add(("ctr_lite", 3, "online_srm"))
+    sc.hook()
+    assert launched[-1][0] == "modelops_rollback"
+    assert [e["version"] for e in sc.entries() if e["model"] == "ctr_lite"] == [2, 3]
