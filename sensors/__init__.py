@@ -3,6 +3,8 @@
 - `modelops_candidate_sensor`: a version that passed its offline gates takes its next step.
 - `modelops_online_metrics_sensor`: live versions are judged on the prediction log through
   one decision interface (`modelops.evaluation.decision.DecisionEngine`).
+- `modelops_heightened_monitoring_sensor`: the same, on a shorter interval, for what a
+  break-glass put under heightened monitoring.
 - `modelops_reconcile_sensor`: actual serving state drifted from desired -> a reconcile run.
 - `modelops_rollback_failure_sensor`: a failed rollback run raises an alert.
 

@@ -29,6 +29,10 @@ halved, harm margin unchanged), and its promoted version is judged on every tick
 even past the post-promotion watch; inside an IRREVERSIBLE rollback's decay window the
 thresholds are relaxed by the window's factor. The decision's details (so the evidence tag)
 say which and until when, and the model's asset gets one observation per heightened period.
+A second sensor from the same builder (`heightened_only`, `HEIGHTENED_SENSOR`) ticks three
+times as often and judges only what is under heightened monitoring: that is the shorter
+interval; when nothing is, its tick is the one monitoring read. Run keys are deterministic,
+so the two sensors seeing one breach launch one run.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ from resources import PredictionLogResource, RegistryResource
 from sensors.launch import ActionJobs, jobs_for
 
 __all__ = [
+    "HEIGHTENED_SENSOR",
+    "heightened_interval_s",
     "ONLINE_METRICS_SENSOR",
     "ONLINE_ACTOR",
     "build_online_metrics_sensor",
@@ -69,6 +75,7 @@ __all__ = [
 ]
 
 ONLINE_METRICS_SENSOR = "modelops_online_metrics_sensor"
+HEIGHTENED_SENSOR = "modelops_heightened_monitoring_sensor"
 ONLINE_ACTOR = "system:online-metrics"
 _WATCHED = (State.SHADOW, State.CANARY, State.AB_TEST, State.PROMOTED)
 _MAX_CURSOR_ENTRIES = 2000
@@ -100,8 +107,10 @@ class OnlineMetricsEvaluator:
         engine: DecisionEngine | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        heightened_only: bool = False,
     ) -> None:
         self.fleet = fleet
+        self.heightened_only = heightened_only
         self.engine: DecisionEngine = engine or SequentialRule()
         self.clock = clock
         self._online: dict[str, OnlinePolicy] = {m.model_id: m.online for m in fleet.models}
@@ -171,8 +180,14 @@ class OnlineMetricsEvaluator:
         """Live versions to judge this tick, each (model, slice)'s prod version, and the last
         good version of each watched promotion. A promotion under heightened monitoring is
         judged until that ends, even past the post-promotion watch."""
-        live = reg.live_states(_WATCHED)
         self.monitoring = monitoring_in_force(reg, datetime.fromtimestamp(now, UTC))
+        if self.heightened_only:
+            hot = {k for k, m in self.monitoring.items() if m.heightened_until is not None}
+            if not hot:
+                return [], {}, {}  # the common case: one query and done
+            live = [ls for ls in reg.live_states(_WATCHED) if (ls.model_id, ls.slice) in hot]
+        else:
+            live = reg.live_states(_WATCHED)
         prod = {(ls.model_id, ls.slice): ls.version for ls in live if ls.state is State.PROMOTED}
         watch_s = self.fleet.durations.watch_s
         out: list[LiveState] = []
@@ -264,8 +279,12 @@ class OnlineMetricsEvaluator:
 
     def observations(self, seen: set[str]) -> tuple[list[dg.AssetObservation], set[str]]:
         """One observation on the model's asset per heightened period (the UI shows it);
-        returns them and the periods now observed (kept in the cursor)."""
-        events, now_seen = [], set()
+        returns them and the periods now observed (kept in the cursor). The main sensor
+        observes; the heightened-only one does not repeat it."""
+        events: list[dg.AssetObservation] = []
+        now_seen: set[str] = set()
+        if self.heightened_only:
+            return events, seen
         for (model_id, slice_), mon in sorted(self.monitoring.items()):
             if mon.heightened_until is None:
                 continue
@@ -456,6 +475,11 @@ def run_request_for(ls: LiveState, decision: Decision) -> dg.RunRequest | None:
     return dg.RunRequest(**fields)
 
 
+def heightened_interval_s(fleet: Fleet) -> int:
+    """The heightened-monitoring sensor's interval: a third of the fleet's (10 s at 30 s)."""
+    return max(1, fleet.durations.sensor_interval_s // 3)
+
+
 def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat(timespec="seconds") if ts is not None else None
 
@@ -519,21 +543,36 @@ def build_online_metrics_sensor(
     *,
     jobs: ActionJobs,
     clock: Callable[[], float] = time.time,
-    name: str = ONLINE_METRICS_SENSOR,
+    name: str | None = None,
+    heightened_only: bool = False,
 ) -> dg.SensorDefinition:
     """The sensor over the whole fleet; `engine` defaults to `SequentialRule`, `clock` to the
     wall clock (tests pass a later time instead of sleeping). `jobs` maps each action kind to
-    its job (`jobs.ACTION_JOBS`); this one launches canary_step, start_ab, promote, rollback."""
-    evaluator = OnlineMetricsEvaluator(fleet, engine, clock=clock)
+    its job (`jobs.ACTION_JOBS`); this one launches canary_step, start_ab, promote, rollback.
+    `heightened_only`: the shorter-interval sensor for what a break-glass put under
+    heightened monitoring (`HEIGHTENED_SENSOR`, every `heightened_interval_s`)."""
+    name = name or (HEIGHTENED_SENSOR if heightened_only else ONLINE_METRICS_SENSOR)
+    evaluator = OnlineMetricsEvaluator(fleet, engine, clock=clock, heightened_only=heightened_only)
     targets = jobs_for(jobs, _LAUNCHES, name)
+    if heightened_only:
+        interval = heightened_interval_s(fleet)
+        what = (
+            "Judges the versions under heightened monitoring after a break-glass (tighter "
+            "guardrails) on a shorter interval, and launches their rollback."
+        )
+    else:
+        interval = fleet.durations.sensor_interval_s
+        what = (
+            "Watches live versions (shadow, canary, A/B, post-promotion) in the prediction "
+            "log and launches the next step, a promotion, or a rollback."
+        )
 
     @dg.sensor(
         name=name,
         jobs=targets,
-        minimum_interval_seconds=fleet.durations.sensor_interval_s,
+        minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Watches live versions (shadow, canary, A/B, post-promotion) in the "
-        "prediction log and launches the next step, a promotion, or a rollback.",
+        description=what,
     )
     def _sensor(
         context: dg.SensorEvaluationContext,

@@ -15,13 +15,16 @@ __all__ = ["build_sensor_defs"]
 
 
 def build_sensor_defs(fleet: Fleet, *, jobs: ActionJobs) -> dg.Definitions:
-    """All four sensors. `jobs` is `jobs.ACTION_JOBS` (the objects `jobs.build_job_defs`
-    defines), handed over by `definitions.py` so that sensors never import jobs; the sensors
-    need the `registry`, `predlog`, `artifacts` and `controller` resources from there too."""
+    """All five sensors (the online-metrics sensor twice: the fleet, and on a shorter interval
+    what is under heightened monitoring after a break-glass). `jobs` is `jobs.ACTION_JOBS`
+    (the objects `jobs.build_job_defs` defines), handed over by `definitions.py` so that
+    sensors never import jobs; the sensors need the `registry`, `predlog`, `artifacts` and
+    `controller` resources from there too."""
     return dg.Definitions(
         sensors=[
             build_candidate_sensor(fleet, jobs=jobs),
             build_online_metrics_sensor(fleet, jobs=jobs),
+            build_online_metrics_sensor(fleet, jobs=jobs, heightened_only=True),
             build_reconcile_sensor(fleet),
             build_rollback_failure_sensor(fleet),
         ]

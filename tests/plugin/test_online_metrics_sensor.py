@@ -377,7 +377,7 @@ def test_engine_is_pluggable_and_sees_both_arms(canary: Registry, demo_fleet: Fl
     assert ev.is_weight_refresh is False  # only computed for L2, where it changes the path
 
 
-def test_sensor_defs_hold_all_four_sensors(demo_fleet: Fleet) -> None:
+def test_sensor_defs_hold_all_five_sensors(demo_fleet: Fleet) -> None:
     from sensors import build_sensor_defs
 
     defs = build_sensor_defs(demo_fleet, jobs=ACTION_JOBS)
@@ -385,9 +385,12 @@ def test_sensor_defs_hold_all_four_sensors(demo_fleet: Fleet) -> None:
     assert set(by_name) == {
         "modelops_candidate_sensor",
         "modelops_online_metrics_sensor",
+        "modelops_heightened_monitoring_sensor",
         "modelops_reconcile_sensor",
         "modelops_rollback_failure_sensor",
     }
+    hot = by_name["modelops_heightened_monitoring_sensor"]
+    assert hot.minimum_interval_seconds == max(1, demo_fleet.durations.sensor_interval_s // 3)
     online = by_name["modelops_online_metrics_sensor"]
     assert online.minimum_interval_seconds == demo_fleet.durations.sensor_interval_s
     assert online.default_status is dg.DefaultSensorStatus.RUNNING

@@ -5,6 +5,7 @@ the heightened note in the HOLD's evidence."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from test_online_metrics_sensor import MODEL, canary, sensor, tick, traffic  # noqa: F401
 
 import sensors.online_metrics as om
+from jobs import ACTION_JOBS
 from modelops.fleet import Fleet
 from modelops.registry import Registry
 from modelops.registry.monitoring import Monitoring
+from resources import PredictionLogResource
 
 
 def test_a_heightened_period_is_observed_once_on_the_model_asset(
@@ -43,3 +46,48 @@ def test_a_heightened_period_is_observed_once_on_the_model_asset(
     assert cursor["observed"] == [f"{MODEL}/global@{until.isoformat(timespec='seconds')}"]
     second = tick(s, first.cursor)
     assert second.asset_events == []
+
+
+class Spy:
+    """The registry, counting fleet-wide scans."""
+
+    def __init__(self, reg: Registry) -> None:
+        self.reg, self.scans = reg, 0
+
+    def live_states(self, *a: Any) -> Any:
+        self.scans += 1
+        return self.reg.live_states(*a)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reg, name)
+
+
+def test_the_heightened_sensor_judges_only_what_is_heightened(
+    canary: Registry,  # noqa: F811
+    demo_fleet: Fleet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hot: dict[tuple[str, str], Monitoring] = {}
+    monkeypatch.setattr(om, "monitoring_in_force", lambda reg, at: hot)
+    traffic(1, "prod", 300, 0.2, per_user=1)
+    traffic(2, "canary", 60, 0.2, error_rate=0.5, seed=2)
+    ev = om.OnlineMetricsEvaluator(demo_fleet, clock=time_ahead, heightened_only=True)
+    spy = Spy(canary)
+    reader = PredictionLogResource().reader()
+    assert ev.evaluate(spy, reader) == [] and spy.scans == 0  # nothing heightened: one read
+    until = datetime.now(UTC) + timedelta(hours=24)
+    hot[(MODEL, "global")] = Monitoring(heightened_until=until, heightened_reason="down")
+    [(ls, d)] = ev.evaluate(spy, reader)
+    assert (ls.version, d.verdict.value, spy.scans) == (2, "ROLLBACK", 1)
+    assert "heightened monitoring until" in d.reason
+    assert ev.observations(set()) == ([], set())  # the main sensor observes, not this one
+    s = om.build_online_metrics_sensor(
+        demo_fleet, jobs=ACTION_JOBS, clock=time_ahead, heightened_only=True
+    )
+    assert s.name == om.HEIGHTENED_SENSOR
+    [rr] = tick(s).run_requests
+    assert rr.job_name == "modelops_rollback" and "(break-glass)" in rr.tags[om.EVIDENCE_TAG]
+
+
+def time_ahead() -> float:
+    return time.time() + 60

@@ -32,6 +32,7 @@ GATES = (
 SENSORS = (
     "modelops_candidate_sensor",
     "modelops_online_metrics_sensor",
+    "modelops_heightened_monitoring_sensor",
     "modelops_reconcile_sensor",
     "modelops_rollback_failure_sensor",
 )
