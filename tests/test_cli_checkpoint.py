@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import FakeClock
 from test_cli import run
 from test_registry_checkpoints import M, checkpoint, promote
 from test_registry_kit import spec, teams
 
 from modelops.artifacts import LocalArtifactStore
 from modelops.registry import Registry
+
+if TYPE_CHECKING:  # a fixture's type; `conftest` is not importable by name under xdist
+    from conftest import FakeClock
 
 
 @pytest.fixture

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import FakeClock
 from test_registry_kit import add_people, approve, contract, refused, spec, teams
 
 from modelops.artifacts import LocalArtifactStore
 from modelops.errors import IllegalTransition, IntegrityError, NotFoundError, SpecError
 from modelops.registry import Candidate, DatasetInput, Registry
 from modelops.spec import ContinuousLearning, ModelSpec, State, Tier, VersionMeta
+
+if TYPE_CHECKING:  # a fixture's type; `conftest` is not importable by name under xdist
+    from conftest import FakeClock
 
 M = "ctr"
 TRAIN = DatasetInput(name="impressions", version=1, uri="s3://data/impressions/1")
