@@ -606,3 +606,7 @@ def _json(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(type(o))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

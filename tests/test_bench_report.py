@@ -61,3 +61,16 @@ def test_a_changed_figure_makes_its_block_stale_and_rewrite_fixes_only_that(
 def test_an_unknown_block_name_is_refused() -> None:
     with pytest.raises(KeyError, match="unknown bench block 'nope'"):
         report.render("nope")
+
+
+def _bench_scripts() -> list[str]:
+    make = (ROOT / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[-1] for line in make.splitlines() if "bench/" in line]
+
+
+@pytest.mark.parametrize("script", _bench_scripts())
+def test_every_bench_script_make_bench_runs_does_something_when_run(script: str) -> None:
+    """`make bench` runs each script as `python bench/X.py`; without a main guard the script
+    only defines functions and exits 0, so the run looks green and writes nothing."""
+    source = (ROOT / script).read_text()
+    assert 'if __name__ == "__main__":' in source, f"{script} has no main guard"
