@@ -265,7 +265,10 @@ class CanaryObserver:
         legend = "lift per look (| = 0; [ ] = always-valid interval; * = estimate)"
         out = [f"{legend}, {lo:+.0%}..{hi:+.0%}"]
         step = max(1, len(looks) // 12)
-        for users, lift, a, b in looks[::step] + ([looks[-1]] if len(looks) % step else []):
+        shown = looks[::step]
+        if shown[-1] is not looks[-1]:
+            shown.append(looks[-1])  # the last look, the one the decision was taken on
+        for users, lift, a, b in shown:
             row = [" "] * width
             row[col(0.0)] = "|"
             row[col(a)] = "["
@@ -302,7 +305,7 @@ class CanaryObserver:
             is_ab = e is not None and e.state is State.AB_TEST
             top = old_rule_decision(e, at_top=True) if e is not None and not is_ab else None
             out[f"{m} v{v}"] = {
-                "plan": t.plan.line() if t.plan else t.ab_line,
+                "plan": t.ab_line or (t.plan.line() if t.plan else None),
                 "lift_plot": self.lift_plot((m, v)),
                 "users_expected": t.plan.users_expected if t.plan else None,
                 "users_have": t.plan.have_candidate if t.plan else None,

@@ -95,6 +95,13 @@ class TrafficSim:
         self._rng = np.random.default_rng(seed)
         # Each user's own click propensity factor (mean 1): the world's heterogeneity.
         self._factor = self._rng.gamma(user_spread, 1.0 / user_spread, size=users)
+        # Each user's country, drawn like the dataset's rows: sent as the request's segment
+        # (`x-modelops-segment`), so the protected-slice tests see live slices.
+        from demo.data import COUNTRIES, COUNTRY_SHARE
+
+        self._country = [
+            COUNTRIES[i] for i in self._rng.choice(len(COUNTRIES), size=users, p=COUNTRY_SHARE)
+        ]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -252,7 +259,7 @@ class TrafficSim:
     async def _worker(self, session: Any, seed: int) -> None:
         import asyncio
 
-        from demo.data import COUNTRIES, COUNTRY_OFFSET, COUNTRY_SHARE, N_FEATURES, ctr_score
+        from demo.data import COUNTRY_OFFSET, N_FEATURES, ctr_score
 
         rng = np.random.default_rng(seed)
         interval = self.workers / self.rate_per_s if self.rate_per_s > 0 else 0.0
@@ -263,7 +270,7 @@ class TrafficSim:
                 await asyncio.sleep(0.1)
                 continue
             ui = int(rng.integers(len(self.users)))
-            country = COUNTRIES[int(rng.choice(len(COUNTRIES), p=COUNTRY_SHARE))]
+            country = self._country[ui]
             x = rng.normal(size=N_FEATURES).astype(np.float32)
             logit = float(ctr_score(x[None, :])[0]) + COUNTRY_OFFSET[country]
             p_x = 1.0 / (1.0 + math.exp(-logit))
@@ -319,7 +326,12 @@ class TrafficSim:
                 {"name": "features", "shape": [1, len(x)], "datatype": "FP32", "data": x.tolist()}
             ]
         }
-        headers = {"x-user-id": user, "x-slice": self.slice, "x-request-id": rid}
+        headers = {
+            "x-user-id": user,
+            "x-slice": self.slice,
+            "x-request-id": rid,
+            "x-modelops-segment": self._country[ui],
+        }
         try:
             async with session.post(
                 f"{self.url}/v2/models/{model}/infer", json=body, headers=headers
