@@ -104,9 +104,12 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 class _Phase:
-    def __init__(self, home: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, home: Path, say: Callable[[str], None], dagster_home: Path | None = None
+    ) -> None:
         self.home = home
         self.say = say
+        self.dagster_home = dagster_home if dagster_home is not None else home / "dagster"
         self.work = home / "governance"
         self.work.mkdir(parents=True, exist_ok=True)
         self.reg = Registry(f"sqlite:///{home / 'registry.db'}")
@@ -441,7 +444,7 @@ class _Phase:
 
         events = report_events(report, self.store)
         meta = events[0].metadata
-        dagster_home = self.home / "dagster"
+        dagster_home = self.dagster_home
         if (dagster_home / "dagster.yaml").exists():
             import dagster as dg
 
@@ -559,14 +562,21 @@ def _path(uri: str) -> str:
     return uri.removeprefix("file://")
 
 
-def run_governance_phase(home: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def run_governance_phase(
+    home: Path, say: Callable[[str], None], *, dagster_home: Path | None = None
+) -> dict[str, Any]:
     """Issue 11's five outcomes against the registry at `home`; returns them for the
-    demo's result JSON. Raises GovernancePhaseFailed naming an outcome that did not hold."""
+    demo's result JSON. Raises GovernancePhaseFailed naming an outcome that did not hold.
+
+    `make demo` gives it a registry of its own beside the fleet's (the controller serves every
+    desired state in a registry, and these versions are not servable models), so it can run
+    while the fleet's refresh is under way; `dagster_home` is the instance its rollback
+    reports are recorded on (default `<home>/dagster`)."""
     t0, c0 = time.monotonic(), time.process_time()
     home = Path(home).resolve()
     say("phase 5   governance: STATE_SNAPSHOT and IRREVERSIBLE rollbacks, break-glass, "
         "a forged approval, Article 11 documentation")  # fmt: skip
-    phase = _Phase(home, say)
+    phase = _Phase(home, say, dagster_home)
     try:
         phase.setup()
         out: dict[str, Any] = {"state_snapshot": phase.state_snapshot()}

@@ -36,6 +36,7 @@ class DemoResult:
     failure: str | None = None
     phase: str = "setup"  # the phase running (the one named when the demo fails)
     drift: dict[str, Any] | None = None
+    governance: dict[str, Any] | None = None  # phase 5: issue 11's outcomes
 
 
 def check_outcome(watcher: Watcher, m: str, truth: dict[str, Any], phase: str) -> None:

@@ -14,6 +14,11 @@
 3. Regression: the simulator makes the next ctr_gbdt version's clicks collapse; its
    refresh goes to canary, the online-metrics sensor confirms the harm and launches the
    rollback job, and traffic returns to the last good version.
+4. Drift: a campaign shifts one input; the drift sensor alerts, naming the dependent models.
+5. Governance (demo/governance_phase.py, beside phase 2 on a registry of its own): a
+   STATE_SNAPSHOT rollback with its state restored, an IRREVERSIBLE rollback's five-step
+   report and a NEEDS_RETRAIN dependent, a break-glass with its ticket, a forged approval
+   refused, and the L3 model's Article 11 document.
 
 Every step prints on a timeline, with each canary's planned sample beside the users it
 has; the end shows each model's state per slice and each scenario's outcome. A phase that
@@ -27,6 +32,7 @@ import argparse
 import json
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -277,6 +283,39 @@ def run_demo(
     return result
 
 
+class _Governance:
+    """Phase 5 (issue 11's outcomes: state restored, the IRREVERSIBLE report, break-glass,
+    a forged approval, Article 11) in a thread, on a registry of its own under
+    `<home>/governance`, so it adds no wall time and the controller never sees its versions,
+    which are records, not servable models. Its reports go on the demo's Dagster instance."""
+
+    def __init__(self, home: Path, tl: Timeline) -> None:
+        from demo.governance_phase import run_governance_phase
+
+        self._out: dict[str, Any] | None = None
+        self._exc: BaseException | None = None
+
+        def work() -> None:
+            try:
+                sub = home / "governance"
+                sub.mkdir(parents=True, exist_ok=True)
+                self._out = run_governance_phase(sub, tl, dagster_home=home / "dagster")
+            except BaseException as exc:  # noqa: BLE001 - re-raised in result()
+                self._exc = exc
+
+        self._thread = threading.Thread(target=work, name="demo-governance", daemon=True)
+        self._thread.start()
+
+    def result(self, timeout_s: float) -> dict[str, Any]:
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise PhaseTimeout(f"phase 'governance' timed out after {timeout_s:.0f}s")
+        if self._exc is not None:
+            raise self._exc
+        assert self._out is not None
+        return self._out
+
+
 def _write_result(home: Path, result: DemoResult) -> None:
     if home.exists():
         (home / "demo-result.json").write_text(json.dumps(asdict(result), indent=2, default=str))
@@ -306,6 +345,7 @@ def _scenario(
         "refresh": 540.0,
         "rollback": 180.0,
         "drift": 90.0,
+        "governance": 120.0,
     }
     limits.update(timeouts or {})
     scenario = load_scenario()
@@ -409,6 +449,7 @@ def _scenario(
             scenario.write_data(auto)
             for m in auto:
                 launch(client, f"refresh_{m}", tl)
+            governance = _Governance(home, tl)  # phase 5 runs beside the refresh
 
         def refresh_done(models_: list[str]) -> bool:
             open_ = set(scenario.open_models())
@@ -491,6 +532,9 @@ def _scenario(
                     check_outcome(watcher, m, plan[m], "refresh")
             for m in auto:
                 tl(f"demo      {m}: prod is v{watcher.prod_version(m)}")
+        if refresh_phase:
+            result.phase = "governance"
+            result.governance = governance.result(limits["governance"])
         # -- 4. drift ---------------------------------------------------------------
         result.phase = "drift"
         drift = world.get("drift") or {}
