@@ -339,7 +339,40 @@ def render_rollback(res: dict[str, Any]) -> str:
         f"TTR SLO {res['ttr_slo_s'] // 60} min. Machine: {_machine(res)}{_load_avg(res)}; "
         f"{res['timestamp']}.",
     ]
+    lines += _rollback_job_rows(res)
     return "\n".join(lines)
+
+
+def _rollback_job_rows(res: dict[str, Any]) -> list[str]:
+    """The rollback job's own figures (`--only plan|ttr|signatures`), when the run has them."""
+    rows: list[str] = []
+    if "plan.registry_plan_p50_ms" in res:
+        rows.append(
+            f"| rollback plan over a {res['plan.models']}-model DAG ({res['plan.edges']:,} "
+            f"edges, closure {res['plan.closure']}), end to end | <= 50 ms | "
+            f"p50 {res['plan.registry_plan_p50_ms']:.1f} ms, p95 "
+            f"{res['plan.registry_plan_p95_ms']:.1f} ms (CPU p50 "
+            f"{res['plan.registry_plan_cpu_p50_ms']:.1f} ms; load {res['plan.loadavg_1m']}) |"
+        )
+    for cls in ("stateless", "state_snapshot", "irreversible"):
+        key = f"ttr.{cls}.ttr_s"
+        if key in res:
+            rows.append(
+                f"| rollback TTR, {cls.upper()} ({res['ttr.rows']:,} rows, "
+                f"{res[f'ttr.{cls}.writes_reverted']:,} writes reverted), through the job's body "
+                f"| <= {res['ttr_slo_s'] // 60} min | {res[key]:.2f} s (restore "
+                f"{res[f'ttr.{cls}.restore_s']:.2f} s) |"
+            )
+    if "signatures.verify_per_approval_p50_us" in res:
+        rows.append(
+            "| signature verification per approval (parse, key, verify, subject, nonce, "
+            f"epoch) | (reported) | p50 {res['signatures.verify_per_approval_p50_us']:.0f} us, "
+            f"{res['signatures.overhead_ratio_vs_raw']:.2f}x a bare Ed25519 verify "
+            f"({res['signatures.raw_ed25519_verify_p50_us']:.0f} us) |"
+        )
+    if not rows:
+        return []
+    return ["", "| rollback job | target | measured |", "|---|---|---|", *rows]
 
 
 # ---------------------------------------------------------------------- recovery
