@@ -352,7 +352,7 @@ def _rollback_job_rows(res: dict[str, Any]) -> list[str]:
             f"edges, closure {res['plan.closure']}), end to end | <= 50 ms | "
             f"p50 {res['plan.registry_plan_p50_ms']:.1f} ms, p95 "
             f"{res['plan.registry_plan_p95_ms']:.1f} ms (CPU p50 "
-            f"{res['plan.registry_plan_cpu_p50_ms']:.1f} ms; load {res['plan.loadavg_1m']}) |"
+            f"{res['plan.registry_plan_cpu_p50_ms']:.1f} ms) |"
         )
     for cls in ("stateless", "state_snapshot", "irreversible"):
         key = f"ttr.{cls}.ttr_s"
