@@ -194,8 +194,9 @@ def register_model(mp: Any) -> None:
     """`model amend` and `model sign-amendment` (called by registry_cmds)."""
     a = mp.add_parser(
         "amend",
-        help="change tier, rollback class, slices, policy or dependents: signed, with a reason; "
-        "a tier or rollback-class change needs the stricter tier's signed approvals",
+        help="change tier, rollback class, slices, policy, dependents, description or "
+        "intended purpose: signed, with a reason; a tier or rollback-class change needs the "
+        "stricter tier's signed approvals",
     )
     a.add_argument("spec", metavar="SPEC.yaml")
     a.add_argument("--reason", default=None, help="why (signed; mandatory)")
