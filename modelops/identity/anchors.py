@@ -13,12 +13,12 @@ from pydantic import BaseModel, field_validator
 from modelops.identity.canonical import (
     _ANCHOR_DOMAIN,
     _HEX64,
-    _HEX128,
     _TS,
     _canonical_json,
     _Frozen,
     _parse_envelope,
     _parse_ts,
+    _SignedEnvelope,
     canonical_ts,
 )
 from modelops.identity.keys import ActorKey, SigningKey
@@ -64,28 +64,11 @@ class AnchorCheckpoint(_Frozen):
         return _ANCHOR_DOMAIN + _canonical_json(self.model_dump(mode="json"))
 
 
-class SignedAnchor(_Frozen):
+class SignedAnchor(_SignedEnvelope):
+    """An anchor checkpoint with its signature; `to_bytes` is what goes to the artifact store,
+    and its sha256 is the anchor's address."""
+
     checkpoint: AnchorCheckpoint
-    key_id: str
-    signature: str
-
-    @field_validator("key_id")
-    @classmethod
-    def _kid(cls, v: str) -> str:
-        if not _HEX64.match(v):
-            raise ValueError("key_id must be 64 lowercase hex characters")
-        return v
-
-    @field_validator("signature")
-    @classmethod
-    def _sig(cls, v: str) -> str:
-        if not _HEX128.match(v):
-            raise ValueError("signature must be 128 lowercase hex characters")
-        return v
-
-    def to_bytes(self) -> bytes:
-        """What goes to the artifact store; its sha256 is the anchor's address."""
-        return _canonical_json(self.model_dump(mode="json"))
 
     @property
     def sha256(self) -> str:

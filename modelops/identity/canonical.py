@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from modelops.errors import SpecError
 from modelops.identity.refusals import MalformedStatement
@@ -47,6 +47,32 @@ def _canonical_json(obj: Any) -> bytes:
 class _Frozen(BaseModel):
     # Strict: no "3" -> 3 coercion, so a payload means exactly what its bytes say.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _SignedEnvelope(_Frozen):
+    """What every signed record carries besides its body: the signing key's id and the
+    signature, each in one spelling (lowercase hex), so no byte of an envelope is malleable."""
+
+    key_id: str
+    signature: str
+
+    @field_validator("key_id")
+    @classmethod
+    def _kid(cls, v: str) -> str:
+        if not _HEX64.match(v):
+            raise ValueError("key_id must be 64 lowercase hex characters")
+        return v
+
+    @field_validator("signature")
+    @classmethod
+    def _sig(cls, v: str) -> str:
+        if not _HEX128.match(v):
+            raise ValueError("signature must be 128 lowercase hex characters")
+        return v
+
+    def to_bytes(self) -> bytes:
+        """The canonical bytes (sorted keys): what is stored and hashed."""
+        return _canonical_json(self.model_dump(mode="json"))
 
 
 def _parse_envelope(cls: type[BaseModel], data: bytes, what: str) -> Any:

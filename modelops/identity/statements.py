@@ -14,7 +14,6 @@ from modelops.errors import SpecError
 from modelops.identity.canonical import (
     _ACTOR,
     _HEX64,
-    _HEX128,
     _ID,
     _NONCE,
     _STATE,
@@ -24,6 +23,7 @@ from modelops.identity.canonical import (
     _Frozen,
     _parse_envelope,
     _parse_ts,
+    _SignedEnvelope,
     canonical_ts,
 )
 from modelops.identity.keys import SigningKey
@@ -166,30 +166,10 @@ class SignedPayload(_Frozen):
         )
 
 
-class SignedStatement(_Frozen):
+class SignedStatement(_SignedEnvelope):
     """A payload, the id of the key that signed it, and the signature (lowercase hex)."""
 
     payload: SignedPayload
-    key_id: str
-    signature: str
-
-    @field_validator("key_id")
-    @classmethod
-    def _kid(cls, v: str) -> str:
-        if not _HEX64.match(v):
-            raise ValueError("key_id must be 64 lowercase hex characters")
-        return v
-
-    @field_validator("signature")
-    @classmethod
-    def _sig(cls, v: str) -> str:
-        # Lowercase hex only: one spelling per signature, so no byte of it is malleable.
-        if not _HEX128.match(v):
-            raise ValueError("signature must be 128 lowercase hex characters")
-        return v
-
-    def to_bytes(self) -> bytes:
-        return _canonical_json(self.model_dump(mode="json"))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
